@@ -1,0 +1,367 @@
+//! The app: settings, broker, result backend and task registry (Celery's `Celery(...)`).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, RwLock};
+
+use serde_json::{Map, Value};
+
+use crate::backend::{self, ResultBackend};
+use crate::broker::{self, Broker};
+use crate::calling::{CallOptions, RetryPolicy};
+use crate::compression::CompressionRegistry;
+use crate::error::{Error, TaskError};
+use crate::producer::Producer;
+use crate::result::AsyncResult;
+use crate::routing::Queue;
+use crate::serializer::SerializerRegistry;
+use crate::signature::RawSignature;
+use crate::task::{Invocation, Task, TaskOptions};
+use crate::worker::WorkerBuilder;
+
+/// The app's settings, under Celery's names and with Celery's defaults.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `memory://` (the embedded default) or an `amqp://` URL.
+    pub broker_url: String,
+    /// `memory://` (the embedded default) or `rpc://`.
+    pub result_backend: String,
+    pub task_serializer: String,
+    pub result_serializer: String,
+    pub task_compression: Option<String>,
+    pub result_compression: Option<String>,
+    /// Content types (or serializer names) a worker accepts; others are rejected.
+    pub accept_content: Vec<String>,
+    /// What a client accepts in results; `None`: the same as `accept_content`.
+    pub result_accept_content: Option<Vec<String>>,
+    pub task_ignore_result: bool,
+    /// Store name, args, kwargs, worker, retries and queue with each result.
+    pub result_extended: bool,
+    /// Store a STARTED state when a task begins.
+    pub task_track_started: bool,
+    pub task_acks_late: bool,
+    pub task_default_queue: String,
+    pub task_default_priority: Option<u8>,
+    /// Queues with settings of their own (e.g. `x-max-priority`), by name.
+    pub task_queues: Vec<Queue>,
+    pub task_publish_retry: bool,
+    pub task_publish_retry_policy: RetryPolicy,
+    pub task_time_limit: Option<f64>,
+    pub task_soft_time_limit: Option<f64>,
+    /// Tasks run at once by a worker.
+    pub worker_concurrency: usize,
+    /// Unacknowledged messages per unit of concurrency.
+    pub worker_prefetch_multiplier: u16,
+    /// A decompressed message body larger than this is refused.
+    pub message_max_body_size: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            broker_url: "memory://".to_owned(),
+            result_backend: "memory://".to_owned(),
+            task_serializer: "json".to_owned(),
+            result_serializer: "json".to_owned(),
+            task_compression: None,
+            result_compression: None,
+            accept_content: vec!["json".to_owned()],
+            result_accept_content: None,
+            task_ignore_result: false,
+            result_extended: false,
+            task_track_started: false,
+            task_acks_late: false,
+            task_default_queue: "celery".to_owned(),
+            task_default_priority: None,
+            task_queues: Vec::new(),
+            task_publish_retry: true,
+            task_publish_retry_policy: RetryPolicy::default(),
+            task_time_limit: None,
+            task_soft_time_limit: None,
+            worker_concurrency: std::thread::available_parallelism().map_or(2, usize::from),
+            worker_prefetch_multiplier: 4,
+            message_max_body_size: 64 * 1024 * 1024,
+        }
+    }
+}
+
+/// A task known to this app, for its worker and for the options of its signatures.
+#[derive(Clone)]
+pub struct RegisteredTask {
+    pub name: &'static str,
+    pub options: TaskOptions,
+    pub params: &'static [&'static str],
+    pub is_errback: bool,
+    pub(crate) run: fn(Invocation) -> crate::BoxFuture<'static, Result<Value, TaskError>>,
+}
+
+/// A Celery app: what `delay`, `apply_async`, `send_task` and workers go through.
+///
+/// Cloning is cheap and every clone is the same app.
+#[derive(Clone)]
+pub struct Celery {
+    inner: Arc<AppInner>,
+}
+
+struct AppInner {
+    main: String,
+    config: Config,
+    broker: Arc<dyn Broker>,
+    backend: Arc<dyn ResultBackend>,
+    registry: RwLock<HashMap<String, RegisteredTask>>,
+    serializers: SerializerRegistry,
+    compressions: CompressionRegistry,
+    /// This client's id: the `reply_to` of its messages (Celery's `app.thread_oid`).
+    oid: String,
+    origin: String,
+    hostname: String,
+    declared: Mutex<HashSet<String>>,
+}
+
+static CURRENT: RwLock<Option<Celery>> = RwLock::new(None);
+
+impl Celery {
+    /// An app on the embedded in-memory broker and result backend.
+    pub fn new(main: impl Into<String>) -> Self {
+        Self::builder(main).build().expect("the default configuration is valid")
+    }
+
+    pub fn builder(main: impl Into<String>) -> Builder {
+        Builder { main: main.into(), config: Config::default(), broker: None, backend: None }
+    }
+
+    /// Makes this the app that `add::delay(...)` and friends use.
+    pub fn set_current(&self) -> &Self {
+        *CURRENT.write().expect("current app lock poisoned") = Some(self.clone());
+        self
+    }
+
+    /// The app set with [`set_current`](Self::set_current).
+    pub fn current() -> Option<Celery> {
+        CURRENT.read().expect("current app lock poisoned").clone()
+    }
+
+    pub fn main(&self) -> &str {
+        &self.inner.main
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    pub fn broker(&self) -> &Arc<dyn Broker> {
+        &self.inner.broker
+    }
+
+    pub fn backend(&self) -> &Arc<dyn ResultBackend> {
+        &self.inner.backend
+    }
+
+    pub fn serializers(&self) -> &SerializerRegistry {
+        &self.inner.serializers
+    }
+
+    pub fn compressions(&self) -> &CompressionRegistry {
+        &self.inner.compressions
+    }
+
+    /// The reply queue name of this client.
+    pub fn oid(&self) -> &str {
+        &self.inner.oid
+    }
+
+    /// `gen<pid>@<hostname>`, the `origin` header of sent messages.
+    pub fn origin(&self) -> &str {
+        &self.inner.origin
+    }
+
+    pub fn hostname(&self) -> &str {
+        &self.inner.hostname
+    }
+
+    /// Registers a task so this app's workers run it: `app.register(add::Task)`.
+    pub fn register<T: Task>(&self, _task: T) -> &Self {
+        let entry = RegisteredTask { name: T::NAME, options: T::OPTIONS, params: T::PARAMS, is_errback: T::IS_ERRBACK, run: T::run };
+        self.inner.registry.write().expect("task registry poisoned").insert(T::NAME.to_owned(), entry);
+        self
+    }
+
+    /// A registered task by name.
+    pub fn task(&self, name: &str) -> Option<RegisteredTask> {
+        self.inner.registry.read().expect("task registry poisoned").get(name).cloned()
+    }
+
+    /// The names of the registered tasks, sorted.
+    pub fn task_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.inner.registry.read().expect("task registry poisoned").keys().cloned().collect();
+        names.sort();
+        names
+    }
+
+    /// The queue a name refers to: a configured one, or Celery's automatic direct queue.
+    pub fn queue(&self, name: &str) -> Queue {
+        self.inner.config.task_queues.iter().find(|q| q.name == name).cloned().unwrap_or_else(|| Queue::new(name))
+    }
+
+    /// The publisher: it routes, encodes and publishes task messages with the retry policy.
+    pub fn producer(&self) -> Producer {
+        Producer::new(self.clone())
+    }
+
+    /// Sends a task by name, for tasks not defined in this process (Celery's `send_task`).
+    pub async fn send_task(
+        &self,
+        name: &str,
+        args: Vec<Value>,
+        kwargs: Map<String, Value>,
+        options: CallOptions<Value>,
+    ) -> Result<AsyncResult<Value>, Error> {
+        if let Some(error) = options.error {
+            return Err(error);
+        }
+        let mut raw = RawSignature::new(name);
+        raw.args = args;
+        raw.kwargs = kwargs;
+        raw.options = options.options;
+        let defaults = self.task(name).map_or(TaskOptions::DEFAULT, |t| t.options);
+        let id = self.producer().send(raw, &defaults).await?;
+        Ok(AsyncResult::new(id, self.clone()))
+    }
+
+    /// The result of a task by id.
+    pub fn result<R>(&self, task_id: impl Into<String>) -> AsyncResult<R> {
+        AsyncResult::new(task_id, self.clone())
+    }
+
+    /// A worker for this app's registered tasks.
+    pub fn worker(&self) -> WorkerBuilder {
+        WorkerBuilder::new(self.clone())
+    }
+
+    /// Whether this app already declared a queue (declaring once per process is enough).
+    pub(crate) fn mark_declared(&self, queue: &str) -> bool {
+        self.inner.declared.lock().expect("declared set poisoned").insert(queue.to_owned())
+    }
+
+    pub(crate) fn forget_declared(&self, queue: &str) {
+        self.inner.declared.lock().expect("declared set poisoned").remove(queue);
+    }
+}
+
+/// Builds a [`Celery`] app.
+pub struct Builder {
+    main: String,
+    config: Config,
+    broker: Option<Arc<dyn Broker>>,
+    backend: Option<Arc<dyn ResultBackend>>,
+}
+
+impl Builder {
+    pub fn broker_url(mut self, url: impl Into<String>) -> Self {
+        self.config.broker_url = url.into();
+        self
+    }
+
+    pub fn result_backend(mut self, url: impl Into<String>) -> Self {
+        self.config.result_backend = url.into();
+        self
+    }
+
+    /// Uses a broker object instead of one named by URL.
+    pub fn broker(mut self, broker: Arc<dyn Broker>) -> Self {
+        self.broker = Some(broker);
+        self
+    }
+
+    /// Uses a result backend object instead of one named by URL.
+    pub fn backend(mut self, backend: Arc<dyn ResultBackend>) -> Self {
+        self.backend = Some(backend);
+        self
+    }
+
+    pub fn task_serializer(mut self, name: impl Into<String>) -> Self {
+        self.config.task_serializer = name.into();
+        self
+    }
+
+    pub fn result_serializer(mut self, name: impl Into<String>) -> Self {
+        self.config.result_serializer = name.into();
+        self
+    }
+
+    pub fn task_compression(mut self, name: impl Into<String>) -> Self {
+        self.config.task_compression = Some(name.into());
+        self
+    }
+
+    pub fn accept_content<S: Into<String>>(mut self, content: impl IntoIterator<Item = S>) -> Self {
+        self.config.accept_content = content.into_iter().map(Into::into).collect();
+        self
+    }
+
+    pub fn task_ignore_result(mut self, ignore: bool) -> Self {
+        self.config.task_ignore_result = ignore;
+        self
+    }
+
+    pub fn result_extended(mut self, extended: bool) -> Self {
+        self.config.result_extended = extended;
+        self
+    }
+
+    pub fn task_track_started(mut self, track: bool) -> Self {
+        self.config.task_track_started = track;
+        self
+    }
+
+    pub fn task_default_queue(mut self, queue: impl Into<String>) -> Self {
+        self.config.task_default_queue = queue.into();
+        self
+    }
+
+    /// Declares a queue with settings of its own (e.g. `Queue::new("p").max_priority(10)`).
+    pub fn queue(mut self, queue: Queue) -> Self {
+        self.config.task_queues.retain(|q| q.name != queue.name);
+        self.config.task_queues.push(queue);
+        self
+    }
+
+    /// Changes any other setting.
+    pub fn configure(mut self, change: impl FnOnce(&mut Config)) -> Self {
+        change(&mut self.config);
+        self
+    }
+
+    pub fn build(self) -> Result<Celery, Error> {
+        let broker = match self.broker {
+            Some(broker) => broker,
+            None => broker::from_url(&self.config.broker_url)?,
+        };
+        let backend = match self.backend {
+            Some(backend) => backend,
+            None => backend::from_url(&self.config.result_backend)?,
+        };
+        let serializers = SerializerRegistry::default();
+        let compressions = CompressionRegistry::default();
+        serializers.get(&self.config.task_serializer)?;
+        serializers.get(&self.config.result_serializer)?;
+        for name in self.config.task_compression.iter().chain(&self.config.result_compression) {
+            compressions.get(name)?;
+        }
+        let hostname = gethostname::gethostname().to_string_lossy().into_owned();
+        Ok(Celery {
+            inner: Arc::new(AppInner {
+                main: self.main,
+                origin: format!("gen{}@{}", std::process::id(), hostname),
+                hostname,
+                oid: uuid::Uuid::new_v4().to_string(),
+                config: self.config,
+                broker,
+                backend,
+                registry: RwLock::default(),
+                serializers,
+                compressions,
+                declared: Mutex::default(),
+            }),
+        })
+    }
+}

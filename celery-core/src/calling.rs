@@ -1,0 +1,478 @@
+//! The options of Celery's Calling API (`apply_async(..., countdown=…, queue=…, link=…)`).
+//!
+//! [`CallOptions`] is what a user writes; [`ApplyOptions`] is the same set as it travels inside
+//! a signature's `options` on the wire, with Celery's key names.
+
+use std::marker::PhantomData;
+use std::time::Duration;
+
+use chrono::{DateTime, FixedOffset, TimeZone, Utc};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::{Map, Value};
+
+use crate::broker::BrokerErrorKind;
+use crate::protocol::{format_datetime, parse_datetime};
+use crate::signature::{Callback, ErrorCallback, RawSignature};
+
+/// A number of seconds, from an integer, a float or a [`Duration`].
+pub trait IntoSeconds {
+    fn into_seconds(self) -> f64;
+}
+
+macro_rules! seconds_from_number {
+    ($($t:ty),*) => {$(
+        impl IntoSeconds for $t {
+            fn into_seconds(self) -> f64 {
+                self as f64
+            }
+        }
+    )*};
+}
+seconds_from_number!(i32, u32, i64, u64, usize, f32, f64);
+
+impl IntoSeconds for Duration {
+    fn into_seconds(self) -> f64 {
+        self.as_secs_f64()
+    }
+}
+
+/// When a task expires: seconds after it is sent, or a point in time.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Expires {
+    After(f64),
+    At(DateTime<FixedOffset>),
+}
+
+impl Expires {
+    /// The absolute expiry time for a message sent at `now`.
+    pub fn resolve(self, now: DateTime<Utc>) -> DateTime<FixedOffset> {
+        match self {
+            Expires::After(seconds) => (now + chrono::Duration::microseconds((seconds * 1e6) as i64)).fixed_offset(),
+            Expires::At(at) => at,
+        }
+    }
+}
+
+impl<T: IntoSeconds> From<T> for Expires {
+    fn from(seconds: T) -> Self {
+        Expires::After(seconds.into_seconds())
+    }
+}
+
+impl<Tz: TimeZone> From<DateTime<Tz>> for Expires {
+    fn from(at: DateTime<Tz>) -> Self {
+        Expires::At(at.fixed_offset())
+    }
+}
+
+impl Serialize for Expires {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Expires::After(seconds) => serializer.serialize_f64(*seconds),
+            Expires::At(at) => serializer.serialize_str(&format_datetime(*at)),
+        }
+    }
+}
+
+/// How publishing retries when the broker fails (Celery's `retry_policy`).
+///
+/// The defaults are Celery's code defaults: 3 retries, the first at once, each next one 0.2 s
+/// later than the previous, never more than 1 s apart.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RetryPolicy {
+    /// `None` retries forever.
+    pub max_retries: Option<u32>,
+    pub interval_start: f64,
+    pub interval_step: f64,
+    pub interval_max: f64,
+    /// Which broker errors are retried; `None` means connection-level ones (Celery's default).
+    #[serde(skip)]
+    pub retry_errors: Option<Vec<BrokerErrorKind>>,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy { max_retries: Some(3), interval_start: 0.0, interval_step: 0.2, interval_max: 1.0, retry_errors: None }
+    }
+}
+
+impl RetryPolicy {
+    /// The wait before retry number `retry` (0-based).
+    pub fn interval(&self, retry: u32) -> Duration {
+        let seconds = (self.interval_start + self.interval_step * f64::from(retry)).min(self.interval_max).max(0.0);
+        Duration::from_secs_f64(seconds)
+    }
+
+    /// Whether an error of this kind should be retried.
+    pub fn retries(&self, kind: BrokerErrorKind) -> bool {
+        match &self.retry_errors {
+            Some(kinds) => kinds.contains(&kind),
+            None => kind.is_recoverable(),
+        }
+    }
+
+    fn from_wire(value: &Value) -> Option<Self> {
+        let map = value.as_object()?;
+        let number = |key: &str, default: f64| map.get(key).and_then(Value::as_f64).unwrap_or(default);
+        let defaults = RetryPolicy::default();
+        Some(RetryPolicy {
+            max_retries: match map.get("max_retries") {
+                Some(Value::Null) => None,
+                Some(v) => v.as_u64().map(|n| n as u32).or(defaults.max_retries),
+                None => defaults.max_retries,
+            },
+            interval_start: number("interval_start", defaults.interval_start),
+            interval_step: number("interval_step", defaults.interval_step),
+            interval_max: number("interval_max", defaults.interval_max),
+            retry_errors: None,
+        })
+    }
+}
+
+/// The options of `apply_async`, under Celery's names, as stored in a signature's `options`.
+///
+/// Options this crate does not interpret are kept in `extra`, so a signature that came from
+/// Python keeps them when it is sent on.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ApplyOptions {
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient")]
+    pub task_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient_seconds")]
+    pub countdown: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "ser_datetime", deserialize_with = "lenient_datetime")]
+    pub eta: Option<DateTime<FixedOffset>>,
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient_expires")]
+    pub expires: Option<Expires>,
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient_name")]
+    pub queue: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient_name")]
+    pub exchange: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient")]
+    pub routing_key: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient")]
+    pub priority: Option<u8>,
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient")]
+    pub serializer: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient")]
+    pub compression: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient")]
+    pub ignore_result: Option<bool>,
+    #[serde(skip_serializing_if = "Vec::is_empty", deserialize_with = "one_or_many")]
+    pub link: Vec<RawSignature>,
+    #[serde(skip_serializing_if = "Vec::is_empty", deserialize_with = "one_or_many")]
+    pub link_error: Vec<RawSignature>,
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient")]
+    pub retry: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient_policy")]
+    pub retry_policy: Option<RetryPolicy>,
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient")]
+    pub shadow: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient_seconds")]
+    pub time_limit: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient_seconds")]
+    pub soft_time_limit: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient")]
+    pub parent_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient")]
+    pub root_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient")]
+    pub group_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient")]
+    pub group_index: Option<i64>,
+    /// The retry count of the message (set when a task retries).
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient")]
+    pub retries: Option<u32>,
+    /// The chain steps still to run after this task, last step first (protocol order).
+    #[serde(skip_serializing_if = "Vec::is_empty", deserialize_with = "one_or_many")]
+    pub chain: Vec<RawSignature>,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+impl ApplyOptions {
+    /// Celery's `dict(sig.options, **options)`: values set in `other` win, link lists append.
+    pub fn merge(&mut self, other: ApplyOptions) {
+        macro_rules! take {
+            ($($field:ident),*) => {$( if other.$field.is_some() { self.$field = other.$field; } )*};
+        }
+        take!(
+            task_id, countdown, eta, expires, queue, exchange, routing_key, priority, serializer, compression, ignore_result,
+            retry, retry_policy, shadow, time_limit, soft_time_limit, parent_id, root_id, group_id, group_index, retries
+        );
+        self.link.extend(other.link);
+        self.link_error.extend(other.link_error);
+        if !other.chain.is_empty() {
+            self.chain = other.chain;
+        }
+        self.extra.extend(other.extra);
+    }
+}
+
+fn ser_datetime<S: Serializer>(value: &Option<DateTime<FixedOffset>>, serializer: S) -> Result<S::Ok, S::Error> {
+    match value {
+        Some(at) => serializer.serialize_str(&format_datetime(*at)),
+        None => serializer.serialize_none(),
+    }
+}
+
+/// Options written by other clients may hold values of unexpected types; those are ignored
+/// rather than making the whole signature unreadable.
+fn lenient<'de, D: Deserializer<'de>, T: serde::de::DeserializeOwned>(deserializer: D) -> Result<Option<T>, D::Error> {
+    let value = Value::deserialize(deserializer)?;
+    Ok(serde_json::from_value(value).ok())
+}
+
+fn lenient_seconds<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<f64>, D::Error> {
+    Ok(Value::deserialize(deserializer)?.as_f64())
+}
+
+/// A queue may be given as a name or as kombu's queue dict (`{"name": …}`).
+fn lenient_name<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
+    Ok(match Value::deserialize(deserializer)? {
+        Value::String(name) => Some(name),
+        Value::Object(map) => map.get("name").and_then(Value::as_str).map(str::to_owned),
+        _ => None,
+    })
+}
+
+/// A datetime as an ISO string or kombu's `{"__type__": "datetime", "__value__": …}`.
+fn datetime_from_value(value: &Value) -> Option<DateTime<FixedOffset>> {
+    match value {
+        Value::String(text) => parse_datetime(text),
+        Value::Object(map) if map.get("__type__").and_then(Value::as_str) == Some("datetime") => {
+            map.get("__value__").and_then(Value::as_str).and_then(parse_datetime)
+        }
+        _ => None,
+    }
+}
+
+fn lenient_datetime<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<DateTime<FixedOffset>>, D::Error> {
+    Ok(datetime_from_value(&Value::deserialize(deserializer)?))
+}
+
+fn lenient_expires<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Expires>, D::Error> {
+    let value = Value::deserialize(deserializer)?;
+    Ok(value.as_f64().map(Expires::After).or_else(|| datetime_from_value(&value).map(Expires::At)))
+}
+
+fn lenient_policy<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<RetryPolicy>, D::Error> {
+    Ok(RetryPolicy::from_wire(&Value::deserialize(deserializer)?))
+}
+
+fn one_or_many<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<RawSignature>, D::Error> {
+    Ok(match Value::deserialize(deserializer)? {
+        Value::Null => Vec::new(),
+        Value::Array(items) => items.into_iter().filter_map(|item| serde_json::from_value(item).ok()).collect(),
+        single => serde_json::from_value(single).ok().into_iter().collect(),
+    })
+}
+
+/// Options for one call of `apply_async`, typed by the result `R` of the task they apply to, so
+/// that a `link` callback that cannot take `R` does not compile.
+///
+/// ```ignore
+/// add::apply_async((2, 2), CallOptions::new().countdown(3).link(add::partial(16))).await?;
+/// ```
+#[must_use]
+pub struct CallOptions<R = Value> {
+    pub(crate) options: ApplyOptions,
+    pub(crate) error: Option<crate::error::Error>,
+    marker: PhantomData<fn(R)>,
+}
+
+impl<R> Default for CallOptions<R> {
+    fn default() -> Self {
+        CallOptions { options: ApplyOptions::default(), error: None, marker: PhantomData }
+    }
+}
+
+impl<R> std::fmt::Debug for CallOptions<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.options.fmt(f)
+    }
+}
+
+impl<R> CallOptions<R> {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The options as they go on the wire.
+    pub fn as_apply_options(&self) -> &ApplyOptions {
+        &self.options
+    }
+
+    /// Run no earlier than this many seconds from now.
+    pub fn countdown(mut self, seconds: impl IntoSeconds) -> Self {
+        self.options.countdown = Some(seconds.into_seconds());
+        self
+    }
+
+    /// Run no earlier than this time (timezone-aware).
+    pub fn eta<Tz: TimeZone>(mut self, at: DateTime<Tz>) -> Self {
+        self.options.eta = Some(at.fixed_offset());
+        self
+    }
+
+    /// Seconds after sending, or a datetime, after which the task is revoked instead of run.
+    pub fn expires(mut self, expires: impl Into<Expires>) -> Self {
+        self.options.expires = Some(expires.into());
+        self
+    }
+
+    /// A callback receiving this task's result as its first argument (call again for a list).
+    pub fn link<C: Callback<R>>(mut self, callback: C) -> Self {
+        match callback.into_raw() {
+            Ok(raw) => self.options.link.push(raw),
+            Err(error) => self.error = self.error.or(Some(error)),
+        }
+        self
+    }
+
+    /// An errback run when this task fails (call again for a list).
+    pub fn link_error<E: ErrorCallback>(mut self, errback: E) -> Self {
+        match errback.into_raw() {
+            Ok(raw) => self.options.link_error.push(raw),
+            Err(error) => self.error = self.error.or(Some(error)),
+        }
+        self
+    }
+
+    pub fn task_id(mut self, id: impl Into<String>) -> Self {
+        self.options.task_id = Some(id.into());
+        self
+    }
+
+    pub fn queue(mut self, queue: impl Into<String>) -> Self {
+        self.options.queue = Some(queue.into());
+        self
+    }
+
+    pub fn exchange(mut self, exchange: impl Into<String>) -> Self {
+        self.options.exchange = Some(exchange.into());
+        self
+    }
+
+    pub fn routing_key(mut self, routing_key: impl Into<String>) -> Self {
+        self.options.routing_key = Some(routing_key.into());
+        self
+    }
+
+    /// 0–255; RabbitMQ honours it on queues declared with `x-max-priority`.
+    pub fn priority(mut self, priority: u8) -> Self {
+        self.options.priority = Some(priority);
+        self
+    }
+
+    /// A serializer name (`json`, `msgpack`, … or a registered one).
+    pub fn serializer(mut self, name: impl Into<String>) -> Self {
+        self.options.serializer = Some(name.into());
+        self
+    }
+
+    /// A compression name (`zlib`/`gzip`, … or a registered one).
+    pub fn compression(mut self, name: impl Into<String>) -> Self {
+        self.options.compression = Some(name.into());
+        self
+    }
+
+    pub fn ignore_result(mut self, ignore: bool) -> Self {
+        self.options.ignore_result = Some(ignore);
+        self
+    }
+
+    /// Whether a failed publish is retried (by `retry_policy`); `false` fails at once.
+    pub fn retry(mut self, retry: bool) -> Self {
+        self.options.retry = Some(retry);
+        self
+    }
+
+    pub fn retry_policy(mut self, policy: RetryPolicy) -> Self {
+        self.options.retry_policy = Some(policy);
+        self
+    }
+
+    /// The name shown in logs instead of the task's name.
+    pub fn shadow(mut self, name: impl Into<String>) -> Self {
+        self.options.shadow = Some(name.into());
+        self
+    }
+
+    pub fn time_limit(mut self, seconds: impl IntoSeconds) -> Self {
+        self.options.time_limit = Some(seconds.into_seconds());
+        self
+    }
+
+    pub fn soft_time_limit(mut self, seconds: impl IntoSeconds) -> Self {
+        self.options.soft_time_limit = Some(seconds.into_seconds());
+        self
+    }
+
+    /// The task that sends this one; sets `parent_id` (and `root_id` unless given).
+    pub fn parent(mut self, parent_id: impl Into<String>, root_id: impl Into<String>) -> Self {
+        self.options.parent_id = Some(parent_id.into());
+        self.options.root_id = Some(root_id.into());
+        self
+    }
+
+    /// Drops the result type, for options reused across tasks.
+    pub fn untyped(self) -> CallOptions<Value> {
+        CallOptions { options: self.options, error: self.error, marker: PhantomData }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn default_retry_policy_is_celerys_code() {
+        let policy = RetryPolicy::default();
+        let waits: Vec<f64> = (0..7).map(|i| policy.interval(i).as_secs_f64()).collect();
+        assert_eq!(waits, vec![0.0, 0.2, 0.4, 0.6, 0.8, 1.0, 1.0]);
+        assert_eq!(policy.max_retries, Some(3));
+    }
+
+    #[test]
+    fn options_round_trip_with_celery_names_and_keep_unknown_keys() {
+        let wire = json!({
+            "task_id": "abc", "countdown": 3, "queue": {"name": "hi", "exchange": "hi"},
+            "expires": "2026-01-01T00:00:00+00:00", "eta": {"__type__": "datetime", "__value__": "2026-01-01T00:00:00"},
+            "link": {"task": "t", "args": [], "kwargs": {}, "options": {}, "subtask_type": null, "immutable": false},
+            "priority": "not a number", "reply_to": "some-queue"
+        });
+        let options: ApplyOptions = serde_json::from_value(wire).unwrap();
+        assert_eq!(options.task_id.as_deref(), Some("abc"));
+        assert_eq!(options.countdown, Some(3.0));
+        assert_eq!(options.queue.as_deref(), Some("hi"));
+        assert_eq!(options.link.len(), 1);
+        assert_eq!(options.priority, None);
+        assert!(matches!(options.expires, Some(Expires::At(_))));
+        assert_eq!(options.eta.map(format_datetime).as_deref(), Some("2026-01-01T00:00:00+00:00"));
+        let back = serde_json::to_value(&options).unwrap();
+        assert_eq!(back["reply_to"], json!("some-queue"));
+        assert_eq!(back["expires"], json!("2026-01-01T00:00:00+00:00"));
+        assert!(back.get("retry").is_none());
+    }
+
+    #[test]
+    fn merge_lets_call_options_win_and_appends_links() {
+        let mut base = ApplyOptions { queue: Some("a".into()), countdown: Some(1.0), ..Default::default() };
+        base.link.push(RawSignature::new("first"));
+        let mut call = ApplyOptions { queue: Some("b".into()), ..Default::default() };
+        call.link.push(RawSignature::new("second"));
+        base.merge(call);
+        assert_eq!(base.queue.as_deref(), Some("b"));
+        assert_eq!(base.countdown, Some(1.0));
+        assert_eq!(base.link.iter().map(|s| s.task.as_str()).collect::<Vec<_>>(), ["first", "second"]);
+    }
+
+    #[test]
+    fn expires_resolves_relative_to_now() {
+        let now = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
+        assert_eq!(format_datetime(Expires::from(10).resolve(now)), "2026-01-01T00:00:10+00:00");
+        assert_eq!(Expires::from(Duration::from_millis(1500)), Expires::After(1.5));
+    }
+}

@@ -1,0 +1,178 @@
+//! Canvas: chains and groups of signatures (Celery's `chain(...)`, `group(...)`).
+
+use std::future::{Future, IntoFuture};
+use std::marker::PhantomData;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+
+use crate::app::Celery;
+use crate::error::Error;
+use crate::result::AsyncResult;
+use crate::signature::{Applicable, Callback, RawSignature, Signature};
+use crate::task::TaskOptions;
+
+/// Tasks run one after another, each receiving the previous result; typed by the last task's
+/// result. Build it with [`chain!`](crate::chain).
+#[must_use = "a chain does nothing until it is sent with `apply_async`"]
+pub struct Chain<R> {
+    first: Result<(RawSignature, TaskOptions), Error>,
+    rest: Vec<Result<RawSignature, Error>>,
+    marker: PhantomData<fn() -> R>,
+}
+
+/// Composes a chain checked at compile time: each step after the first must accept the
+/// previous step's result (a `partial`) or ignore it (an `si`).
+///
+/// ```ignore
+/// let result = chain![add::s(2, 2), add::partial(16), mul::partial(3)].apply_async().await?;
+/// assert_eq!(result.get().await?, 60);
+/// ```
+#[macro_export]
+macro_rules! chain {
+    ($first:expr $(, $next:expr)* $(,)?) => {
+        $crate::canvas::Chain::new($first)$(.then($next))*
+    };
+}
+
+impl<R> Chain<R> {
+    /// A chain starting with a signature that can be sent as it is.
+    pub fn new<K: Applicable>(first: Signature<R, K>) -> Self {
+        Chain { first: first.into_parts(), rest: Vec::new(), marker: PhantomData }
+    }
+
+    /// Appends a step that takes (or ignores) this chain's result.
+    pub fn then<C: Callback<R>>(self, next: C) -> Chain<C::Output> {
+        let mut rest = self.rest;
+        rest.push(next.into_raw());
+        Chain { first: self.first, rest, marker: PhantomData }
+    }
+
+    /// Sends the chain through the current app; the result is the last task's.
+    pub async fn apply_async(self) -> Result<AsyncResult<R>, Error> {
+        let app = Celery::current().ok_or(Error::NoCurrentApp)?;
+        self.apply_async_with(&app).await
+    }
+
+    /// Sends the chain through the given app.
+    pub async fn apply_async_with(self, app: &Celery) -> Result<AsyncResult<R>, Error> {
+        let (mut first, defaults) = self.first?;
+        let mut rest = self.rest.into_iter().collect::<Result<Vec<_>, _>>()?;
+        // Every step's id is fixed now, as Celery's freeze does, so the last one is known.
+        let first_id = first.options.task_id.get_or_insert_with(new_id).clone();
+        let root_id = first.options.root_id.get_or_insert_with(|| first_id.clone()).clone();
+        let mut last_id = first_id;
+        for step in &mut rest {
+            last_id = step.options.task_id.get_or_insert_with(new_id).clone();
+            step.options.root_id = Some(root_id.clone());
+        }
+        rest.reverse();
+        first.options.chain = rest;
+        app.producer().send(first, &defaults).await?;
+        Ok(AsyncResult::new(last_id, app.clone()))
+    }
+}
+
+fn new_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// Signatures run in parallel; typed by their common result type.
+#[must_use = "a group does nothing until it is sent with `apply_async`"]
+pub struct Group<R> {
+    members: Vec<Result<(RawSignature, TaskOptions), Error>>,
+    marker: PhantomData<fn() -> R>,
+}
+
+/// A group of signatures (Celery's `group(add.s(2, 2), add.s(4, 4))`).
+pub fn group<R, K: Applicable>(signatures: impl IntoIterator<Item = Signature<R, K>>) -> Group<R> {
+    Group { members: signatures.into_iter().map(Signature::into_parts).collect(), marker: PhantomData }
+}
+
+impl<R> Group<R> {
+    pub async fn apply_async(self) -> Result<GroupResult<R>, Error> {
+        let app = Celery::current().ok_or(Error::NoCurrentApp)?;
+        self.apply_async_with(&app).await
+    }
+
+    /// Sends every member with the group's id and its index.
+    pub async fn apply_async_with(self, app: &Celery) -> Result<GroupResult<R>, Error> {
+        let group_id = new_id();
+        let producer = app.producer();
+        let mut results = Vec::with_capacity(self.members.len());
+        for (index, member) in self.members.into_iter().enumerate() {
+            let (mut signature, defaults) = member?;
+            signature.options.group_id = Some(group_id.clone());
+            signature.options.group_index = Some(index as i64);
+            let id = producer.send(signature, &defaults).await?;
+            results.push(AsyncResult::new(id, app.clone()));
+        }
+        Ok(GroupResult { id: group_id, results })
+    }
+}
+
+/// The results of a group, in the group's order.
+pub struct GroupResult<R> {
+    id: String,
+    results: Vec<AsyncResult<R>>,
+}
+
+impl<R> GroupResult<R> {
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    pub fn results(&self) -> &[AsyncResult<R>] {
+        &self.results
+    }
+
+    /// Waits for every result: `group_result.get().await` gives them in order.
+    pub fn get(&self) -> GroupGet<'_, R> {
+        GroupGet { group: self, timeout: None }
+    }
+
+    /// How many members have finished.
+    pub async fn completed_count(&self) -> Result<usize, Error> {
+        let mut done = 0;
+        for result in &self.results {
+            done += usize::from(result.ready().await?);
+        }
+        Ok(done)
+    }
+}
+
+/// A wait for all results of a group; `.await` it.
+#[must_use = "a `get()` does nothing until it is awaited"]
+pub struct GroupGet<'a, R> {
+    group: &'a GroupResult<R>,
+    timeout: Option<Duration>,
+}
+
+impl<R> GroupGet<'_, R> {
+    /// Gives up after this long in all.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+}
+
+impl<'a, R: DeserializeOwned + Send + 'a> IntoFuture for GroupGet<'a, R> {
+    type Output = Result<Vec<R>, Error>;
+    type IntoFuture = std::pin::Pin<Box<dyn Future<Output = Self::Output> + Send + 'a>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(async move {
+            let deadline = self.timeout.map(|t| tokio::time::Instant::now() + t);
+            let mut values = Vec::with_capacity(self.group.results.len());
+            for result in &self.group.results {
+                let get = result.get();
+                let value = match deadline {
+                    Some(deadline) => get.timeout(deadline.saturating_duration_since(tokio::time::Instant::now())).await?,
+                    None => get.await?,
+                };
+                values.push(value);
+            }
+            Ok(values)
+        })
+    }
+}

@@ -1,0 +1,548 @@
+//! Celery's message protocol v2: the broker-neutral [`Message`] every broker carries, the task
+//! headers, and the body `[args, kwargs, embed]`.
+//!
+//! Brokers move [`Message`]s, which hold encoded bytes and a header table exactly as they travel
+//! on the wire; [`TaskMessage`] is the decoded form the worker executes.
+
+use chrono::{DateTime, FixedOffset, SecondsFormat};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::error::Error;
+use crate::signature::RawSignature;
+
+/// A value of an AMQP header table (the types py-amqp reads back faithfully).
+#[derive(Debug, Clone, PartialEq)]
+pub enum HeaderValue {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Str(String),
+    List(Vec<HeaderValue>),
+    Table(Headers),
+}
+
+/// An ordered header table.
+pub type Headers = Vec<(String, HeaderValue)>;
+
+impl HeaderValue {
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            HeaderValue::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    pub fn as_i64(&self) -> Option<i64> {
+        match self {
+            HeaderValue::Int(i) => Some(*i),
+            HeaderValue::Float(f) if f.fract() == 0.0 => Some(*f as i64),
+            _ => None,
+        }
+    }
+
+    pub fn as_f64(&self) -> Option<f64> {
+        match self {
+            HeaderValue::Int(i) => Some(*i as f64),
+            HeaderValue::Float(f) => Some(*f),
+            _ => None,
+        }
+    }
+
+    pub fn is_null(&self) -> bool {
+        matches!(self, HeaderValue::Null)
+    }
+
+    fn opt_str(value: &Option<String>) -> HeaderValue {
+        value.as_ref().map_or(HeaderValue::Null, |s| HeaderValue::Str(s.clone()))
+    }
+
+    fn opt_float(value: Option<f64>) -> HeaderValue {
+        value.map_or(HeaderValue::Null, HeaderValue::Float)
+    }
+}
+
+impl From<&Value> for HeaderValue {
+    fn from(value: &Value) -> Self {
+        match value {
+            Value::Null => HeaderValue::Null,
+            Value::Bool(b) => HeaderValue::Bool(*b),
+            Value::Number(n) => n.as_i64().map_or_else(|| HeaderValue::Float(n.as_f64().unwrap_or(0.0)), HeaderValue::Int),
+            Value::String(s) => HeaderValue::Str(s.clone()),
+            Value::Array(items) => HeaderValue::List(items.iter().map(HeaderValue::from).collect()),
+            Value::Object(map) => HeaderValue::Table(map.iter().map(|(k, v)| (k.clone(), v.into())).collect()),
+        }
+    }
+}
+
+impl From<&HeaderValue> for Value {
+    fn from(value: &HeaderValue) -> Self {
+        match value {
+            HeaderValue::Null => Value::Null,
+            HeaderValue::Bool(b) => Value::Bool(*b),
+            HeaderValue::Int(i) => Value::from(*i),
+            HeaderValue::Float(f) => serde_json::Number::from_f64(*f).map_or(Value::Null, Value::Number),
+            HeaderValue::Str(s) => Value::String(s.clone()),
+            HeaderValue::List(items) => Value::Array(items.iter().map(Value::from).collect()),
+            HeaderValue::Table(table) => Value::Object(table.iter().map(|(k, v)| (k.clone(), v.into())).collect()),
+        }
+    }
+}
+
+/// AMQP basic properties of a message.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Properties {
+    pub correlation_id: Option<String>,
+    pub reply_to: Option<String>,
+    pub content_type: String,
+    pub content_encoding: String,
+    /// 2 = persistent, 1 = transient.
+    pub delivery_mode: u8,
+    pub priority: Option<u8>,
+    /// Per-message TTL in milliseconds, as a decimal string.
+    pub expiration: Option<String>,
+}
+
+/// A message as brokers carry it: header table, properties, encoded (maybe compressed) body.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Message {
+    pub headers: Headers,
+    pub properties: Properties,
+    pub body: Vec<u8>,
+}
+
+impl Message {
+    pub fn header(&self, name: &str) -> Option<&HeaderValue> {
+        self.headers.iter().find(|(key, _)| key == name).map(|(_, value)| value)
+    }
+}
+
+/// The typed task headers of protocol v2, in Celery's order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskHeaders {
+    pub lang: String,
+    pub task: String,
+    pub id: String,
+    pub shadow: Option<String>,
+    pub eta: Option<DateTime<FixedOffset>>,
+    pub expires: Option<DateTime<FixedOffset>>,
+    pub group: Option<String>,
+    pub group_index: Option<i64>,
+    pub retries: u32,
+    /// `[hard, soft]` time limits in seconds.
+    pub timelimit: (Option<f64>, Option<f64>),
+    pub root_id: Option<String>,
+    pub parent_id: Option<String>,
+    pub argsrepr: Option<String>,
+    pub kwargsrepr: Option<String>,
+    pub origin: Option<String>,
+    pub ignore_result: bool,
+    pub replaced_task_nesting: i64,
+    /// The compression scheme's MIME type, when the body is compressed.
+    pub compression: Option<String>,
+    /// Headers this crate does not interpret, kept so they survive a retry.
+    pub extra: Headers,
+}
+
+const KNOWN_HEADERS: &[&str] = &[
+    "lang",
+    "task",
+    "id",
+    "shadow",
+    "eta",
+    "expires",
+    "group",
+    "group_index",
+    "retries",
+    "timelimit",
+    "root_id",
+    "parent_id",
+    "argsrepr",
+    "kwargsrepr",
+    "origin",
+    "ignore_result",
+    "replaced_task_nesting",
+    "compression",
+];
+
+impl TaskHeaders {
+    /// Headers for a new task message with Celery's defaults.
+    pub fn new(task: impl Into<String>, id: impl Into<String>) -> Self {
+        TaskHeaders {
+            lang: "py".to_owned(),
+            task: task.into(),
+            id: id.into(),
+            shadow: None,
+            eta: None,
+            expires: None,
+            group: None,
+            group_index: None,
+            retries: 0,
+            timelimit: (None, None),
+            root_id: None,
+            parent_id: None,
+            argsrepr: None,
+            kwargsrepr: None,
+            origin: None,
+            ignore_result: false,
+            replaced_task_nesting: 0,
+            compression: None,
+            extra: Vec::new(),
+        }
+    }
+
+    /// The header table in Celery's order.
+    pub fn to_table(&self) -> Headers {
+        let mut table = vec![
+            ("lang".to_owned(), HeaderValue::Str(self.lang.clone())),
+            ("task".to_owned(), HeaderValue::Str(self.task.clone())),
+            ("id".to_owned(), HeaderValue::Str(self.id.clone())),
+            ("shadow".to_owned(), HeaderValue::opt_str(&self.shadow)),
+            ("eta".to_owned(), HeaderValue::opt_str(&self.eta.map(format_datetime))),
+            ("expires".to_owned(), HeaderValue::opt_str(&self.expires.map(format_datetime))),
+            ("group".to_owned(), HeaderValue::opt_str(&self.group)),
+            ("group_index".to_owned(), self.group_index.map_or(HeaderValue::Null, HeaderValue::Int)),
+            ("retries".to_owned(), HeaderValue::Int(i64::from(self.retries))),
+            (
+                "timelimit".to_owned(),
+                HeaderValue::List(vec![HeaderValue::opt_float(self.timelimit.0), HeaderValue::opt_float(self.timelimit.1)]),
+            ),
+            ("root_id".to_owned(), HeaderValue::opt_str(&self.root_id)),
+            ("parent_id".to_owned(), HeaderValue::opt_str(&self.parent_id)),
+            ("argsrepr".to_owned(), HeaderValue::opt_str(&self.argsrepr)),
+            ("kwargsrepr".to_owned(), HeaderValue::opt_str(&self.kwargsrepr)),
+            ("origin".to_owned(), HeaderValue::opt_str(&self.origin)),
+            ("ignore_result".to_owned(), HeaderValue::Bool(self.ignore_result)),
+            ("replaced_task_nesting".to_owned(), HeaderValue::Int(self.replaced_task_nesting)),
+            ("stamped_headers".to_owned(), HeaderValue::Null),
+            ("stamps".to_owned(), HeaderValue::Table(Vec::new())),
+        ];
+        if let Some(compression) = &self.compression {
+            table.push(("compression".to_owned(), HeaderValue::Str(compression.clone())));
+        }
+        table.extend(self.extra.iter().cloned());
+        table
+    }
+
+    /// Reads the headers of a received message. Only `task` and `id` are required (a 5.x worker
+    /// accepts `lang`, `task`, `id` alone); a malformed optional header is an error, not ignored,
+    /// so that a bad ETA never runs a task early.
+    pub fn from_table(table: &Headers) -> Result<Self, Error> {
+        let get = |name: &str| table.iter().find(|(k, _)| k == name).map(|(_, v)| v).filter(|v| !v.is_null());
+        let required = |name: &str| -> Result<String, Error> {
+            match get(name) {
+                Some(HeaderValue::Str(s)) if !s.is_empty() => Ok(s.clone()),
+                Some(other) => Err(Error::decode("message headers", format!("header {name:?} must be a string, got {other:?}"))),
+                None => Err(Error::decode("message headers", format!("missing header {name:?}"))),
+            }
+        };
+        let optional_str = |name: &str| -> Result<Option<String>, Error> {
+            match get(name) {
+                None => Ok(None),
+                Some(HeaderValue::Str(s)) => Ok(Some(s.clone())),
+                Some(other) => Err(Error::decode("message headers", format!("header {name:?} must be a string, got {other:?}"))),
+            }
+        };
+        let optional_datetime = |name: &str| -> Result<Option<DateTime<FixedOffset>>, Error> {
+            optional_str(name)?
+                .map(|text| {
+                    parse_datetime(&text)
+                        .ok_or_else(|| Error::decode("message headers", format!("header {name:?} is not an ISO-8601 datetime: {text:?}")))
+                })
+                .transpose()
+        };
+        let optional_int = |name: &str| -> Result<Option<i64>, Error> {
+            match get(name) {
+                None => Ok(None),
+                Some(value) => value
+                    .as_i64()
+                    .map(Some)
+                    .ok_or_else(|| Error::decode("message headers", format!("header {name:?} must be an integer, got {value:?}"))),
+            }
+        };
+        let timelimit = match get("timelimit") {
+            None => (None, None),
+            Some(HeaderValue::List(items)) if items.len() == 2 => (items[0].as_f64(), items[1].as_f64()),
+            Some(other) => return Err(Error::decode("message headers", format!("header \"timelimit\" must be [hard, soft], got {other:?}"))),
+        };
+        let retries = optional_int("retries")?.unwrap_or(0);
+        Ok(TaskHeaders {
+            lang: optional_str("lang")?.unwrap_or_else(|| "py".to_owned()),
+            task: required("task")?,
+            id: required("id")?,
+            shadow: optional_str("shadow")?,
+            eta: optional_datetime("eta")?,
+            expires: optional_datetime("expires")?,
+            group: optional_str("group")?,
+            group_index: optional_int("group_index")?,
+            retries: u32::try_from(retries).map_err(|_| Error::decode("message headers", format!("header \"retries\" out of range: {retries}")))?,
+            timelimit,
+            root_id: optional_str("root_id")?,
+            parent_id: optional_str("parent_id")?,
+            argsrepr: optional_str("argsrepr")?,
+            kwargsrepr: optional_str("kwargsrepr")?,
+            origin: optional_str("origin")?,
+            ignore_result: matches!(get("ignore_result"), Some(HeaderValue::Bool(true))),
+            replaced_task_nesting: optional_int("replaced_task_nesting")?.unwrap_or(0),
+            compression: optional_str("compression")?,
+            extra: table
+                .iter()
+                .filter(|(k, _)| !KNOWN_HEADERS.contains(&k.as_str()) && k != "stamped_headers" && k != "stamps")
+                .cloned()
+                .collect(),
+        })
+    }
+}
+
+/// Formats a datetime the way Python's `isoformat()` does: microseconds only when non-zero.
+pub fn format_datetime(datetime: DateTime<FixedOffset>) -> String {
+    let format = if datetime.timestamp_subsec_micros() == 0 { SecondsFormat::Secs } else { SecondsFormat::Micros };
+    datetime.to_rfc3339_opts(format, false)
+}
+
+/// Parses an ISO-8601 datetime; a naive one (no offset) is UTC, as Celery treats it.
+pub fn parse_datetime(text: &str) -> Option<DateTime<FixedOffset>> {
+    DateTime::parse_from_rfc3339(text).ok().or_else(|| {
+        chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f")
+            .ok()
+            .map(|naive| naive.and_utc().fixed_offset())
+    })
+}
+
+/// The fourth part of the body: the workflow embedded in a task message.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Embed {
+    #[serde(default)]
+    pub callbacks: Option<Vec<RawSignature>>,
+    #[serde(default)]
+    pub errbacks: Option<Vec<RawSignature>>,
+    /// The remaining chain steps, last step first: the worker pops the end.
+    #[serde(default)]
+    pub chain: Option<Vec<RawSignature>>,
+    #[serde(default)]
+    pub chord: Option<Value>,
+}
+
+impl Embed {
+    pub fn is_empty(&self) -> bool {
+        self.callbacks.as_ref().is_none_or(Vec::is_empty)
+            && self.errbacks.as_ref().is_none_or(Vec::is_empty)
+            && self.chain.as_ref().is_none_or(Vec::is_empty)
+            && self.chord.is_none()
+    }
+}
+
+/// The decoded body: `[args, kwargs, embed]`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Body {
+    pub args: Vec<Value>,
+    pub kwargs: Map<String, Value>,
+    pub embed: Embed,
+}
+
+impl Serialize for Body {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeTuple;
+        let mut parts = serializer.serialize_tuple(3)?;
+        parts.serialize_element(&self.args)?;
+        parts.serialize_element(&self.kwargs)?;
+        parts.serialize_element(&self.embed)?;
+        parts.end()
+    }
+}
+
+impl Body {
+    /// Reads `[args, kwargs, embed]` from a decoded value; `embed` may be null or absent.
+    pub fn from_value(value: Value) -> Result<Self, Error> {
+        let Value::Array(mut parts) = value else {
+            return Err(Error::decode("task body", "expected a list [args, kwargs, embed]"));
+        };
+        if parts.len() < 2 || parts.len() > 3 {
+            return Err(Error::decode("task body", format!("expected [args, kwargs, embed], got a list of {}", parts.len())));
+        }
+        let embed = if parts.len() == 3 { parts.pop().unwrap_or(Value::Null) } else { Value::Null };
+        let kwargs = match parts.pop() {
+            Some(Value::Object(map)) => map,
+            Some(Value::Null) => Map::new(),
+            other => return Err(Error::decode("task body", format!("kwargs must be a mapping, got {other:?}"))),
+        };
+        let args = match parts.pop() {
+            Some(Value::Array(items)) => items,
+            Some(Value::Null) => Vec::new(),
+            other => return Err(Error::decode("task body", format!("args must be a list, got {other:?}"))),
+        };
+        let embed = if embed.is_null() {
+            Embed::default()
+        } else {
+            serde_json::from_value(embed).map_err(|e| Error::decode("task body embed", e))?
+        };
+        Ok(Body { args, kwargs, embed })
+    }
+}
+
+/// A decoded task message, ready for the worker.
+#[derive(Debug, Clone)]
+pub struct TaskMessage {
+    pub headers: TaskHeaders,
+    pub properties: Properties,
+    pub body: Body,
+}
+
+/// A Python-style `repr` of a value, as Celery writes `argsrepr`/`kwargsrepr`.
+pub fn python_repr(value: &Value, out: &mut String) {
+    match value {
+        Value::Null => out.push_str("None"),
+        Value::Bool(true) => out.push_str("True"),
+        Value::Bool(false) => out.push_str("False"),
+        Value::Number(n) => out.push_str(&n.to_string()),
+        Value::String(s) => {
+            let quote = if s.contains('\'') && !s.contains('"') { '"' } else { '\'' };
+            out.push(quote);
+            for ch in s.chars() {
+                match ch {
+                    '\\' => out.push_str("\\\\"),
+                    '\n' => out.push_str("\\n"),
+                    '\r' => out.push_str("\\r"),
+                    '\t' => out.push_str("\\t"),
+                    c if c == quote => {
+                        out.push('\\');
+                        out.push(c);
+                    }
+                    c if (c as u32) < 0x20 || c as u32 == 0x7f => out.push_str(&format!("\\x{:02x}", c as u32)),
+                    c => out.push(c),
+                }
+            }
+            out.push(quote);
+        }
+        Value::Array(items) => {
+            out.push('[');
+            repr_items(items.iter(), out);
+            out.push(']');
+        }
+        Value::Object(map) => repr_map(map, out),
+    }
+}
+
+fn repr_items<'a>(items: impl Iterator<Item = &'a Value>, out: &mut String) {
+    for (i, item) in items.enumerate() {
+        if i > 0 {
+            out.push_str(", ");
+        }
+        python_repr(item, out);
+    }
+}
+
+fn repr_map(map: &Map<String, Value>, out: &mut String) {
+    out.push('{');
+    for (i, (key, value)) in map.iter().enumerate() {
+        if i > 0 {
+            out.push_str(", ");
+        }
+        python_repr(&Value::String(key.clone()), out);
+        out.push_str(": ");
+        python_repr(value, out);
+    }
+    out.push('}');
+}
+
+/// Celery's `argsrepr`: the args as a Python tuple, cut at 1024 characters.
+pub fn args_repr(args: &[Value]) -> String {
+    let mut out = String::from("(");
+    repr_items(args.iter(), &mut out);
+    if args.len() == 1 {
+        out.push(',');
+    }
+    out.push(')');
+    truncate_repr(out)
+}
+
+/// Celery's `kwargsrepr`: the kwargs as a Python dict, cut at 1024 characters.
+pub fn kwargs_repr(kwargs: &Map<String, Value>) -> String {
+    let mut out = String::new();
+    repr_map(kwargs, &mut out);
+    truncate_repr(out)
+}
+
+fn truncate_repr(mut text: String) -> String {
+    const MAX: usize = 1024;
+    if text.len() > MAX {
+        let mut cut = MAX - 3;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+        text.push_str("...");
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn headers_round_trip_through_the_table() {
+        let mut headers = TaskHeaders::new("tasks.add", "id-1");
+        headers.eta = parse_datetime("2026-11-23T19:56:16.003182+00:00");
+        headers.timelimit = (Some(10.0), None);
+        headers.retries = 2;
+        headers.extra.push(("custom".into(), HeaderValue::Str("kept".into())));
+        let back = TaskHeaders::from_table(&headers.to_table()).unwrap();
+        assert_eq!(back, headers);
+    }
+
+    #[test]
+    fn minimal_headers_are_enough() {
+        let table = vec![
+            ("lang".to_owned(), HeaderValue::Str("py".into())),
+            ("task".to_owned(), HeaderValue::Str("t".into())),
+            ("id".to_owned(), HeaderValue::Str("x".into())),
+        ];
+        let headers = TaskHeaders::from_table(&table).unwrap();
+        assert_eq!(headers.task, "t");
+        assert_eq!(headers.retries, 0);
+    }
+
+    #[test]
+    fn missing_or_malformed_headers_are_errors() {
+        let no_task = vec![("id".to_owned(), HeaderValue::Str("x".into()))];
+        assert!(TaskHeaders::from_table(&no_task).unwrap_err().to_string().contains("missing header \"task\""));
+        let bad_eta = vec![
+            ("task".to_owned(), HeaderValue::Str("t".into())),
+            ("id".to_owned(), HeaderValue::Str("x".into())),
+            ("eta".to_owned(), HeaderValue::Str("tomorrow".into())),
+        ];
+        assert!(TaskHeaders::from_table(&bad_eta).unwrap_err().to_string().contains("ISO-8601"));
+    }
+
+    #[test]
+    fn naive_datetimes_are_utc_and_formatting_matches_python() {
+        let naive = parse_datetime("2026-01-02T03:04:05.000006").unwrap();
+        assert_eq!(format_datetime(naive), "2026-01-02T03:04:05.000006+00:00");
+        let whole = parse_datetime("2026-01-02T03:04:05+02:00").unwrap();
+        assert_eq!(format_datetime(whole), "2026-01-02T03:04:05+02:00");
+    }
+
+    #[test]
+    fn body_accepts_null_embed_and_rejects_wrong_shapes() {
+        let body = Body::from_value(json!([[1, 2], {"a": 1}, null])).unwrap();
+        assert_eq!(body.args, vec![json!(1), json!(2)]);
+        assert!(body.embed.is_empty());
+        assert!(Body::from_value(json!({"args": []})).is_err());
+        assert!(Body::from_value(json!([1, {}, null])).is_err());
+        assert!(Body::from_value(json!([[], [], null])).is_err());
+    }
+
+    #[test]
+    fn reprs_look_like_python() {
+        assert_eq!(args_repr(&[json!(2), json!("it's"), json!(null), json!(true)]), "(2, \"it's\", None, True)");
+        assert_eq!(args_repr(&[json!(1)]), "(1,)");
+        let mut kwargs = Map::new();
+        kwargs.insert("x".into(), json!([1, "a"]));
+        assert_eq!(kwargs_repr(&kwargs), "{'x': [1, 'a']}");
+        let long = vec![json!("y".repeat(2000))];
+        assert_eq!(args_repr(&long).len(), 1024);
+    }
+}

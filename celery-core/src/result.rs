@@ -1,0 +1,384 @@
+//! Results: task states, the stored result record, and [`AsyncResult`] to wait for a result.
+
+use std::fmt;
+use std::future::{Future, IntoFuture};
+use std::marker::PhantomData;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::Value;
+
+use crate::app::Celery;
+use crate::error::{Error, ExceptionInfo};
+
+/// A task state. Custom states (`"PROGRESS"`) are stored as they are named.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum State {
+    Pending,
+    Received,
+    Started,
+    Success,
+    Failure,
+    Revoked,
+    Rejected,
+    Retry,
+    Ignored,
+    Custom(String),
+}
+
+impl State {
+    pub fn as_str(&self) -> &str {
+        match self {
+            State::Pending => "PENDING",
+            State::Received => "RECEIVED",
+            State::Started => "STARTED",
+            State::Success => "SUCCESS",
+            State::Failure => "FAILURE",
+            State::Revoked => "REVOKED",
+            State::Rejected => "REJECTED",
+            State::Retry => "RETRY",
+            State::Ignored => "IGNORED",
+            State::Custom(name) => name,
+        }
+    }
+
+    /// SUCCESS, FAILURE and REVOKED: the task will not change state again.
+    pub fn is_ready(&self) -> bool {
+        matches!(self, State::Success | State::Failure | State::Revoked)
+    }
+
+    /// States whose `result` holds an exception.
+    pub fn is_exception(&self) -> bool {
+        matches!(self, State::Failure | State::Revoked | State::Retry)
+    }
+}
+
+impl From<&str> for State {
+    fn from(name: &str) -> Self {
+        match name {
+            "PENDING" => State::Pending,
+            "RECEIVED" => State::Received,
+            "STARTED" => State::Started,
+            "SUCCESS" => State::Success,
+            "FAILURE" => State::Failure,
+            "REVOKED" => State::Revoked,
+            "REJECTED" => State::Rejected,
+            "RETRY" => State::Retry,
+            "IGNORED" => State::Ignored,
+            other => State::Custom(other.to_owned()),
+        }
+    }
+}
+
+impl From<String> for State {
+    fn from(name: String) -> Self {
+        State::from(name.as_str())
+    }
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for State {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for State {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Ok(State::from(String::deserialize(deserializer)?))
+    }
+}
+
+/// The record a backend stores for a task, with Celery's keys.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResultMeta {
+    pub status: State,
+    #[serde(default)]
+    pub result: Value,
+    #[serde(default)]
+    pub traceback: Option<String>,
+    #[serde(default)]
+    pub children: Vec<Value>,
+    #[serde(default)]
+    pub date_done: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_id: Option<String>,
+    /// `result_extended` fields.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub args: Option<Vec<Value>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kwargs: Option<serde_json::Map<String, Value>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retries: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue: Option<String>,
+    pub task_id: String,
+}
+
+impl ResultMeta {
+    /// A record in `state` holding `result`; ready states get `date_done` now.
+    pub fn new(task_id: String, status: State, result: Value) -> Self {
+        let date_done = status.is_ready().then(|| crate::protocol::format_datetime(chrono::Utc::now().fixed_offset()));
+        ResultMeta {
+            status,
+            result,
+            traceback: None,
+            children: Vec::new(),
+            date_done,
+            group_id: None,
+            parent_id: None,
+            name: None,
+            args: None,
+            kwargs: None,
+            worker: None,
+            retries: None,
+            queue: None,
+            task_id,
+        }
+    }
+
+    /// A FAILURE, REVOKED or RETRY record holding an exception.
+    pub fn exception(task_id: String, status: State, exception: &ExceptionInfo, traceback: Option<String>) -> Self {
+        let mut meta = Self::new(task_id, status, serde_json::to_value(exception).unwrap_or(Value::Null));
+        meta.traceback = traceback;
+        meta
+    }
+
+    /// The exception stored in a FAILURE/REVOKED/RETRY record.
+    pub fn exception_info(&self) -> Option<ExceptionInfo> {
+        if !self.status.is_exception() {
+            return None;
+        }
+        serde_json::from_value(self.result.clone()).ok().or_else(|| Some(ExceptionInfo::builtin("Exception", self.result.to_string())))
+    }
+}
+
+/// What `get().no_propagate()` returns: the result, or the exception as data.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TaskOutcome<R> {
+    Success(R),
+    Failure { exception: ExceptionInfo, traceback: Option<String> },
+    Revoked { exception: ExceptionInfo },
+}
+
+/// The result of a sent task, typed by the task's return type (Celery's `AsyncResult`).
+pub struct AsyncResult<R = Value> {
+    id: String,
+    app: Celery,
+    marker: PhantomData<fn() -> R>,
+}
+
+impl<R> Clone for AsyncResult<R> {
+    fn clone(&self) -> Self {
+        AsyncResult { id: self.id.clone(), app: self.app.clone(), marker: PhantomData }
+    }
+}
+
+impl<R> fmt::Debug for AsyncResult<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "<AsyncResult: {}>", self.id)
+    }
+}
+
+impl<R> AsyncResult<R> {
+    pub fn new(id: impl Into<String>, app: Celery) -> Self {
+        AsyncResult { id: id.into(), app, marker: PhantomData }
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The stored record, if the backend has one.
+    pub async fn info(&self) -> Result<Option<ResultMeta>, Error> {
+        self.app.backend().get(&self.id).await
+    }
+
+    /// The task's state; PENDING when nothing is known yet.
+    pub async fn state(&self) -> Result<State, Error> {
+        Ok(self.info().await?.map_or(State::Pending, |meta| meta.status))
+    }
+
+    /// Whether the task has finished (SUCCESS, FAILURE or REVOKED).
+    pub async fn ready(&self) -> Result<bool, Error> {
+        Ok(self.state().await?.is_ready())
+    }
+
+    pub async fn successful(&self) -> Result<bool, Error> {
+        Ok(self.state().await? == State::Success)
+    }
+
+    pub async fn failed(&self) -> Result<bool, Error> {
+        Ok(self.state().await? == State::Failure)
+    }
+
+    /// The same result read as another type (`Value` for untyped access).
+    pub fn cast<T>(self) -> AsyncResult<T> {
+        AsyncResult { id: self.id, app: self.app, marker: PhantomData }
+    }
+
+    /// Waits for the result: `result.get().await`, with `.timeout(…)`, `.on_message(…)` and
+    /// `.no_propagate()` to adjust.
+    pub fn get(&self) -> Get<'_, R> {
+        Get { result: self, timeout: None, on_message: None }
+    }
+}
+
+type OnMessage<'a> = Box<dyn FnMut(&ResultMeta) + Send + 'a>;
+
+/// A wait for a result; `.await` it.
+#[must_use = "a `get()` does nothing until it is awaited"]
+pub struct Get<'a, R> {
+    result: &'a AsyncResult<R>,
+    timeout: Option<Duration>,
+    on_message: Option<OnMessage<'a>>,
+}
+
+impl<'a, R: DeserializeOwned + Send + 'a> Get<'a, R> {
+    /// Gives up with [`Error::Timeout`] after this long.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// Calls `callback` with every state the task goes through (PROGRESS updates included).
+    pub fn on_message(mut self, callback: impl FnMut(&ResultMeta) + Send + 'a) -> Self {
+        self.on_message = Some(Box::new(callback));
+        self
+    }
+
+    /// Celery's `propagate=False`: a failure is returned as data instead of an error.
+    pub fn no_propagate(self) -> GetOutcome<'a, R> {
+        GetOutcome { get: self }
+    }
+
+    async fn wait_ready(mut self) -> Result<ResultMeta, Error> {
+        let id = self.result.id.clone();
+        let mut updates = self.result.app.backend().subscribe(&id).await?;
+        let wait = async {
+            loop {
+                let Some(meta) = updates.recv().await else {
+                    return Err(Error::Backend {
+                        backend: self.result.app.backend().url().to_owned(),
+                        reason: format!("stopped delivering the result of task {id}"),
+                    });
+                };
+                if let Some(callback) = self.on_message.as_mut() {
+                    callback(&meta);
+                }
+                if meta.status.is_ready() {
+                    return Ok(meta);
+                }
+            }
+        };
+        match self.timeout {
+            None => wait.await,
+            Some(limit) => tokio::time::timeout(limit, wait)
+                .await
+                .unwrap_or_else(|_| Err(Error::Timeout { task_id: id.clone(), seconds: limit.as_secs_f64() })),
+        }
+    }
+}
+
+fn decode_success<R: DeserializeOwned>(meta: ResultMeta) -> Result<R, Error> {
+    serde_json::from_value(meta.result)
+        .map_err(|e| Error::decode(format!("the result of task {}", meta.task_id), e))
+}
+
+impl<'a, R: DeserializeOwned + Send + 'a> IntoFuture for Get<'a, R> {
+    type Output = Result<R, Error>;
+    type IntoFuture = std::pin::Pin<Box<dyn Future<Output = Self::Output> + Send + 'a>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(async move {
+            let meta = self.wait_ready().await?;
+            match meta.status {
+                State::Success => decode_success(meta),
+                State::Revoked => Err(Error::TaskRevoked {
+                    exception: meta.exception_info().unwrap_or_else(|| ExceptionInfo::celery("TaskRevokedError", "revoked")),
+                    task_id: meta.task_id,
+                }),
+                _ => Err(Error::TaskFailed {
+                    exception: meta.exception_info().unwrap_or_else(|| ExceptionInfo::builtin("Exception", "failed")),
+                    traceback: meta.traceback,
+                    task_id: meta.task_id,
+                }),
+            }
+        })
+    }
+}
+
+/// A wait that returns failures as [`TaskOutcome`] data.
+#[must_use = "a `get()` does nothing until it is awaited"]
+pub struct GetOutcome<'a, R> {
+    get: Get<'a, R>,
+}
+
+impl<'a, R: DeserializeOwned + Send + 'a> IntoFuture for GetOutcome<'a, R> {
+    type Output = Result<TaskOutcome<R>, Error>;
+    type IntoFuture = std::pin::Pin<Box<dyn Future<Output = Self::Output> + Send + 'a>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(async move {
+            let meta = self.get.wait_ready().await?;
+            Ok(match meta.status {
+                State::Success => TaskOutcome::Success(decode_success(meta)?),
+                State::Revoked => TaskOutcome::Revoked {
+                    exception: meta.exception_info().unwrap_or_else(|| ExceptionInfo::celery("TaskRevokedError", "revoked")),
+                },
+                _ => TaskOutcome::Failure {
+                    exception: meta.exception_info().unwrap_or_else(|| ExceptionInfo::builtin("Exception", "failed")),
+                    traceback: meta.traceback,
+                },
+            })
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn states_round_trip_including_custom_ones() {
+        for name in ["PENDING", "SUCCESS", "FAILURE", "REVOKED", "RETRY", "PROGRESS"] {
+            let state: State = serde_json::from_value(json!(name)).unwrap();
+            assert_eq!(serde_json::to_value(&state).unwrap(), json!(name));
+        }
+        assert!(State::Revoked.is_ready() && !State::Custom("PROGRESS".into()).is_ready());
+    }
+
+    #[test]
+    fn meta_has_celerys_keys() {
+        let meta = ResultMeta::new("id1".into(), State::Custom("PROGRESS".into()), json!({"progress": 50}));
+        assert_eq!(
+            serde_json::to_value(&meta).unwrap(),
+            json!({"status": "PROGRESS", "result": {"progress": 50}, "traceback": null, "children": [], "date_done": null, "task_id": "id1"})
+        );
+        let done = ResultMeta::new("id1".into(), State::Success, json!(4));
+        assert!(done.date_done.is_some());
+    }
+
+    #[test]
+    fn exception_records_decode_from_python() {
+        let meta: ResultMeta = serde_json::from_value(json!({
+            "status": "FAILURE", "result": {"exc_type": "ValueError", "exc_message": ["boom"], "exc_module": "builtins"},
+            "traceback": "Traceback ...", "children": [], "date_done": "2026-01-01T00:00:00+00:00", "task_id": "x"
+        }))
+        .unwrap();
+        assert_eq!(meta.exception_info().unwrap(), ExceptionInfo::builtin("ValueError", "boom"));
+    }
+}

@@ -1,0 +1,94 @@
+//! Routing: queues and where a task message goes (Celery's `queue`, `exchange`, `routing_key`,
+//! `task_default_queue`).
+
+/// A queue as kombu declares it: bound to `exchange` with `routing_key`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Queue {
+    pub name: String,
+    pub exchange: String,
+    /// `direct`, `topic` or `fanout`.
+    pub exchange_type: String,
+    pub routing_key: String,
+    pub durable: bool,
+    pub auto_delete: bool,
+    /// `x-max-priority`: makes RabbitMQ honour message priorities up to this value.
+    pub max_priority: Option<u8>,
+}
+
+impl Queue {
+    /// Celery's queue for a name it was not configured with: `Queue(name, Exchange(name,
+    /// 'direct'), routing_key=name)`, durable.
+    pub fn new(name: impl Into<String>) -> Self {
+        let name = name.into();
+        Queue {
+            exchange: name.clone(),
+            exchange_type: "direct".to_owned(),
+            routing_key: name.clone(),
+            name,
+            durable: true,
+            auto_delete: false,
+            max_priority: None,
+        }
+    }
+
+    pub fn max_priority(mut self, max_priority: u8) -> Self {
+        self.max_priority = Some(max_priority);
+        self
+    }
+
+    pub fn exchange(mut self, exchange: impl Into<String>, exchange_type: impl Into<String>) -> Self {
+        self.exchange = exchange.into();
+        self.exchange_type = exchange_type.into();
+        self
+    }
+
+    pub fn routing_key(mut self, routing_key: impl Into<String>) -> Self {
+        self.routing_key = routing_key.into();
+        self
+    }
+}
+
+/// Where one message is published, and the queue to declare first.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Route {
+    pub queue: Queue,
+    pub exchange: String,
+    pub routing_key: String,
+}
+
+impl Route {
+    /// Celery's rule: with neither an exchange nor a routing key given, a message for a direct
+    /// queue goes through the default exchange `""` keyed by the queue's name; otherwise through
+    /// the given (or the queue's) exchange and key.
+    pub fn resolve(queue: Queue, exchange: Option<&str>, routing_key: Option<&str>) -> Route {
+        match (exchange, routing_key) {
+            (None, None) if queue.exchange_type == "direct" => {
+                Route { exchange: String::new(), routing_key: queue.name.clone(), queue }
+            }
+            _ => Route {
+                exchange: exchange.unwrap_or(&queue.exchange).to_owned(),
+                routing_key: routing_key.unwrap_or(&queue.routing_key).to_owned(),
+                queue,
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn direct_queues_go_through_the_default_exchange() {
+        let route = Route::resolve(Queue::new("celery"), None, None);
+        assert_eq!((route.exchange.as_str(), route.routing_key.as_str()), ("", "celery"));
+    }
+
+    #[test]
+    fn an_explicit_exchange_or_key_is_used_with_the_queues_other_half() {
+        let route = Route::resolve(Queue::new("q"), None, Some("other"));
+        assert_eq!((route.exchange.as_str(), route.routing_key.as_str()), ("q", "other"));
+        let route = Route::resolve(Queue::new("q"), Some("x"), None);
+        assert_eq!((route.exchange.as_str(), route.routing_key.as_str()), ("x", "q"));
+    }
+}

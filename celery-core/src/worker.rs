@@ -1,0 +1,561 @@
+//! The worker: consumes task messages, runs registered tasks, stores their results and sends
+//! their callbacks (Celery's `celery worker`).
+//!
+//! Every message is settled: run and acknowledged, held until its ETA, rejected with a FAILURE
+//! stored (bad message, unknown task), or put back in its queue on shutdown. None is dropped
+//! silently and none crashes the worker.
+
+use std::any::Any;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use serde_json::Value;
+use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::task::JoinSet;
+
+use crate::app::{Celery, RegisteredTask};
+use crate::broker::{Acker, Consumer, Delivery};
+use crate::compression::DecompressError;
+use crate::error::{Error, ExceptionInfo, TaskError, TaskErrorKind};
+use crate::protocol::{format_datetime, Body, Message, TaskHeaders, TaskMessage};
+use crate::result::{ResultMeta, State};
+use crate::signature::RawSignature;
+use crate::task::{DeliveryInfo, Invocation, Request, TaskContext, TaskOptions};
+
+/// Configures and starts a [`Worker`].
+pub struct WorkerBuilder {
+    app: Celery,
+    queues: Vec<String>,
+    concurrency: usize,
+    prefetch_multiplier: u16,
+    hostname: String,
+}
+
+impl WorkerBuilder {
+    pub(crate) fn new(app: Celery) -> Self {
+        let config = app.config();
+        WorkerBuilder {
+            queues: vec![config.task_default_queue.clone()],
+            concurrency: config.worker_concurrency.max(1),
+            prefetch_multiplier: config.worker_prefetch_multiplier,
+            hostname: format!("celery@{}", app.hostname()),
+            app,
+        }
+    }
+
+    /// The queues to consume (`-Q`); default: `task_default_queue`.
+    pub fn queues<S: Into<String>>(mut self, queues: impl IntoIterator<Item = S>) -> Self {
+        self.queues = queues.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// How many tasks run at once (`-c`).
+    pub fn concurrency(mut self, concurrency: usize) -> Self {
+        self.concurrency = concurrency.max(1);
+        self
+    }
+
+    /// Unacknowledged messages per unit of concurrency.
+    pub fn prefetch_multiplier(mut self, multiplier: u16) -> Self {
+        self.prefetch_multiplier = multiplier;
+        self
+    }
+
+    /// The node name (`-n`), default `celery@<hostname>`.
+    pub fn hostname(mut self, hostname: impl Into<String>) -> Self {
+        self.hostname = hostname.into();
+        self
+    }
+
+    /// Declares the queues, starts consuming and returns the running worker.
+    pub async fn start(self) -> Result<Worker, Error> {
+        let queues: Vec<_> = self.queues.iter().map(|name| self.app.queue(name)).collect();
+        for queue in &queues {
+            self.app.broker().declare(queue).await?;
+        }
+        let prefetch = self.prefetch().min(u32::from(u16::MAX)) as u16;
+        let consumer = self.app.broker().consume(&queues, prefetch).await?;
+        let (shutdown, shutdown_signal) = watch::channel(false);
+        let runtime = Arc::new(Runtime {
+            app: self.app.clone(),
+            hostname: self.hostname.clone(),
+            slots: Arc::new(Semaphore::new(self.concurrency)),
+            shutdown: shutdown_signal,
+        });
+        tracing::info!(hostname = %self.hostname, queues = ?self.queues, concurrency = self.concurrency, tasks = ?self.app.task_names(), "worker ready");
+        let main_loop = tokio::spawn(consume(runtime, consumer, prefetch));
+        Ok(Worker { shutdown, main_loop })
+    }
+
+    fn prefetch(&self) -> u32 {
+        self.concurrency as u32 * u32::from(self.prefetch_multiplier)
+    }
+}
+
+/// A running worker; [`shutdown`](Worker::shutdown) stops it gracefully.
+pub struct Worker {
+    shutdown: watch::Sender<bool>,
+    main_loop: tokio::task::JoinHandle<()>,
+}
+
+impl Worker {
+    /// Stops taking messages, finishes the running tasks and puts the held ones (ETA, waiting
+    /// for a slot) back in their queues (Celery's warm shutdown).
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        if let Err(error) = self.main_loop.await {
+            tracing::error!(%error, "worker loop ended abnormally");
+        }
+    }
+
+    /// Runs until the worker stops by itself (its broker closed the consumer).
+    pub async fn join(self) {
+        let _ = self.main_loop.await;
+    }
+}
+
+struct Runtime {
+    app: Celery,
+    hostname: String,
+    slots: Arc<Semaphore>,
+    shutdown: watch::Receiver<bool>,
+}
+
+async fn consume(runtime: Arc<Runtime>, mut consumer: Box<dyn Consumer>, base_prefetch: u16) {
+    let mut shutdown = runtime.shutdown.clone();
+    let mut jobs = JoinSet::new();
+    // ETA messages stay unacknowledged while they wait, so the prefetch limit is raised by one
+    // for each of them: other messages keep flowing (Celery's qos.increment_eventually).
+    let (held_tx, mut held_rx) = mpsc::unbounded_channel::<i32>();
+    let mut held: i64 = 0;
+    loop {
+        tokio::select! {
+            biased;
+            _ = stopping(&mut shutdown) => break,
+            Some(change) = held_rx.recv() => {
+                held += i64::from(change);
+                let prefetch = if base_prefetch == 0 { 0 } else { (i64::from(base_prefetch) + held).clamp(1, i64::from(u16::MAX)) as u16 };
+                if let Err(error) = consumer.set_prefetch(prefetch).await {
+                    tracing::warn!(%error, "could not change the prefetch count");
+                }
+            }
+            Some(finished) = jobs.join_next(), if !jobs.is_empty() => {
+                if let Err(error) = finished {
+                    tracing::error!(%error, "a message handler ended abnormally");
+                }
+            }
+            delivery = consumer.next() => match delivery {
+                None => break,
+                Some(Err(error)) => {
+                    tracing::error!(%error, "consumer error");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Some(Ok(delivery)) => {
+                    jobs.spawn(handle(runtime.clone(), delivery, held_tx.clone()));
+                }
+            }
+        }
+    }
+    consumer.cancel().await;
+    while let Some(finished) = jobs.join_next().await {
+        if let Err(error) = finished {
+            tracing::error!(%error, "a message handler ended abnormally");
+        }
+    }
+    tracing::info!(hostname = %runtime.hostname, "worker stopped");
+}
+
+/// Resolves once the worker is asked to stop.
+async fn stopping(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stop| *stop).await;
+}
+
+/// Why a message cannot be run, and the task id to store a FAILURE under when it has one.
+struct Unusable {
+    task_id: Option<String>,
+    task: Option<String>,
+    exception: ExceptionInfo,
+}
+
+async fn handle(runtime: Arc<Runtime>, delivery: Delivery, held_tx: mpsc::UnboundedSender<i32>) {
+    let Delivery { message, info, acker } = delivery;
+    let decoded = match decode_message(&runtime.app, &message) {
+        Ok(decoded) => decoded,
+        Err(unusable) => return reject_unusable(&runtime, &message, unusable, acker).await,
+    };
+    let Some(task) = runtime.app.task(&decoded.headers.task) else {
+        let name = decoded.headers.task.clone();
+        let unusable = Unusable {
+            task_id: Some(decoded.headers.id.clone()),
+            task: Some(name.clone()),
+            exception: ExceptionInfo::celery("NotRegistered", format!("'{name}'")),
+        };
+        return reject_unusable(&runtime, &message, unusable, acker).await;
+    };
+    let request = request_of(&runtime, decoded, info);
+    tracing::info!(task = %request.task, id = %request.id, "Task received");
+
+    if let Some(eta) = request.eta.as_deref().and_then(crate::protocol::parse_datetime) {
+        let wait = (eta.with_timezone(&Utc) - Utc::now()).to_std().unwrap_or_default();
+        if !wait.is_zero() {
+            let _ = held_tx.send(1);
+            let mut shutdown = runtime.shutdown.clone();
+            let stopped = tokio::select! {
+                _ = tokio::time::sleep(wait) => false,
+                _ = stopping(&mut shutdown) => true,
+            };
+            let _ = held_tx.send(-1);
+            if stopped {
+                return requeue(acker, &request).await;
+            }
+        }
+    }
+    if is_expired(&request) {
+        return revoke_expired(&runtime, &request, acker).await;
+    }
+    let mut shutdown = runtime.shutdown.clone();
+    let slot = tokio::select! {
+        slot = runtime.slots.clone().acquire_owned() => slot,
+        _ = stopping(&mut shutdown) => return requeue(acker, &request).await,
+    };
+    let Ok(_slot) = slot else { return requeue(acker, &request).await };
+    if is_expired(&request) {
+        return revoke_expired(&runtime, &request, acker).await;
+    }
+    execute(&runtime, &task, request, acker).await;
+}
+
+fn is_expired(request: &Request) -> bool {
+    request
+        .expires
+        .as_deref()
+        .and_then(crate::protocol::parse_datetime)
+        .is_some_and(|expires| expires.with_timezone(&Utc) <= Utc::now())
+}
+
+async fn requeue(acker: Box<dyn Acker>, request: &Request) {
+    tracing::info!(task = %request.task, id = %request.id, "shutting down: message returned to its queue");
+    if let Err(error) = acker.reject(true).await {
+        tracing::warn!(%error, id = %request.id, "could not return the message; the broker will redeliver it");
+    }
+}
+
+async fn revoke_expired(runtime: &Runtime, request: &Request, acker: Box<dyn Acker>) {
+    tracing::info!(task = %request.task, id = %request.id, "Discarding revoked task: expired");
+    let exception = ExceptionInfo::celery("TaskRevokedError", "expired");
+    store(runtime, request, ResultMeta::exception(request.id.clone(), State::Revoked, &exception, None)).await;
+    settle(acker.ack().await, &request.id);
+}
+
+async fn reject_unusable(runtime: &Runtime, message: &Message, unusable: Unusable, acker: Box<dyn Acker>) {
+    tracing::error!(
+        task = unusable.task.as_deref().unwrap_or("?"),
+        id = unusable.task_id.as_deref().unwrap_or("?"),
+        content_type = %message.properties.content_type,
+        error = %unusable.exception,
+        "rejecting message that cannot be run"
+    );
+    if let Some(task_id) = &unusable.task_id {
+        let meta = ResultMeta::exception(task_id.clone(), State::Failure, &unusable.exception, None);
+        if let Err(error) = runtime.app.backend().store(meta, message.properties.reply_to.as_deref()).await {
+            tracing::error!(%error, id = %task_id, "could not store the FAILURE of a rejected message");
+        }
+    }
+    settle(acker.reject(false).await, unusable.task_id.as_deref().unwrap_or("?"));
+}
+
+fn settle(result: Result<(), crate::broker::BrokerError>, task_id: &str) {
+    if let Err(error) = result {
+        tracing::warn!(%error, id = %task_id, "could not acknowledge the message; the broker may redeliver it");
+    }
+}
+
+/// Decodes a received message: headers, `accept_content`, size limit, decompression, body.
+pub fn decode(app: &Celery, message: &Message) -> Result<TaskMessage, Error> {
+    decode_message(app, message).map_err(|unusable| Error::Decode {
+        what: format!("message {}", unusable.task_id.as_deref().unwrap_or("without an id")),
+        reason: unusable.exception.to_string(),
+    })
+}
+
+fn decode_message(app: &Celery, message: &Message) -> Result<TaskMessage, Unusable> {
+    let fallback_id = message
+        .header("id")
+        .and_then(|v| v.as_str())
+        .or(message.properties.correlation_id.as_deref())
+        .map(str::to_owned);
+    let fallback_task = message.header("task").and_then(|v| v.as_str()).map(str::to_owned);
+    let fail = |exc_type: &str, text: String| Unusable {
+        task_id: fallback_id.clone(),
+        task: fallback_task.clone(),
+        exception: ExceptionInfo::new(exc_type, "kombu.exceptions", text),
+    };
+    let headers = TaskHeaders::from_table(&message.headers).map_err(|e| fail("DecodeError", e.to_string()))?;
+    let config = app.config();
+    let content_type = message.properties.content_type.as_str();
+    let serializer = app.serializers().get(content_type).map_err(|e| fail("ContentDisallowed", e.to_string()))?;
+    let accepted = config.accept_content.iter().any(|a| a == content_type || a == serializer.name());
+    if !accepted {
+        return Err(fail("ContentDisallowed", Error::ContentDisallowed(content_type.to_owned()).to_string()));
+    }
+    let limit = config.message_max_body_size;
+    let too_large = || fail("DecodeError", Error::BodyTooLarge { limit }.to_string());
+    let decompressed;
+    let bytes = match &headers.compression {
+        None if message.body.len() > limit => return Err(too_large()),
+        None => &message.body,
+        Some(name) => {
+            let scheme = app.compressions().get(name).map_err(|e| fail("DecodeError", e.to_string()))?;
+            decompressed = scheme.decompress(&message.body, limit).map_err(|e| match e {
+                DecompressError::TooLarge => too_large(),
+                DecompressError::Corrupt(reason) => fail("DecodeError", format!("corrupt {} body: {reason}", scheme.name())),
+            })?;
+            &decompressed
+        }
+    };
+    let value = serializer.decode(bytes).map_err(|e| fail("DecodeError", format!("body is not valid {}: {e}", serializer.name())))?;
+    let body = Body::from_value(value).map_err(|e| fail("DecodeError", e.to_string()))?;
+    Ok(TaskMessage { headers, properties: message.properties.clone(), body })
+}
+
+fn request_of(runtime: &Runtime, message: TaskMessage, delivery_info: DeliveryInfo) -> Request {
+    let TaskMessage { headers, properties, body } = message;
+    let embed = body.embed;
+    Request {
+        id: headers.id,
+        task: headers.task,
+        args: body.args,
+        kwargs: body.kwargs,
+        retries: headers.retries,
+        eta: headers.eta.map(format_datetime),
+        expires: headers.expires.map(format_datetime),
+        root_id: headers.root_id,
+        parent_id: headers.parent_id,
+        group: headers.group,
+        group_index: headers.group_index,
+        origin: headers.origin,
+        reply_to: properties.reply_to,
+        correlation_id: properties.correlation_id,
+        delivery_info,
+        hostname: Some(runtime.hostname.clone()),
+        ignore_result: headers.ignore_result,
+        timelimit: headers.timelimit,
+        callbacks: embed.callbacks.unwrap_or_default(),
+        errbacks: embed.errbacks.unwrap_or_default(),
+        chain: embed.chain.unwrap_or_default(),
+        shadow: headers.shadow,
+        is_eager: false,
+    }
+}
+
+/// Stores a state, adding the request's group/parent and the `result_extended` fields.
+async fn store(runtime: &Runtime, request: &Request, mut meta: ResultMeta) {
+    meta.group_id = request.group.clone();
+    meta.parent_id = request.parent_id.clone();
+    if runtime.app.config().result_extended {
+        meta.name = Some(request.task.clone());
+        meta.args = Some(request.args.clone());
+        meta.kwargs = Some(request.kwargs.clone());
+        meta.worker = request.hostname.clone();
+        meta.retries = Some(request.retries);
+        meta.queue = Some(request.delivery_info.routing_key.clone());
+    }
+    if let Err(error) = runtime.app.backend().store(meta, request.reply_to.as_deref()).await {
+        tracing::error!(%error, id = %request.id, "could not store the task's state");
+    }
+}
+
+/// Turns a panic's payload into the task's failure.
+pub(crate) fn panic_error(payload: Box<dyn Any + Send>) -> TaskError {
+    let message = payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "panic with a non-string payload".to_owned());
+    TaskError::from_exception(ExceptionInfo::new("Panic", "rust", message))
+}
+
+async fn execute(runtime: &Runtime, task: &RegisteredTask, request: Request, acker: Box<dyn Acker>) {
+    let app = &runtime.app;
+    let config = app.config();
+    let acks_late = task.options.acks_late.unwrap_or(config.task_acks_late);
+    let mut acker = Some(acker);
+    if !acks_late {
+        if let Some(acker) = acker.take() {
+            settle(acker.ack().await, &request.id);
+        }
+    }
+    let ignore_result = request.ignore_result || task.options.ignore_result.unwrap_or(config.task_ignore_result);
+    if !ignore_result && task.options.track_started.unwrap_or(config.task_track_started) {
+        store(runtime, &request, ResultMeta::new(request.id.clone(), State::Started, Value::Null)).await;
+    }
+
+    let mut invocation = Invocation::new(
+        TaskContext::new(request.clone(), Some(app.clone()), &task.options),
+        request.args.clone(),
+        request.kwargs.clone(),
+    );
+    if task.is_errback {
+        invocation.errback = errback_input_from_message(app, &mut invocation).await;
+    }
+    let started = Instant::now();
+    let hard_limit = request.timelimit.0.or(task.options.time_limit).or(config.task_time_limit);
+    let outcome = run_task(task, invocation, hard_limit).await;
+    let runtime_s = started.elapsed().as_secs_f64();
+
+    match outcome {
+        Ok(value) => {
+            tracing::info!(task = %request.task, id = %request.id, runtime_s, result = %value, "Task succeeded");
+            if !ignore_result {
+                store(runtime, &request, ResultMeta::new(request.id.clone(), State::Success, value.clone())).await;
+            }
+            send_callbacks(runtime, &request, &value).await;
+        }
+        Err(TaskError { kind: TaskErrorKind::Retry(retry) }) => {
+            let exception = retry.exc.clone().unwrap_or_else(|| ExceptionInfo::celery("Retry", format!("Retry in {}s", retry.countdown)));
+            tracing::info!(task = %request.task, id = %request.id, countdown = retry.countdown, "Task retry");
+            match resend_for_retry(app, task, &request, &retry).await {
+                Ok(()) => store(runtime, &request, ResultMeta::exception(request.id.clone(), State::Retry, &exception, None)).await,
+                Err(error) => {
+                    tracing::error!(%error, id = %request.id, "could not send the retry");
+                    let failure = ExceptionInfo::celery("OperationalError", error.to_string());
+                    fail(runtime, &request, failure, None, ignore_result).await;
+                }
+            }
+        }
+        Err(TaskError { kind: TaskErrorKind::Exception { info, traceback } }) => {
+            tracing::error!(task = %request.task, id = %request.id, runtime_s, exception = %info, "Task raised an exception");
+            fail(runtime, &request, info, traceback, ignore_result).await;
+        }
+    }
+    if let Some(acker) = acker {
+        settle(acker.ack().await, &request.id);
+    }
+}
+
+async fn run_task(task: &RegisteredTask, invocation: Invocation, hard_limit: Option<f64>) -> Result<Value, TaskError> {
+    // Spawned so that a panic becomes the task's failure instead of taking the worker down.
+    let mut handle = tokio::spawn((task.run)(invocation));
+    let joined = match hard_limit {
+        None => (&mut handle).await,
+        Some(seconds) => match tokio::time::timeout(Duration::from_secs_f64(seconds), &mut handle).await {
+            Ok(joined) => joined,
+            Err(_) => {
+                handle.abort();
+                return Err(TaskError::from_exception(ExceptionInfo::celery(
+                    "TimeLimitExceeded",
+                    format!("TimeLimitExceeded({seconds})"),
+                )));
+            }
+        },
+    };
+    match joined {
+        Ok(outcome) => outcome,
+        Err(error) if error.is_panic() => Err(panic_error(error.into_panic())),
+        Err(error) => Err(TaskError::msg(format!("task was cancelled: {error}"))),
+    }
+}
+
+/// An errback that came as a message has args `[failed_task_id, …]`; its exception is looked up
+/// in the result backend, where the failure was stored before the errback was sent.
+async fn errback_input_from_message(app: &Celery, invocation: &mut Invocation) -> Option<crate::task::ErrbackInput> {
+    let Some(Value::String(failed_id)) = invocation.args.first().cloned() else { return None };
+    invocation.args.remove(0);
+    let stored = app.backend().get(&failed_id).await.ok().flatten();
+    let exception = stored
+        .as_ref()
+        .and_then(ResultMeta::exception_info)
+        .unwrap_or_else(|| ExceptionInfo::celery("TaskError", "the failed task's exception is not stored"));
+    let traceback = stored.and_then(|meta| meta.traceback);
+    Some((Request { id: failed_id, ..Request::default() }, exception, traceback))
+}
+
+async fn fail(runtime: &Runtime, request: &Request, exception: ExceptionInfo, traceback: Option<String>, ignore_result: bool) {
+    if !ignore_result {
+        let meta = ResultMeta::exception(request.id.clone(), State::Failure, &exception, traceback.clone());
+        store(runtime, request, meta).await;
+    }
+    send_errbacks(runtime, request, &exception, traceback).await;
+}
+
+async fn resend_for_retry(app: &Celery, task: &RegisteredTask, request: &Request, retry: &crate::task::RetryRequest) -> Result<(), Error> {
+    let eta = retry
+        .eta
+        .unwrap_or_else(|| (Utc::now() + chrono::Duration::microseconds((retry.countdown * 1e6) as i64)).fixed_offset());
+    let mut signature = RawSignature::new(request.task.clone());
+    signature.args = request.args.clone();
+    signature.kwargs = request.kwargs.clone();
+    let options = &mut signature.options;
+    options.task_id = Some(request.id.clone());
+    options.eta = Some(eta);
+    options.expires = request.expires.as_deref().and_then(crate::protocol::parse_datetime).map(crate::calling::Expires::At);
+    options.queue = Some(request.delivery_info.routing_key.clone()).filter(|q| !q.is_empty() && request.delivery_info.exchange.is_empty());
+    options.exchange = Some(request.delivery_info.exchange.clone()).filter(|e| !e.is_empty());
+    if options.exchange.is_some() {
+        options.routing_key = Some(request.delivery_info.routing_key.clone());
+    }
+    options.priority = request.delivery_info.priority;
+    options.link = request.callbacks.clone();
+    options.link_error = request.errbacks.clone();
+    options.chain = request.chain.clone();
+    options.root_id = request.root_id.clone();
+    options.parent_id = request.parent_id.clone();
+    options.group_id = request.group.clone();
+    options.group_index = request.group_index;
+    options.shadow = request.shadow.clone();
+    options.retries = Some(request.retries + 1);
+    app.producer().send(signature, &task.options).await.map(drop)
+}
+
+/// Sends a follow-up task: a callback, the next chain step or an errback message.
+async fn send_follow_up(app: &Celery, mut signature: RawSignature, request: &Request) {
+    signature.options.parent_id = Some(request.id.clone());
+    signature.options.root_id = Some(request.root_id.clone().unwrap_or_else(|| request.id.clone()));
+    let name = signature.task.clone();
+    let defaults = app.task(&name).map_or(TaskOptions::DEFAULT, |t| t.options);
+    if let Err(error) = app.producer().send(signature, &defaults).await {
+        tracing::error!(%error, parent = %request.id, task = %name, "could not send a follow-up task");
+    }
+}
+
+async fn send_callbacks(runtime: &Runtime, request: &Request, result: &Value) {
+    for callback in &request.callbacks {
+        let mut signature = callback.clone();
+        signature.args = callback.args_with_parent_result(result);
+        send_follow_up(&runtime.app, signature, request).await;
+    }
+    let mut chain = request.chain.clone();
+    if let Some(next) = chain.pop() {
+        let mut signature = next.clone();
+        signature.args = next.args_with_parent_result(result);
+        signature.options.chain = chain;
+        send_follow_up(&runtime.app, signature, request).await;
+    }
+}
+
+async fn send_errbacks(runtime: &Runtime, request: &Request, exception: &ExceptionInfo, traceback: Option<String>) {
+    let app = &runtime.app;
+    for errback in &request.errbacks {
+        match app.task(&errback.task).filter(|task| task.is_errback) {
+            Some(task) => {
+                // Registered here and taking (request, exc, traceback): called in-process.
+                let mut errback_request = request.clone();
+                errback_request.task = errback.task.clone();
+                let context = TaskContext::new(errback_request, Some(app.clone()), &task.options);
+                let mut invocation = Invocation::new(context, errback.args.clone(), errback.kwargs.clone());
+                invocation.errback = Some((request.clone(), exception.clone(), traceback.clone()));
+                if let Err(error) = run_task(&task, invocation, task.options.time_limit).await {
+                    tracing::error!(errback = %errback.task, id = %request.id, error = %error, "errback failed");
+                }
+            }
+            None => {
+                // Python's convention for errbacks not callable here: a message with the failed
+                // task's id as first argument.
+                let mut signature = errback.clone();
+                signature.args = std::iter::once(Value::String(request.id.clone())).chain(errback.args.iter().cloned()).collect();
+                send_follow_up(app, signature, request).await;
+            }
+        }
+    }
+}

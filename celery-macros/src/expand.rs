@@ -1,0 +1,569 @@
+//! Code generation: the user's function, unchanged, and beside it a module of the same name
+//! holding the task type and its Calling API.
+
+use proc_macro2::{Literal, Span, TokenStream, TokenTree};
+use quote::{format_ident, quote, quote_spanned, ToTokens};
+use syn::ext::IdentExt;
+use syn::spanned::Spanned;
+use syn::visit_mut::{self, VisitMut};
+use syn::{Ident, Item, Path, PathSegment, Type, TypePath, Visibility};
+
+use crate::attr::{TaskAttrs, TaskOptions};
+use crate::check;
+use crate::ctxt::Ctxt;
+use crate::model::{Return, Task};
+
+/// `#[task(args)] item`: the item followed by its task module, or by the errors found in it.
+pub fn task(args: TokenStream, item: TokenStream) -> TokenStream {
+    let cx = Ctxt::new();
+    let attrs = TaskAttrs::from_args(&cx, args);
+    let task = match syn::parse2::<Item>(item.clone()) {
+        Ok(Item::Fn(func)) => Some(Task::from_syn(&cx, attrs, func)),
+        Ok(other) => {
+            not_a_function(&cx, &other);
+            None
+        }
+        Err(error) => {
+            cx.push(error);
+            None
+        }
+    };
+    if let Some(task) = &task {
+        check::check(&cx, task);
+    }
+    match (cx.check(), task) {
+        (Ok(()), Some(task)) => {
+            let module = module(&task);
+            quote!(#item #module)
+        }
+        // The function stays, so one mistake in `#[task]` does not turn every use of it into
+        // another error.
+        (Err(errors), _) => {
+            let errors = errors.to_compile_error();
+            quote!(#item #errors)
+        }
+        (Ok(()), None) => unreachable!("an item that is not a function was reported"),
+    }
+}
+
+fn not_a_function(cx: &Ctxt, item: &Item) {
+    let (what, at) = match item {
+        Item::Struct(item) => ("a struct", quote!(#item.struct_token #item.ident)),
+        Item::Enum(item) => ("an enum", quote!(#item.enum_token #item.ident)),
+        Item::Union(item) => ("a union", quote!(#item.union_token #item.ident)),
+        Item::Trait(item) => ("a trait", quote!(#item.trait_token #item.ident)),
+        Item::Impl(item) => ("an impl block", quote!(#item.impl_token #item.self_ty)),
+        Item::Mod(item) => ("a module", quote!(#item.mod_token #item.ident)),
+        Item::Const(item) => ("a constant", quote!(#item.const_token #item.ident)),
+        Item::Static(item) => ("a static", quote!(#item.static_token #item.ident)),
+        Item::Type(item) => ("a type alias", quote!(#item.type_token #item.ident)),
+        Item::Use(item) => ("an import", quote!(#item.use_token)),
+        other => ("this item", other.to_token_stream()),
+    };
+    cx.error_spanned_by(
+        at,
+        format!(
+            "#[task] goes on a function (an `async fn`, or a plain `fn` to run on the blocking \
+             pool), not on {what}"
+        ),
+    );
+}
+
+/// The path of the runtime support module, `::celery::__private` unless renamed.
+struct Runtime {
+    krate: TokenStream,
+}
+
+impl Runtime {
+    fn new(attrs: &TaskAttrs) -> Self {
+        let krate = match &attrs.krate {
+            Some(path) => path.to_token_stream(),
+            None => quote!(::celery),
+        };
+        Runtime { krate }
+    }
+
+    /// `<crate>::__private`, with every token at `span` so errors in a call land there.
+    fn at(&self, span: Span) -> TokenStream {
+        let krate: TokenStream = self
+            .krate
+            .clone()
+            .into_iter()
+            .map(|mut token: TokenTree| {
+                token.set_span(span);
+                token
+            })
+            .collect();
+        quote_spanned!(span=> #krate::__private)
+    }
+}
+
+/// A parameter as written inside the task module.
+struct Arg {
+    ident: Ident,
+    ty: Type,
+}
+
+fn module(task: &Task) -> TokenStream {
+    let rt = Runtime::new(&task.attrs);
+    let p = rt.at(Span::call_site());
+    let fn_ident = task.ident();
+    let fn_name = fn_ident.unraw().to_string();
+    let vis = &task.func.vis;
+    let item_vis = item_visibility(vis);
+    let task_name = task.attrs.name.clone().unwrap_or_else(|| fn_name.clone());
+    let cfgs = task
+        .func
+        .attrs
+        .iter()
+        .filter(|attr| attr.path().is_ident("cfg"));
+
+    let roles = task.roles();
+    let to_arg = |param: &crate::model::Param| Arg {
+        ident: param.ident.clone(),
+        ty: from_parent(&param.ty),
+    };
+    let context = roles.context.map(to_arg);
+    let errback: Option<Vec<Arg>> = roles
+        .errback
+        .map(|inputs| inputs.iter().map(to_arg).collect());
+    let message: Vec<Arg> = roles.message.iter().map(to_arg).collect();
+
+    let output = match &task.ret {
+        Return::Unit => quote!(()),
+        Return::Plain(ty) => from_parent(ty).into_token_stream(),
+        Return::Fallible(ty) => {
+            let ty = from_parent(ty);
+            quote!(<#ty as #p::Fallible>::Ok)
+        }
+    };
+    let param_names = message.iter().map(|arg| arg.ident.unraw().to_string());
+    let options = options(&p, &task.attrs.options);
+    let is_errback = errback.is_some();
+    let checks = type_checks(&rt, task, &message);
+    let run = run_body(&rt, task, context.as_ref(), errback.as_deref(), &message);
+    let calling_api = calling_api(&p, &item_vis, &fn_name, is_errback, &message);
+
+    let api = if is_errback {
+        "`s`"
+    } else {
+        "`s`, `si`, `partial`, `delay`, `apply_async`"
+    };
+    let module_doc = format!(
+        "The `{fn_name}` task, sent to workers as `{task_name}`: its `Task` type, to register \
+         on a worker, and its Calling API ({api})."
+    );
+    let task_doc = format!("The `{fn_name}` task, to register on a worker.");
+    let name_doc = format!("The name `{fn_name}` is sent and registered under: `{task_name}`.");
+    let output_doc = format!("What `{fn_name}` returns to whoever waits for its result.");
+
+    quote! {
+        #(#cfgs)*
+        #[doc = #module_doc]
+        #[allow(dead_code, unused_imports, clippy::too_many_arguments)]
+        #vis mod #fn_ident {
+            use super::*;
+
+            #[doc = #task_doc]
+            #item_vis struct Task;
+
+            #[doc = #name_doc]
+            #item_vis const NAME: &str = #task_name;
+
+            #[doc = #output_doc]
+            #item_vis type Output = #output;
+
+            impl #p::Task for Task {
+                const NAME: &'static str = NAME;
+                type Output = Output;
+                const OPTIONS: #p::TaskOptions = #options;
+                const PARAMS: &'static [&'static str] = &[#(#param_names),*];
+                const IS_ERRBACK: bool = #is_errback;
+
+                fn run(
+                    mut invocation: #p::Invocation,
+                ) -> #p::BoxFuture<'static, ::core::result::Result<#p::Value, #p::TaskError>> {
+                    #run
+                }
+            }
+
+            #checks
+
+            #calling_api
+        }
+    }
+}
+
+/// The visibility of the module's items: the function's, seen from one module deeper.
+fn item_visibility(vis: &Visibility) -> TokenStream {
+    match vis {
+        Visibility::Public(token) => quote!(#token),
+        Visibility::Inherited => quote!(pub(super)),
+        Visibility::Restricted(restricted) => {
+            let path = &restricted.path;
+            if path.is_ident("crate") {
+                quote!(pub(crate))
+            } else if path.is_ident("self") {
+                quote!(pub(super))
+            } else {
+                let mut path = (**path).clone();
+                FromParent.visit_path_mut(&mut path);
+                quote!(pub(in #path))
+            }
+        }
+    }
+}
+
+/// `ty` written so that it means, inside the task module, what it meant beside the function.
+fn from_parent(ty: &Type) -> Type {
+    let mut ty = ty.clone();
+    FromParent.visit_type_mut(&mut ty);
+    ty
+}
+
+/// The names the task module defines, which would otherwise shadow the parent's items that
+/// `use super::*` brings in.
+const MODULE_ITEMS: &[&str] = &[
+    "Task",
+    "Output",
+    "NAME",
+    "s",
+    "si",
+    "partial",
+    "delay",
+    "apply_async",
+];
+
+/// Rewrites relative paths for one module deeper: `self::x` becomes `super::x`, `super::x`
+/// becomes `super::super::x`, and a name the task module shadows, such as a user's own `Output`
+/// type, becomes `super::Output`.
+struct FromParent;
+
+impl FromParent {
+    /// Returns how many segments were added in front.
+    fn rewrite_start(path: &mut Path) -> usize {
+        let Some(first) = path.segments.first_mut() else {
+            return 0;
+        };
+        if path.leading_colon.is_some() {
+            return 0;
+        }
+        let span = first.ident.span();
+        if first.ident == "self" {
+            first.ident = Ident::new("super", span);
+            0
+        } else if first.ident == "super" || MODULE_ITEMS.iter().any(|item| first.ident == item) {
+            path.segments
+                .insert(0, PathSegment::from(Ident::new("super", span)));
+            1
+        } else {
+            0
+        }
+    }
+}
+
+impl VisitMut for FromParent {
+    fn visit_path_mut(&mut self, path: &mut Path) {
+        visit_mut::visit_path_mut(self, path);
+        Self::rewrite_start(path);
+    }
+
+    fn visit_type_path_mut(&mut self, ty: &mut TypePath) {
+        let Some(qself) = &mut ty.qself else {
+            return self.visit_path_mut(&mut ty.path);
+        };
+        // `<T as Trait>::Item`: only `Trait` starts a path; in `<T>::Item` nothing does.
+        self.visit_type_mut(&mut qself.ty);
+        for segment in &mut ty.path.segments {
+            self.visit_path_arguments_mut(&mut segment.arguments);
+        }
+        if qself.position > 0 {
+            qself.position += Self::rewrite_start(&mut ty.path);
+        }
+    }
+}
+
+/// `TaskOptions { queue: Some("q"), ..TaskOptions::DEFAULT }`, listing only the options given.
+fn options(p: &TokenStream, options: &TaskOptions) -> TokenStream {
+    let some = |value: TokenStream| quote!(::core::option::Option::Some(#value));
+    let string = |value: &Option<String>| value.as_deref().map(|value| some(quote!(#value)));
+    let str = |value: Option<&str>| value.map(|value| some(quote!(#value)));
+    let flag = |value: Option<bool>| value.map(|value| some(quote!(#value)));
+    let seconds = |value: Option<f64>| {
+        value.map(|value| some(Literal::f64_suffixed(value).into_token_stream()))
+    };
+    let fields = [
+        ("serializer", str(options.serializer)),
+        ("compression", str(options.compression)),
+        ("ignore_result", flag(options.ignore_result)),
+        ("queue", string(&options.queue)),
+        ("routing_key", string(&options.routing_key)),
+        (
+            "priority",
+            options
+                .priority
+                .map(|value| some(Literal::u8_suffixed(value).into_token_stream())),
+        ),
+        ("expires", seconds(options.expires)),
+        (
+            "max_retries",
+            options
+                .max_retries
+                .map(|value| some(Literal::u32_suffixed(value).into_token_stream())),
+        ),
+        ("default_retry_delay", seconds(options.default_retry_delay)),
+        ("acks_late", flag(options.acks_late)),
+        (
+            "time_limit",
+            seconds(options.time_limit.map(|limit| limit.value)),
+        ),
+        (
+            "soft_time_limit",
+            seconds(options.soft_time_limit.map(|limit| limit.value)),
+        ),
+        ("track_started", flag(options.track_started)),
+    ];
+    let fields = fields.into_iter().filter_map(|(field, value)| {
+        let field = format_ident!("{field}");
+        value.map(|value| quote!(#field: #value,))
+    });
+    let mut fields = fields.peekable();
+    if fields.peek().is_none() {
+        return quote!(#p::TaskOptions::DEFAULT);
+    }
+    quote!(#p::TaskOptions { #(#fields)* ..#p::TaskOptions::DEFAULT })
+}
+
+/// Compile-time checks placed on the user's own types, so that a parameter that cannot be
+/// decoded or a result that cannot be encoded is reported where it is written.
+fn type_checks(rt: &Runtime, task: &Task, message: &[Arg]) -> TokenStream {
+    let arguments = message.iter().map(|arg| {
+        let span = arg.ty.span();
+        let p = rt.at(span);
+        let ty = &arg.ty;
+        quote_spanned!(span=> #p::assert_argument::<#ty>();)
+    });
+    let span = task.ret_span();
+    let p = rt.at(span);
+    let output = quote_spanned!(span=> #p::assert_output::<Output>(););
+    quote! {
+        const _: fn() = || {
+            #(#arguments)*
+            #output
+        };
+    }
+}
+
+/// The body of `Task::run`: fill in the parameters, call the function, encode its result.
+fn run_body(
+    rt: &Runtime,
+    task: &Task,
+    context: Option<&Arg>,
+    errback: Option<&[Arg]>,
+    message: &[Arg],
+) -> TokenStream {
+    let p = rt.at(Span::call_site());
+    // Mixed-site names cannot clash with the user's parameter names.
+    let invocation = Ident::new("invocation", Span::mixed_site());
+    let bound = Ident::new("args", Span::mixed_site());
+    let errback_input = Ident::new("errback_input", Span::mixed_site());
+
+    // Each value is spanned at the parameter's type, so a mismatch is reported there.
+    let context = context.map(|Arg { ident, ty }| {
+        let value = quote_spanned!(ty.span()=> #invocation.context());
+        quote!(let #ident: #ty = #value;)
+    });
+    let errback = errback.map(|inputs| {
+        let inputs = inputs.iter().enumerate().map(|(index, Arg { ident, ty })| {
+            let index = syn::Index::from(index);
+            let value = quote_spanned!(ty.span()=> #errback_input.#index);
+            quote!(let #ident: #ty = #value;)
+        });
+        quote! {
+            let #errback_input = #invocation.errback_input()?;
+            #(#inputs)*
+        }
+    });
+    let message_args = message
+        .iter()
+        .enumerate()
+        .map(|(index, Arg { ident, ty })| {
+            let index = Literal::usize_unsuffixed(index);
+        let take = quote_spanned!(ty.span()=> #bound.take(#index)?);
+            quote!(let #ident: #ty = #take;)
+        });
+    // Binding also rejects unexpected arguments, so it happens even when there are none to take.
+    let bind = quote!(#invocation.bind(<Task as #p::Task>::PARAMS)?);
+    let bind = if message.is_empty() {
+        quote!(#bind;)
+    } else {
+        quote!(let mut #bound = #bind;)
+    };
+    let params = task.roles();
+    let idents = params
+        .context
+        .into_iter()
+        .chain(params.errback.unwrap_or_default())
+        .chain(params.message)
+        .map(|param| &param.ident);
+    let fn_ident = task.ident();
+    let call = quote!(super::#fn_ident(#(#idents),*));
+    let value = if task.is_async() {
+        quote!(#call.await)
+    } else {
+        quote!(#p::run_blocking(move || #call).await?)
+    };
+    let ret_span = task.ret_span();
+    let p_ret = rt.at(ret_span);
+    let encode = match task.ret {
+        Return::Fallible(_) => quote_spanned!(ret_span=> #p_ret::output_fallible),
+        _ => quote_spanned!(ret_span=> #p_ret::output),
+    };
+    quote! {
+        ::std::boxed::Box::pin(async move {
+            #context
+            #errback
+            #bind
+            #(#message_args)*
+            #encode(#value)
+        })
+    }
+}
+
+/// `s`, `si`, `partial`, `delay` and `apply_async`; an errback only has `s`.
+fn calling_api(
+    p: &TokenStream,
+    vis: &TokenStream,
+    fn_name: &str,
+    is_errback: bool,
+    message: &[Arg],
+) -> TokenStream {
+    let params: Vec<_> = message
+        .iter()
+        .map(|Arg { ident, ty }| quote!(#ident: #ty))
+        .collect();
+    let idents: Vec<_> = message.iter().map(|arg| &arg.ident).collect();
+    let arg_list = |args: &[Arg]| {
+        let pushes = args
+            .iter()
+            .map(|Arg { ident, ty }| quote_spanned!(ty.span()=> .push(&#ident)));
+        quote!(#p::Signature::__task::<Task>(#p::ArgList::new() #(#pushes)*))
+    };
+    let all_args = arg_list(message);
+
+    if is_errback {
+        let doc = format!(
+            "A signature of the `{fn_name}` errback, to pass to `CallOptions::link_error`: when \
+             the task it is linked to fails, a worker calls `{fn_name}` with the failed \
+             request, its exception and traceback, then these arguments."
+        );
+        return quote! {
+            #[doc = #doc]
+            #vis fn s(#(#params),*) -> #p::Signature<Output, #p::Errback> {
+                #all_args
+            }
+        };
+    }
+
+    let s_doc = format!(
+        "A signature of `{fn_name}` with these arguments: send it later, pass it to \
+         `CallOptions::link`, or compose it with `chain!` and `group!`. As a callback it takes \
+         no input: use `partial` to receive the parent's result."
+    );
+    let si_doc = format!(
+        "An immutable signature of `{fn_name}`: as a callback it ignores the parent's result."
+    );
+    let delay_doc = format!("Sends `{fn_name}` to a worker with these arguments.");
+    let apply_async_doc = format!(
+        "Sends `{fn_name}` to a worker with its arguments as a tuple and `CallOptions` \
+         (countdown, ETA, queue, links, ...)."
+    );
+    let partial = message.split_first().map(|(first, rest)| {
+        let first_name = first.ident.unraw();
+        let doc = format!(
+            "A callback signature of `{fn_name}` missing its first argument, `{first_name}`, \
+             which the result of the task before it fills in."
+        );
+        let first_ty = &first.ty;
+        let rest_params = &params[1..];
+        let rest_args = arg_list(rest);
+        quote! {
+            #[doc = #doc]
+            #vis fn partial(#(#rest_params),*) -> #p::Signature<Output, #p::Partial<#first_ty>> {
+                #rest_args
+            }
+        }
+    });
+    let tuple_types = message.iter().map(|arg| &arg.ty);
+    let args = Ident::new("args", Span::mixed_site());
+    let options = Ident::new("options", Span::mixed_site());
+    quote! {
+        #[doc = #s_doc]
+        #vis fn s(#(#params),*) -> #p::Signature<Output> {
+            #all_args
+        }
+
+        #[doc = #si_doc]
+        #vis fn si(#(#params),*) -> #p::Signature<Output, #p::Immutable> {
+            #all_args
+        }
+
+        #partial
+
+        #[doc = #delay_doc]
+        #vis async fn delay(
+            #(#params),*
+        ) -> ::core::result::Result<#p::AsyncResult<Output>, #p::Error> {
+            self::s(#(#idents),*).delay().await
+        }
+
+        #[doc = #apply_async_doc]
+        #vis async fn apply_async(
+            #args: (#(#tuple_types,)*),
+            #options: #p::CallOptions<Output>,
+        ) -> ::core::result::Result<#p::AsyncResult<Output>, #p::Error> {
+            let (#(#idents,)*) = #args;
+            self::s(#(#idents),*).with_options(#options).apply_async().await
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use quote::quote;
+
+    use super::*;
+
+    #[test]
+    fn print() {
+        let out = task(
+            quote!(
+                name = "tasks.add",
+                queue = "q",
+                expires = 3,
+                time_limit = 2.5
+            ),
+            quote!(
+                pub(super) async fn add(x: i32, y: Output) -> Result<i32, MyError> {
+                    x + y
+                }
+            ),
+        );
+        std::fs::write("/tmp/mdev/out1.rs", out.to_string()).unwrap();
+        let out = task(
+            quote!(bind, errback),
+            quote!(
+                fn on_error(
+                    ctx: TaskContext,
+                    request: Request,
+                    exc: ExceptionInfo,
+                    tb: Option<String>,
+                    args: self::Foo,
+                    invocation: <X as super::Y>::Z,
+                ) {
+                }
+            ),
+        );
+        std::fs::write("/tmp/mdev/out2.rs", out.to_string()).unwrap();
+    }
+}

@@ -1,0 +1,1 @@
+//! Compile-time tests of `#[task]`: see `tests/ui.rs`, `pass/` and `fail/`.
