@@ -122,11 +122,18 @@ static CURRENT: RwLock<Option<Celery>> = RwLock::new(None);
 impl Celery {
     /// An app on the embedded in-memory broker and result backend.
     pub fn new(main: impl Into<String>) -> Self {
-        Self::builder(main).build().expect("the default configuration is valid")
+        Self::builder(main)
+            .build()
+            .expect("the default configuration is valid")
     }
 
     pub fn builder(main: impl Into<String>) -> Builder {
-        Builder { main: main.into(), config: Config::default(), broker: None, backend: None }
+        Builder {
+            main: main.into(),
+            config: Config::default(),
+            broker: None,
+            backend: None,
+        }
     }
 
     /// Makes this the app that `add::delay(...)` and friends use.
@@ -180,26 +187,54 @@ impl Celery {
 
     /// Registers a task so this app's workers run it: `app.register(add::Task)`.
     pub fn register<T: Task>(&self, _task: T) -> &Self {
-        let entry = RegisteredTask { name: T::NAME, options: T::OPTIONS, params: T::PARAMS, is_errback: T::IS_ERRBACK, run: T::run };
-        self.inner.registry.write().expect("task registry poisoned").insert(T::NAME.to_owned(), entry);
+        let entry = RegisteredTask {
+            name: T::NAME,
+            options: T::OPTIONS,
+            params: T::PARAMS,
+            is_errback: T::IS_ERRBACK,
+            run: T::run,
+        };
+        self.inner
+            .registry
+            .write()
+            .expect("task registry poisoned")
+            .insert(T::NAME.to_owned(), entry);
         self
     }
 
     /// A registered task by name.
     pub fn task(&self, name: &str) -> Option<RegisteredTask> {
-        self.inner.registry.read().expect("task registry poisoned").get(name).cloned()
+        self.inner
+            .registry
+            .read()
+            .expect("task registry poisoned")
+            .get(name)
+            .cloned()
     }
 
     /// The names of the registered tasks, sorted.
     pub fn task_names(&self) -> Vec<String> {
-        let mut names: Vec<String> = self.inner.registry.read().expect("task registry poisoned").keys().cloned().collect();
+        let mut names: Vec<String> = self
+            .inner
+            .registry
+            .read()
+            .expect("task registry poisoned")
+            .keys()
+            .cloned()
+            .collect();
         names.sort();
         names
     }
 
     /// The queue a name refers to: a configured one, or Celery's automatic direct queue.
     pub fn queue(&self, name: &str) -> Queue {
-        self.inner.config.task_queues.iter().find(|q| q.name == name).cloned().unwrap_or_else(|| Queue::new(name))
+        self.inner
+            .config
+            .task_queues
+            .iter()
+            .find(|q| q.name == name)
+            .cloned()
+            .unwrap_or_else(|| Queue::new(name))
     }
 
     /// The publisher: it routes, encodes and publishes task messages with the retry policy.
@@ -239,11 +274,19 @@ impl Celery {
 
     /// Whether this app already declared a queue (declaring once per process is enough).
     pub(crate) fn mark_declared(&self, queue: &str) -> bool {
-        self.inner.declared.lock().expect("declared set poisoned").insert(queue.to_owned())
+        self.inner
+            .declared
+            .lock()
+            .expect("declared set poisoned")
+            .insert(queue.to_owned())
     }
 
     pub(crate) fn forget_declared(&self, queue: &str) {
-        self.inner.declared.lock().expect("declared set poisoned").remove(queue);
+        self.inner
+            .declared
+            .lock()
+            .expect("declared set poisoned")
+            .remove(queue);
     }
 }
 
@@ -344,7 +387,12 @@ impl Builder {
         let compressions = CompressionRegistry::default();
         serializers.get(&self.config.task_serializer)?;
         serializers.get(&self.config.result_serializer)?;
-        for name in self.config.task_compression.iter().chain(&self.config.result_compression) {
+        for name in self
+            .config
+            .task_compression
+            .iter()
+            .chain(&self.config.result_compression)
+        {
             compressions.get(name)?;
         }
         let hostname = gethostname::gethostname().to_string_lossy().into_owned();

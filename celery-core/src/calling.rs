@@ -47,7 +47,9 @@ impl Expires {
     /// The absolute expiry time for a message sent at `now`.
     pub fn resolve(self, now: DateTime<Utc>) -> DateTime<FixedOffset> {
         match self {
-            Expires::After(seconds) => (now + chrono::Duration::microseconds((seconds * 1e6) as i64)).fixed_offset(),
+            Expires::After(seconds) => {
+                (now + chrono::Duration::microseconds((seconds * 1e6) as i64)).fixed_offset()
+            }
             Expires::At(at) => at,
         }
     }
@@ -92,14 +94,22 @@ pub struct RetryPolicy {
 
 impl Default for RetryPolicy {
     fn default() -> Self {
-        RetryPolicy { max_retries: Some(3), interval_start: 0.0, interval_step: 0.2, interval_max: 1.0, retry_errors: None }
+        RetryPolicy {
+            max_retries: Some(3),
+            interval_start: 0.0,
+            interval_step: 0.2,
+            interval_max: 1.0,
+            retry_errors: None,
+        }
     }
 }
 
 impl RetryPolicy {
     /// The wait before retry number `retry` (0-based).
     pub fn interval(&self, retry: u32) -> Duration {
-        let seconds = (self.interval_start + self.interval_step * f64::from(retry)).min(self.interval_max).max(0.0);
+        let seconds = (self.interval_start + self.interval_step * f64::from(retry))
+            .min(self.interval_max)
+            .max(0.0);
         Duration::from_secs_f64(seconds)
     }
 
@@ -113,7 +123,8 @@ impl RetryPolicy {
 
     fn from_wire(value: &Value) -> Option<Self> {
         let map = value.as_object()?;
-        let number = |key: &str, default: f64| map.get(key).and_then(Value::as_f64).unwrap_or(default);
+        let number =
+            |key: &str, default: f64| map.get(key).and_then(Value::as_f64).unwrap_or(default);
         let defaults = RetryPolicy::default();
         Some(RetryPolicy {
             max_retries: match map.get("max_retries") {
@@ -138,15 +149,31 @@ impl RetryPolicy {
 pub struct ApplyOptions {
     #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient")]
     pub task_id: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient_seconds")]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient_seconds"
+    )]
     pub countdown: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "ser_datetime", deserialize_with = "lenient_datetime")]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "ser_datetime",
+        deserialize_with = "lenient_datetime"
+    )]
     pub eta: Option<DateTime<FixedOffset>>,
-    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient_expires")]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient_expires"
+    )]
     pub expires: Option<Expires>,
-    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient_name")]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient_name"
+    )]
     pub queue: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient_name")]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient_name"
+    )]
     pub exchange: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient")]
     pub routing_key: Option<String>,
@@ -158,19 +185,34 @@ pub struct ApplyOptions {
     pub compression: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient")]
     pub ignore_result: Option<bool>,
-    #[serde(skip_serializing_if = "Vec::is_empty", deserialize_with = "one_or_many")]
+    #[serde(
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "one_or_many"
+    )]
     pub link: Vec<RawSignature>,
-    #[serde(skip_serializing_if = "Vec::is_empty", deserialize_with = "one_or_many")]
+    #[serde(
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "one_or_many"
+    )]
     pub link_error: Vec<RawSignature>,
     #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient")]
     pub retry: Option<bool>,
-    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient_policy")]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient_policy"
+    )]
     pub retry_policy: Option<RetryPolicy>,
     #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient")]
     pub shadow: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient_seconds")]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient_seconds"
+    )]
     pub time_limit: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient_seconds")]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient_seconds"
+    )]
     pub soft_time_limit: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient")]
     pub parent_id: Option<String>,
@@ -184,7 +226,10 @@ pub struct ApplyOptions {
     #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient")]
     pub retries: Option<u32>,
     /// The chain steps still to run after this task, last step first (protocol order).
-    #[serde(skip_serializing_if = "Vec::is_empty", deserialize_with = "one_or_many")]
+    #[serde(
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "one_or_many"
+    )]
     pub chain: Vec<RawSignature>,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
@@ -197,8 +242,27 @@ impl ApplyOptions {
             ($($field:ident),*) => {$( if other.$field.is_some() { self.$field = other.$field; } )*};
         }
         take!(
-            task_id, countdown, eta, expires, queue, exchange, routing_key, priority, serializer, compression, ignore_result,
-            retry, retry_policy, shadow, time_limit, soft_time_limit, parent_id, root_id, group_id, group_index, retries
+            task_id,
+            countdown,
+            eta,
+            expires,
+            queue,
+            exchange,
+            routing_key,
+            priority,
+            serializer,
+            compression,
+            ignore_result,
+            retry,
+            retry_policy,
+            shadow,
+            time_limit,
+            soft_time_limit,
+            parent_id,
+            root_id,
+            group_id,
+            group_index,
+            retries
         );
         self.link.extend(other.link);
         self.link_error.extend(other.link_error);
@@ -209,7 +273,10 @@ impl ApplyOptions {
     }
 }
 
-fn ser_datetime<S: Serializer>(value: &Option<DateTime<FixedOffset>>, serializer: S) -> Result<S::Ok, S::Error> {
+fn ser_datetime<S: Serializer>(
+    value: &Option<DateTime<FixedOffset>>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
     match value {
         Some(at) => serializer.serialize_str(&format_datetime(*at)),
         None => serializer.serialize_none(),
@@ -218,7 +285,9 @@ fn ser_datetime<S: Serializer>(value: &Option<DateTime<FixedOffset>>, serializer
 
 /// Options written by other clients may hold values of unexpected types; those are ignored
 /// rather than making the whole signature unreadable.
-fn lenient<'de, D: Deserializer<'de>, T: serde::de::DeserializeOwned>(deserializer: D) -> Result<Option<T>, D::Error> {
+fn lenient<'de, D: Deserializer<'de>, T: serde::de::DeserializeOwned>(
+    deserializer: D,
+) -> Result<Option<T>, D::Error> {
     let value = Value::deserialize(deserializer)?;
     Ok(serde_json::from_value(value).ok())
 }
@@ -241,29 +310,43 @@ fn datetime_from_value(value: &Value) -> Option<DateTime<FixedOffset>> {
     match value {
         Value::String(text) => parse_datetime(text),
         Value::Object(map) if map.get("__type__").and_then(Value::as_str) == Some("datetime") => {
-            map.get("__value__").and_then(Value::as_str).and_then(parse_datetime)
+            map.get("__value__")
+                .and_then(Value::as_str)
+                .and_then(parse_datetime)
         }
         _ => None,
     }
 }
 
-fn lenient_datetime<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<DateTime<FixedOffset>>, D::Error> {
+fn lenient_datetime<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<DateTime<FixedOffset>>, D::Error> {
     Ok(datetime_from_value(&Value::deserialize(deserializer)?))
 }
 
-fn lenient_expires<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Expires>, D::Error> {
+fn lenient_expires<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Expires>, D::Error> {
     let value = Value::deserialize(deserializer)?;
-    Ok(value.as_f64().map(Expires::After).or_else(|| datetime_from_value(&value).map(Expires::At)))
+    Ok(value
+        .as_f64()
+        .map(Expires::After)
+        .or_else(|| datetime_from_value(&value).map(Expires::At)))
 }
 
-fn lenient_policy<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<RetryPolicy>, D::Error> {
+fn lenient_policy<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<RetryPolicy>, D::Error> {
     Ok(RetryPolicy::from_wire(&Value::deserialize(deserializer)?))
 }
 
 fn one_or_many<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<RawSignature>, D::Error> {
     Ok(match Value::deserialize(deserializer)? {
         Value::Null => Vec::new(),
-        Value::Array(items) => items.into_iter().filter_map(|item| serde_json::from_value(item).ok()).collect(),
+        Value::Array(items) => items
+            .into_iter()
+            .filter_map(|item| serde_json::from_value(item).ok())
+            .collect(),
         single => serde_json::from_value(single).ok().into_iter().collect(),
     })
 }
@@ -283,7 +366,11 @@ pub struct CallOptions<R = Value> {
 
 impl<R> Default for CallOptions<R> {
     fn default() -> Self {
-        CallOptions { options: ApplyOptions::default(), error: None, marker: PhantomData }
+        CallOptions {
+            options: ApplyOptions::default(),
+            error: None,
+            marker: PhantomData,
+        }
     }
 }
 
@@ -418,7 +505,11 @@ impl<R> CallOptions<R> {
 
     /// Drops the result type, for options reused across tasks.
     pub fn untyped(self) -> CallOptions<Value> {
-        CallOptions { options: self.options, error: self.error, marker: PhantomData }
+        CallOptions {
+            options: self.options,
+            error: self.error,
+            marker: PhantomData,
+        }
     }
 }
 
@@ -450,7 +541,10 @@ mod tests {
         assert_eq!(options.link.len(), 1);
         assert_eq!(options.priority, None);
         assert!(matches!(options.expires, Some(Expires::At(_))));
-        assert_eq!(options.eta.map(format_datetime).as_deref(), Some("2026-01-01T00:00:00+00:00"));
+        assert_eq!(
+            options.eta.map(format_datetime).as_deref(),
+            Some("2026-01-01T00:00:00+00:00")
+        );
         let back = serde_json::to_value(&options).unwrap();
         assert_eq!(back["reply_to"], json!("some-queue"));
         assert_eq!(back["expires"], json!("2026-01-01T00:00:00+00:00"));
@@ -459,20 +553,39 @@ mod tests {
 
     #[test]
     fn merge_lets_call_options_win_and_appends_links() {
-        let mut base = ApplyOptions { queue: Some("a".into()), countdown: Some(1.0), ..Default::default() };
+        let mut base = ApplyOptions {
+            queue: Some("a".into()),
+            countdown: Some(1.0),
+            ..Default::default()
+        };
         base.link.push(RawSignature::new("first"));
-        let mut call = ApplyOptions { queue: Some("b".into()), ..Default::default() };
+        let mut call = ApplyOptions {
+            queue: Some("b".into()),
+            ..Default::default()
+        };
         call.link.push(RawSignature::new("second"));
         base.merge(call);
         assert_eq!(base.queue.as_deref(), Some("b"));
         assert_eq!(base.countdown, Some(1.0));
-        assert_eq!(base.link.iter().map(|s| s.task.as_str()).collect::<Vec<_>>(), ["first", "second"]);
+        assert_eq!(
+            base.link
+                .iter()
+                .map(|s| s.task.as_str())
+                .collect::<Vec<_>>(),
+            ["first", "second"]
+        );
     }
 
     #[test]
     fn expires_resolves_relative_to_now() {
         let now = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
-        assert_eq!(format_datetime(Expires::from(10).resolve(now)), "2026-01-01T00:00:10+00:00");
-        assert_eq!(Expires::from(Duration::from_millis(1500)), Expires::After(1.5));
+        assert_eq!(
+            format_datetime(Expires::from(10).resolve(now)),
+            "2026-01-01T00:00:10+00:00"
+        );
+        assert_eq!(
+            Expires::from(Duration::from_millis(1500)),
+            Expires::After(1.5)
+        );
     }
 }

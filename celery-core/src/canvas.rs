@@ -38,14 +38,22 @@ macro_rules! chain {
 impl<R> Chain<R> {
     /// A chain starting with a signature that can be sent as it is.
     pub fn new<K: Applicable>(first: Signature<R, K>) -> Self {
-        Chain { first: first.into_parts(), rest: Vec::new(), marker: PhantomData }
+        Chain {
+            first: first.into_parts(),
+            rest: Vec::new(),
+            marker: PhantomData,
+        }
     }
 
     /// Appends a step that takes (or ignores) this chain's result.
     pub fn then<C: Callback<R>>(self, next: C) -> Chain<C::Output> {
         let mut rest = self.rest;
         rest.push(next.into_raw());
-        Chain { first: self.first, rest, marker: PhantomData }
+        Chain {
+            first: self.first,
+            rest,
+            marker: PhantomData,
+        }
     }
 
     /// Sends the chain through the current app; the result is the last task's.
@@ -60,7 +68,11 @@ impl<R> Chain<R> {
         let mut rest = self.rest.into_iter().collect::<Result<Vec<_>, _>>()?;
         // Every step's id is fixed now, as Celery's freeze does, so the last one is known.
         let first_id = first.options.task_id.get_or_insert_with(new_id).clone();
-        let root_id = first.options.root_id.get_or_insert_with(|| first_id.clone()).clone();
+        let root_id = first
+            .options
+            .root_id
+            .get_or_insert_with(|| first_id.clone())
+            .clone();
         let mut last_id = first_id;
         for step in &mut rest {
             last_id = step.options.task_id.get_or_insert_with(new_id).clone();
@@ -86,7 +98,10 @@ pub struct Group<R> {
 
 /// A group of signatures (Celery's `group(add.s(2, 2), add.s(4, 4))`).
 pub fn group<R, K: Applicable>(signatures: impl IntoIterator<Item = Signature<R, K>>) -> Group<R> {
-    Group { members: signatures.into_iter().map(Signature::into_parts).collect(), marker: PhantomData }
+    Group {
+        members: signatures.into_iter().map(Signature::into_parts).collect(),
+        marker: PhantomData,
+    }
 }
 
 impl<R> Group<R> {
@@ -107,7 +122,10 @@ impl<R> Group<R> {
             let id = producer.send(signature, &defaults).await?;
             results.push(AsyncResult::new(id, app.clone()));
         }
-        Ok(GroupResult { id: group_id, results })
+        Ok(GroupResult {
+            id: group_id,
+            results,
+        })
     }
 }
 
@@ -128,7 +146,10 @@ impl<R> GroupResult<R> {
 
     /// Waits for every result: `group_result.get().await` gives them in order.
     pub fn get(&self) -> GroupGet<'_, R> {
-        GroupGet { group: self, timeout: None }
+        GroupGet {
+            group: self,
+            timeout: None,
+        }
     }
 
     /// How many members have finished.
@@ -167,7 +188,10 @@ impl<'a, R: DeserializeOwned + Send + 'a> IntoFuture for GroupGet<'a, R> {
             for result in &self.group.results {
                 let get = result.get();
                 let value = match deadline {
-                    Some(deadline) => get.timeout(deadline.saturating_duration_since(tokio::time::Instant::now())).await?,
+                    Some(deadline) => {
+                        get.timeout(deadline.saturating_duration_since(tokio::time::Instant::now()))
+                            .await?
+                    }
                     None => get.await?,
                 };
                 values.push(value);

@@ -59,7 +59,8 @@ impl Compression for Zlib {
         "application/x-gzip"
     }
     fn compress(&self, body: &[u8]) -> Result<Vec<u8>, String> {
-        let mut encoder = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+        let mut encoder =
+            flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
         encoder.write_all(body).map_err(|e| e.to_string())?;
         encoder.finish().map_err(|e| e.to_string())
     }
@@ -77,7 +78,10 @@ pub struct CompressionRegistry {
 
 impl Default for CompressionRegistry {
     fn default() -> Self {
-        let registry = CompressionRegistry { schemes: Arc::default(), index: Arc::default() };
+        let registry = CompressionRegistry {
+            schemes: Arc::default(),
+            index: Arc::default(),
+        };
         registry.register(Zlib);
         registry
     }
@@ -90,7 +94,10 @@ impl CompressionRegistry {
         let mut schemes = self.schemes.write().expect("compression registry poisoned");
         let mut index = self.index.write().expect("compression registry poisoned");
         let position = schemes.len();
-        for name in std::iter::once(scheme.name()).chain(scheme.aliases().iter().copied()).chain([scheme.content_type()]) {
+        for name in std::iter::once(scheme.name())
+            .chain(scheme.aliases().iter().copied())
+            .chain([scheme.content_type()])
+        {
             index.insert(name.to_owned(), position);
         }
         schemes.push(scheme);
@@ -103,7 +110,11 @@ impl CompressionRegistry {
         index.get(name).map(|&i| schemes[i].clone()).ok_or_else(|| {
             let mut known: Vec<_> = schemes.iter().map(|s| s.name().to_owned()).collect();
             known.sort();
-            Error::UnknownCodec { kind: "compression", name: name.to_owned(), known: known.join(", ") }
+            Error::UnknownCodec {
+                kind: "compression",
+                name: name.to_owned(),
+                known: known.join(", "),
+            }
         })
     }
 }
@@ -123,8 +134,14 @@ mod tests {
     #[test]
     fn a_bomb_is_refused_not_allocated() {
         let packed = Zlib.compress(&vec![0u8; 10 << 20]).unwrap();
-        assert!(matches!(Zlib.decompress(&packed, 1 << 20), Err(DecompressError::TooLarge)));
-        assert!(matches!(Zlib.decompress(b"not zlib", 100), Err(DecompressError::Corrupt(_))));
+        assert!(matches!(
+            Zlib.decompress(&packed, 1 << 20),
+            Err(DecompressError::TooLarge)
+        ));
+        assert!(matches!(
+            Zlib.decompress(b"not zlib", 100),
+            Err(DecompressError::Corrupt(_))
+        ));
     }
 
     #[test]
@@ -133,6 +150,11 @@ mod tests {
         for name in ["zlib", "gzip", "application/x-gzip"] {
             assert_eq!(registry.get(name).unwrap().name(), "zlib");
         }
-        assert!(registry.get("snappy").err().unwrap().to_string().contains("unknown compression"));
+        assert!(registry
+            .get("snappy")
+            .err()
+            .unwrap()
+            .to_string()
+            .contains("unknown compression"));
     }
 }

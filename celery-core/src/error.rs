@@ -27,7 +27,11 @@ pub enum Error {
     Decode { what: String, reason: String },
     /// A serializer or compression name that nobody registered.
     #[error("unknown {kind} {name:?} (known: {known})")]
-    UnknownCodec { kind: &'static str, name: String, known: String },
+    UnknownCodec {
+        kind: &'static str,
+        name: String,
+        known: String,
+    },
     /// A content type that `accept_content` does not allow.
     #[error("ContentDisallowed: refusing to decode content of type {0} (accept_content does not list it)")]
     ContentDisallowed(String),
@@ -36,10 +40,17 @@ pub enum Error {
     BodyTooLarge { limit: usize },
     /// The task failed; `get()` propagates its exception.
     #[error("task {task_id} failed: {exception}")]
-    TaskFailed { task_id: String, exception: ExceptionInfo, traceback: Option<String> },
+    TaskFailed {
+        task_id: String,
+        exception: Box<ExceptionInfo>,
+        traceback: Option<String>,
+    },
     /// The task was revoked (for example it expired before it ran).
     #[error("task {task_id} was revoked: {exception}")]
-    TaskRevoked { task_id: String, exception: ExceptionInfo },
+    TaskRevoked {
+        task_id: String,
+        exception: Box<ExceptionInfo>,
+    },
     /// `get()` gave up waiting.
     #[error("TimeoutError: the operation timed out after {seconds} s waiting for task {task_id}")]
     Timeout { task_id: String, seconds: f64 },
@@ -53,17 +64,25 @@ pub enum Error {
 
 impl Error {
     pub(crate) fn encode(what: impl Into<String>, reason: impl fmt::Display) -> Self {
-        Error::Encode { what: what.into(), reason: reason.to_string() }
+        Error::Encode {
+            what: what.into(),
+            reason: reason.to_string(),
+        }
     }
 
     pub(crate) fn decode(what: impl Into<String>, reason: impl fmt::Display) -> Self {
-        Error::Decode { what: what.into(), reason: reason.to_string() }
+        Error::Decode {
+            what: what.into(),
+            reason: reason.to_string(),
+        }
     }
 
     /// The exception of a failed or revoked task, as Celery stored it.
     pub fn exception(&self) -> Option<&ExceptionInfo> {
         match self {
-            Error::TaskFailed { exception, .. } | Error::TaskRevoked { exception, .. } => Some(exception),
+            Error::TaskFailed { exception, .. } | Error::TaskRevoked { exception, .. } => {
+                Some(exception)
+            }
             _ => None,
         }
     }
@@ -139,7 +158,10 @@ pub struct TaskError {
 
 #[derive(Debug, Clone)]
 pub(crate) enum TaskErrorKind {
-    Exception { info: ExceptionInfo, traceback: Option<String> },
+    Exception {
+        info: ExceptionInfo,
+        traceback: Option<String>,
+    },
     Retry(crate::task::RetryRequest),
 }
 
@@ -147,13 +169,22 @@ impl TaskError {
     /// A failure with an explicit exception type and message, e.g. `TaskError::new("ValueError", "boom")`.
     /// Names of Python's built-in exceptions get module `builtins`, so Python clients re-raise them as such.
     pub fn new(exc_type: &str, message: impl Into<String>) -> Self {
-        let module = if is_python_builtin(exc_type) { "builtins" } else { "celery.exceptions" };
+        let module = if is_python_builtin(exc_type) {
+            "builtins"
+        } else {
+            "celery.exceptions"
+        };
         Self::from_exception(ExceptionInfo::new(exc_type, module, message))
     }
 
     /// A failure with Celery's exception shape as it is.
     pub fn from_exception(info: ExceptionInfo) -> Self {
-        TaskError { kind: TaskErrorKind::Exception { info, traceback: None } }
+        TaskError {
+            kind: TaskErrorKind::Exception {
+                info,
+                traceback: None,
+            },
+        }
     }
 
     /// A failure whose message is `message` and whose type is Python's generic `Exception`.
@@ -257,7 +288,10 @@ mod tests {
         let err: TaskError = BadInput(7).into();
         let info = err.exception().unwrap();
         assert_eq!(info.exc_type, "BadInput");
-        assert_eq!(info.exc_module.as_deref(), Some("celery_core::error::tests"));
+        assert_eq!(
+            info.exc_module.as_deref(),
+            Some("celery_core::error::tests")
+        );
         assert_eq!(info.exc_message, serde_json::json!(["bad input 7"]));
     }
 
@@ -265,13 +299,18 @@ mod tests {
     fn python_builtin_names_keep_the_builtins_module() {
         let err = TaskError::new("ValueError", "boom");
         let json = serde_json::to_value(err.exception().unwrap()).unwrap();
-        assert_eq!(json, serde_json::json!({"exc_type": "ValueError", "exc_message": ["boom"], "exc_module": "builtins"}));
+        assert_eq!(
+            json,
+            serde_json::json!({"exc_type": "ValueError", "exc_message": ["boom"], "exc_module": "builtins"})
+        );
     }
 
     #[test]
     fn message_joins_the_exception_args() {
-        let info: ExceptionInfo =
-            serde_json::from_value(serde_json::json!({"exc_type": "KeyError", "exc_message": ["a", 2]})).unwrap();
+        let info: ExceptionInfo = serde_json::from_value(
+            serde_json::json!({"exc_type": "KeyError", "exc_message": ["a", 2]}),
+        )
+        .unwrap();
         assert_eq!(info.message(), "a, 2");
         assert_eq!(info.to_string(), "KeyError: a, 2");
     }

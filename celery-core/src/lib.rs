@@ -38,8 +38,8 @@ pub use worker::Worker;
 pub mod prelude {
     pub use crate::chain;
     pub use crate::{
-        group, AsyncResult, CallOptions, Celery, Error, ExceptionInfo, Queue, Request, Signature, State, TaskContext, TaskError,
-        TaskOutcome,
+        group, AsyncResult, CallOptions, Celery, Error, ExceptionInfo, Queue, Request, Signature,
+        State, TaskContext, TaskError, TaskOutcome, Worker,
     };
 }
 
@@ -50,8 +50,13 @@ pub mod __private {
     pub use crate::error::{Error, ExceptionInfo, TaskError};
     pub use crate::result::AsyncResult;
     pub use crate::signature::{ArgList, Complete, Errback, Immutable, Partial, Signature};
-    pub use crate::task::glue::{assert_argument, assert_output, output, output_fallible, run_blocking};
-    pub use crate::task::{BoundArgs, Fallible, Invocation, Request, Task, TaskArgument, TaskContext, TaskOptions, TaskOutput};
+    pub use crate::task::glue::{
+        assert_argument, assert_output, output, output_fallible, run_blocking,
+    };
+    pub use crate::task::{
+        BoundArgs, Fallible, Invocation, Request, Task, TaskArgument, TaskContext, TaskOptions,
+        TaskOutput,
+    };
     pub use serde_json::Value;
 
     /// The future a task's `run` returns.

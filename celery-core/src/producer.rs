@@ -30,7 +30,11 @@ impl Producer {
     }
 
     /// Routes, encodes and publishes a signature; returns the task id.
-    pub async fn send(&self, mut signature: RawSignature, task_options: &TaskOptions) -> Result<String, Error> {
+    pub async fn send(
+        &self,
+        mut signature: RawSignature,
+        task_options: &TaskOptions,
+    ) -> Result<String, Error> {
         task_options.write_into(&mut signature.options);
         let retry = signature.options.retry;
         let policy = signature.options.retry_policy.clone();
@@ -43,17 +47,42 @@ impl Producer {
     pub fn encode(&self, signature: RawSignature) -> Result<Outgoing, Error> {
         let app = &self.app;
         let config = app.config();
-        let RawSignature { task, args, kwargs, options, .. } = signature;
-        let id = options.task_id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let RawSignature {
+            task,
+            args,
+            kwargs,
+            options,
+            ..
+        } = signature;
+        let id = options
+            .task_id
+            .clone()
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
         let now = Utc::now();
         let eta = options.eta.or_else(|| {
-            options.countdown.map(|seconds| (now + chrono::Duration::microseconds((seconds * 1e6) as i64)).fixed_offset())
+            options.countdown.map(|seconds| {
+                (now + chrono::Duration::microseconds((seconds * 1e6) as i64)).fixed_offset()
+            })
         });
         let expires = options.expires.map(|expires| expires.resolve(now));
-        let queue = app.queue(options.queue.as_deref().unwrap_or(&config.task_default_queue));
-        let route = Route::resolve(queue, options.exchange.as_deref(), options.routing_key.as_deref());
+        let queue = app.queue(
+            options
+                .queue
+                .as_deref()
+                .unwrap_or(&config.task_default_queue),
+        );
+        let route = Route::resolve(
+            queue,
+            options.exchange.as_deref(),
+            options.routing_key.as_deref(),
+        );
 
-        let serializer = app.serializers().get(options.serializer.as_deref().unwrap_or(&config.task_serializer))?;
+        let serializer = app.serializers().get(
+            options
+                .serializer
+                .as_deref()
+                .unwrap_or(&config.task_serializer),
+        )?;
         let compression = options
             .compression
             .as_deref()
@@ -68,7 +97,10 @@ impl Producer {
         headers.expires = expires;
         headers.group = options.group_id.clone();
         headers.group_index = options.group_index;
-        headers.timelimit = (options.time_limit.or(config.task_time_limit), options.soft_time_limit.or(config.task_soft_time_limit));
+        headers.timelimit = (
+            options.time_limit.or(config.task_time_limit),
+            options.soft_time_limit.or(config.task_soft_time_limit),
+        );
         headers.root_id = Some(options.root_id.clone().unwrap_or_else(|| id.clone()));
         headers.parent_id = options.parent_id.clone();
         headers.argsrepr = Some(args_repr(&args));
@@ -76,7 +108,8 @@ impl Producer {
         headers.origin = Some(app.origin().to_owned());
         headers.ignore_result = options.ignore_result.unwrap_or(config.task_ignore_result);
 
-        let non_empty = |signatures: Vec<RawSignature>| (!signatures.is_empty()).then_some(signatures);
+        let non_empty =
+            |signatures: Vec<RawSignature>| (!signatures.is_empty()).then_some(signatures);
         let body = Body {
             args,
             kwargs,
@@ -88,13 +121,21 @@ impl Producer {
             },
         };
         let value = serde_json::to_value(&body).map_err(|e| Error::encode("task body", e))?;
-        let mut payload = serializer.encode(&value).map_err(|e| Error::encode(format!("task body as {}", serializer.name()), e))?;
+        let mut payload = serializer
+            .encode(&value)
+            .map_err(|e| Error::encode(format!("task body as {}", serializer.name()), e))?;
         if let Some(compression) = &compression {
-            payload = compression.compress(&payload).map_err(|e| Error::encode(format!("task body with {}", compression.name()), e))?;
+            payload = compression
+                .compress(&payload)
+                .map_err(|e| Error::encode(format!("task body with {}", compression.name()), e))?;
             headers.compression = Some(compression.content_type().to_owned());
         }
 
-        let expiration = expires.map(|at| (at.timestamp_millis() - now.timestamp_millis()).max(0).to_string());
+        let expiration = expires.map(|at| {
+            (at.timestamp_millis() - now.timestamp_millis())
+                .max(0)
+                .to_string()
+        });
         let message = Message {
             headers: headers.to_table(),
             properties: Properties {
@@ -103,7 +144,7 @@ impl Producer {
                 content_type: serializer.content_type().to_owned(),
                 content_encoding: serializer.content_encoding().to_owned(),
                 delivery_mode: 2,
-                priority: Some(options.priority.or(config.task_default_priority).unwrap_or(0)),
+                priority: options.priority.or(config.task_default_priority),
                 expiration,
             },
             body: payload,
@@ -112,7 +153,12 @@ impl Producer {
     }
 
     /// Publishes with the retry policy; at the end, Celery's `OperationalError` naming the broker.
-    pub async fn publish(&self, outgoing: &Outgoing, retry: Option<bool>, policy: Option<crate::calling::RetryPolicy>) -> Result<(), Error> {
+    pub async fn publish(
+        &self,
+        outgoing: &Outgoing,
+        retry: Option<bool>,
+        policy: Option<crate::calling::RetryPolicy>,
+    ) -> Result<(), Error> {
         let config = self.app.config();
         let broker = self.app.broker();
         let retry = retry.unwrap_or(config.task_publish_retry);
@@ -127,16 +173,31 @@ impl Producer {
                         return Err(error);
                     }
                 }
-                broker.publish(&outgoing.route.exchange, &outgoing.route.routing_key, &outgoing.message).await
+                broker
+                    .publish(
+                        &outgoing.route.exchange,
+                        &outgoing.route.routing_key,
+                        &outgoing.message,
+                    )
+                    .await
             };
             let error = match attempt.await {
                 Ok(()) => return Ok(()),
                 Err(error) => error,
             };
-            let may_retry = retry && policy.retries(error.kind) && policy.max_retries.is_none_or(|max| retries < max);
+            let may_retry = retry
+                && policy.retries(error.kind)
+                && policy.max_retries.is_none_or(|max| retries < max);
             if !may_retry {
-                let after = if retries == 0 { String::new() } else { format!(" (after {retries} retries)") };
-                return Err(Error::Operational { broker: broker.url().to_owned(), reason: format!("{error}{after}") });
+                let after = if retries == 0 {
+                    String::new()
+                } else {
+                    format!(" (after {retries} retries)")
+                };
+                return Err(Error::Operational {
+                    broker: broker.url().to_owned(),
+                    reason: format!("{error}{after}"),
+                });
             }
             let wait = policy.interval(retries);
             tracing::warn!(broker = broker.url(), %error, retry = retries + 1, wait_s = wait.as_secs_f64(), "publish failed, retrying");

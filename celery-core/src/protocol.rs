@@ -55,11 +55,18 @@ impl HeaderValue {
     }
 
     fn opt_str(value: &Option<String>) -> HeaderValue {
-        value.as_ref().map_or(HeaderValue::Null, |s| HeaderValue::Str(s.clone()))
+        value
+            .as_ref()
+            .map_or(HeaderValue::Null, |s| HeaderValue::Str(s.clone()))
     }
 
-    fn opt_float(value: Option<f64>) -> HeaderValue {
-        value.map_or(HeaderValue::Null, HeaderValue::Float)
+    /// Whole numbers as integers, as Python writes `time_limit=10`.
+    fn opt_number(value: Option<f64>) -> HeaderValue {
+        match value {
+            None => HeaderValue::Null,
+            Some(n) if n.fract() == 0.0 && n.abs() < 2f64.powi(53) => HeaderValue::Int(n as i64),
+            Some(n) => HeaderValue::Float(n),
+        }
     }
 }
 
@@ -68,10 +75,15 @@ impl From<&Value> for HeaderValue {
         match value {
             Value::Null => HeaderValue::Null,
             Value::Bool(b) => HeaderValue::Bool(*b),
-            Value::Number(n) => n.as_i64().map_or_else(|| HeaderValue::Float(n.as_f64().unwrap_or(0.0)), HeaderValue::Int),
+            Value::Number(n) => n.as_i64().map_or_else(
+                || HeaderValue::Float(n.as_f64().unwrap_or(0.0)),
+                HeaderValue::Int,
+            ),
             Value::String(s) => HeaderValue::Str(s.clone()),
             Value::Array(items) => HeaderValue::List(items.iter().map(HeaderValue::from).collect()),
-            Value::Object(map) => HeaderValue::Table(map.iter().map(|(k, v)| (k.clone(), v.into())).collect()),
+            Value::Object(map) => {
+                HeaderValue::Table(map.iter().map(|(k, v)| (k.clone(), v.into())).collect())
+            }
         }
     }
 }
@@ -82,10 +94,14 @@ impl From<&HeaderValue> for Value {
             HeaderValue::Null => Value::Null,
             HeaderValue::Bool(b) => Value::Bool(*b),
             HeaderValue::Int(i) => Value::from(*i),
-            HeaderValue::Float(f) => serde_json::Number::from_f64(*f).map_or(Value::Null, Value::Number),
+            HeaderValue::Float(f) => {
+                serde_json::Number::from_f64(*f).map_or(Value::Null, Value::Number)
+            }
             HeaderValue::Str(s) => Value::String(s.clone()),
             HeaderValue::List(items) => Value::Array(items.iter().map(Value::from).collect()),
-            HeaderValue::Table(table) => Value::Object(table.iter().map(|(k, v)| (k.clone(), v.into())).collect()),
+            HeaderValue::Table(table) => {
+                Value::Object(table.iter().map(|(k, v)| (k.clone(), v.into())).collect())
+            }
         }
     }
 }
@@ -114,7 +130,10 @@ pub struct Message {
 
 impl Message {
     pub fn header(&self, name: &str) -> Option<&HeaderValue> {
-        self.headers.iter().find(|(key, _)| key == name).map(|(_, value)| value)
+        self.headers
+            .iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value)
     }
 }
 
@@ -199,27 +218,57 @@ impl TaskHeaders {
             ("task".to_owned(), HeaderValue::Str(self.task.clone())),
             ("id".to_owned(), HeaderValue::Str(self.id.clone())),
             ("shadow".to_owned(), HeaderValue::opt_str(&self.shadow)),
-            ("eta".to_owned(), HeaderValue::opt_str(&self.eta.map(format_datetime))),
-            ("expires".to_owned(), HeaderValue::opt_str(&self.expires.map(format_datetime))),
+            (
+                "eta".to_owned(),
+                HeaderValue::opt_str(&self.eta.map(format_datetime)),
+            ),
+            (
+                "expires".to_owned(),
+                HeaderValue::opt_str(&self.expires.map(format_datetime)),
+            ),
             ("group".to_owned(), HeaderValue::opt_str(&self.group)),
-            ("group_index".to_owned(), self.group_index.map_or(HeaderValue::Null, HeaderValue::Int)),
-            ("retries".to_owned(), HeaderValue::Int(i64::from(self.retries))),
+            (
+                "group_index".to_owned(),
+                self.group_index.map_or(HeaderValue::Null, HeaderValue::Int),
+            ),
+            (
+                "retries".to_owned(),
+                HeaderValue::Int(i64::from(self.retries)),
+            ),
             (
                 "timelimit".to_owned(),
-                HeaderValue::List(vec![HeaderValue::opt_float(self.timelimit.0), HeaderValue::opt_float(self.timelimit.1)]),
+                HeaderValue::List(vec![
+                    HeaderValue::opt_number(self.timelimit.0),
+                    HeaderValue::opt_number(self.timelimit.1),
+                ]),
             ),
             ("root_id".to_owned(), HeaderValue::opt_str(&self.root_id)),
-            ("parent_id".to_owned(), HeaderValue::opt_str(&self.parent_id)),
+            (
+                "parent_id".to_owned(),
+                HeaderValue::opt_str(&self.parent_id),
+            ),
             ("argsrepr".to_owned(), HeaderValue::opt_str(&self.argsrepr)),
-            ("kwargsrepr".to_owned(), HeaderValue::opt_str(&self.kwargsrepr)),
+            (
+                "kwargsrepr".to_owned(),
+                HeaderValue::opt_str(&self.kwargsrepr),
+            ),
             ("origin".to_owned(), HeaderValue::opt_str(&self.origin)),
-            ("ignore_result".to_owned(), HeaderValue::Bool(self.ignore_result)),
-            ("replaced_task_nesting".to_owned(), HeaderValue::Int(self.replaced_task_nesting)),
+            (
+                "ignore_result".to_owned(),
+                HeaderValue::Bool(self.ignore_result),
+            ),
+            (
+                "replaced_task_nesting".to_owned(),
+                HeaderValue::Int(self.replaced_task_nesting),
+            ),
             ("stamped_headers".to_owned(), HeaderValue::Null),
             ("stamps".to_owned(), HeaderValue::Table(Vec::new())),
         ];
         if let Some(compression) = &self.compression {
-            table.push(("compression".to_owned(), HeaderValue::Str(compression.clone())));
+            table.push((
+                "compression".to_owned(),
+                HeaderValue::Str(compression.clone()),
+            ));
         }
         table.extend(self.extra.iter().cloned());
         table
@@ -229,42 +278,70 @@ impl TaskHeaders {
     /// accepts `lang`, `task`, `id` alone); a malformed optional header is an error, not ignored,
     /// so that a bad ETA never runs a task early.
     pub fn from_table(table: &Headers) -> Result<Self, Error> {
-        let get = |name: &str| table.iter().find(|(k, _)| k == name).map(|(_, v)| v).filter(|v| !v.is_null());
+        let get = |name: &str| {
+            table
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v)
+                .filter(|v| !v.is_null())
+        };
         let required = |name: &str| -> Result<String, Error> {
             match get(name) {
                 Some(HeaderValue::Str(s)) if !s.is_empty() => Ok(s.clone()),
-                Some(other) => Err(Error::decode("message headers", format!("header {name:?} must be a string, got {other:?}"))),
-                None => Err(Error::decode("message headers", format!("missing header {name:?}"))),
+                Some(other) => Err(Error::decode(
+                    "message headers",
+                    format!("header {name:?} must be a string, got {other:?}"),
+                )),
+                None => Err(Error::decode(
+                    "message headers",
+                    format!("missing header {name:?}"),
+                )),
             }
         };
         let optional_str = |name: &str| -> Result<Option<String>, Error> {
             match get(name) {
                 None => Ok(None),
                 Some(HeaderValue::Str(s)) => Ok(Some(s.clone())),
-                Some(other) => Err(Error::decode("message headers", format!("header {name:?} must be a string, got {other:?}"))),
+                Some(other) => Err(Error::decode(
+                    "message headers",
+                    format!("header {name:?} must be a string, got {other:?}"),
+                )),
             }
         };
         let optional_datetime = |name: &str| -> Result<Option<DateTime<FixedOffset>>, Error> {
             optional_str(name)?
                 .map(|text| {
-                    parse_datetime(&text)
-                        .ok_or_else(|| Error::decode("message headers", format!("header {name:?} is not an ISO-8601 datetime: {text:?}")))
+                    parse_datetime(&text).ok_or_else(|| {
+                        Error::decode(
+                            "message headers",
+                            format!("header {name:?} is not an ISO-8601 datetime: {text:?}"),
+                        )
+                    })
                 })
                 .transpose()
         };
         let optional_int = |name: &str| -> Result<Option<i64>, Error> {
             match get(name) {
                 None => Ok(None),
-                Some(value) => value
-                    .as_i64()
-                    .map(Some)
-                    .ok_or_else(|| Error::decode("message headers", format!("header {name:?} must be an integer, got {value:?}"))),
+                Some(value) => value.as_i64().map(Some).ok_or_else(|| {
+                    Error::decode(
+                        "message headers",
+                        format!("header {name:?} must be an integer, got {value:?}"),
+                    )
+                }),
             }
         };
         let timelimit = match get("timelimit") {
             None => (None, None),
-            Some(HeaderValue::List(items)) if items.len() == 2 => (items[0].as_f64(), items[1].as_f64()),
-            Some(other) => return Err(Error::decode("message headers", format!("header \"timelimit\" must be [hard, soft], got {other:?}"))),
+            Some(HeaderValue::List(items)) if items.len() == 2 => {
+                (items[0].as_f64(), items[1].as_f64())
+            }
+            Some(other) => {
+                return Err(Error::decode(
+                    "message headers",
+                    format!("header \"timelimit\" must be [hard, soft], got {other:?}"),
+                ))
+            }
         };
         let retries = optional_int("retries")?.unwrap_or(0);
         Ok(TaskHeaders {
@@ -276,7 +353,12 @@ impl TaskHeaders {
             expires: optional_datetime("expires")?,
             group: optional_str("group")?,
             group_index: optional_int("group_index")?,
-            retries: u32::try_from(retries).map_err(|_| Error::decode("message headers", format!("header \"retries\" out of range: {retries}")))?,
+            retries: u32::try_from(retries).map_err(|_| {
+                Error::decode(
+                    "message headers",
+                    format!("header \"retries\" out of range: {retries}"),
+                )
+            })?,
             timelimit,
             root_id: optional_str("root_id")?,
             parent_id: optional_str("parent_id")?,
@@ -288,7 +370,9 @@ impl TaskHeaders {
             compression: optional_str("compression")?,
             extra: table
                 .iter()
-                .filter(|(k, _)| !KNOWN_HEADERS.contains(&k.as_str()) && k != "stamped_headers" && k != "stamps")
+                .filter(|(k, _)| {
+                    !KNOWN_HEADERS.contains(&k.as_str()) && k != "stamped_headers" && k != "stamps"
+                })
                 .cloned()
                 .collect(),
         })
@@ -297,7 +381,11 @@ impl TaskHeaders {
 
 /// Formats a datetime the way Python's `isoformat()` does: microseconds only when non-zero.
 pub fn format_datetime(datetime: DateTime<FixedOffset>) -> String {
-    let format = if datetime.timestamp_subsec_micros() == 0 { SecondsFormat::Secs } else { SecondsFormat::Micros };
+    let format = if datetime.timestamp_subsec_micros() == 0 {
+        SecondsFormat::Secs
+    } else {
+        SecondsFormat::Micros
+    };
     datetime.to_rfc3339_opts(format, false)
 }
 
@@ -356,28 +444,55 @@ impl Body {
     /// Reads `[args, kwargs, embed]` from a decoded value; `embed` may be null or absent.
     pub fn from_value(value: Value) -> Result<Self, Error> {
         let Value::Array(mut parts) = value else {
-            return Err(Error::decode("task body", "expected a list [args, kwargs, embed]"));
+            return Err(Error::decode(
+                "task body",
+                "expected a list [args, kwargs, embed]",
+            ));
         };
         if parts.len() < 2 || parts.len() > 3 {
-            return Err(Error::decode("task body", format!("expected [args, kwargs, embed], got a list of {}", parts.len())));
+            return Err(Error::decode(
+                "task body",
+                format!(
+                    "expected [args, kwargs, embed], got a list of {}",
+                    parts.len()
+                ),
+            ));
         }
-        let embed = if parts.len() == 3 { parts.pop().unwrap_or(Value::Null) } else { Value::Null };
+        let embed = if parts.len() == 3 {
+            parts.pop().unwrap_or(Value::Null)
+        } else {
+            Value::Null
+        };
         let kwargs = match parts.pop() {
             Some(Value::Object(map)) => map,
             Some(Value::Null) => Map::new(),
-            other => return Err(Error::decode("task body", format!("kwargs must be a mapping, got {other:?}"))),
+            other => {
+                return Err(Error::decode(
+                    "task body",
+                    format!("kwargs must be a mapping, got {other:?}"),
+                ))
+            }
         };
         let args = match parts.pop() {
             Some(Value::Array(items)) => items,
             Some(Value::Null) => Vec::new(),
-            other => return Err(Error::decode("task body", format!("args must be a list, got {other:?}"))),
+            other => {
+                return Err(Error::decode(
+                    "task body",
+                    format!("args must be a list, got {other:?}"),
+                ))
+            }
         };
         let embed = if embed.is_null() {
             Embed::default()
         } else {
             serde_json::from_value(embed).map_err(|e| Error::decode("task body embed", e))?
         };
-        Ok(Body { args, kwargs, embed })
+        Ok(Body {
+            args,
+            kwargs,
+            embed,
+        })
     }
 }
 
@@ -397,7 +512,11 @@ pub fn python_repr(value: &Value, out: &mut String) {
         Value::Bool(false) => out.push_str("False"),
         Value::Number(n) => out.push_str(&n.to_string()),
         Value::String(s) => {
-            let quote = if s.contains('\'') && !s.contains('"') { '"' } else { '\'' };
+            let quote = if s.contains('\'') && !s.contains('"') {
+                '"'
+            } else {
+                '\''
+            };
             out.push(quote);
             for ch in s.chars() {
                 match ch {
@@ -409,7 +528,9 @@ pub fn python_repr(value: &Value, out: &mut String) {
                         out.push('\\');
                         out.push(c);
                     }
-                    c if (c as u32) < 0x20 || c as u32 == 0x7f => out.push_str(&format!("\\x{:02x}", c as u32)),
+                    c if (c as u32) < 0x20 || c as u32 == 0x7f => {
+                        out.push_str(&format!("\\x{:02x}", c as u32))
+                    }
                     c => out.push(c),
                 }
             }
@@ -488,7 +609,9 @@ mod tests {
         headers.eta = parse_datetime("2026-11-23T19:56:16.003182+00:00");
         headers.timelimit = (Some(10.0), None);
         headers.retries = 2;
-        headers.extra.push(("custom".into(), HeaderValue::Str("kept".into())));
+        headers
+            .extra
+            .push(("custom".into(), HeaderValue::Str("kept".into())));
         let back = TaskHeaders::from_table(&headers.to_table()).unwrap();
         assert_eq!(back, headers);
     }
@@ -508,13 +631,19 @@ mod tests {
     #[test]
     fn missing_or_malformed_headers_are_errors() {
         let no_task = vec![("id".to_owned(), HeaderValue::Str("x".into()))];
-        assert!(TaskHeaders::from_table(&no_task).unwrap_err().to_string().contains("missing header \"task\""));
+        assert!(TaskHeaders::from_table(&no_task)
+            .unwrap_err()
+            .to_string()
+            .contains("missing header \"task\""));
         let bad_eta = vec![
             ("task".to_owned(), HeaderValue::Str("t".into())),
             ("id".to_owned(), HeaderValue::Str("x".into())),
             ("eta".to_owned(), HeaderValue::Str("tomorrow".into())),
         ];
-        assert!(TaskHeaders::from_table(&bad_eta).unwrap_err().to_string().contains("ISO-8601"));
+        assert!(TaskHeaders::from_table(&bad_eta)
+            .unwrap_err()
+            .to_string()
+            .contains("ISO-8601"));
     }
 
     #[test]
@@ -537,7 +666,10 @@ mod tests {
 
     #[test]
     fn reprs_look_like_python() {
-        assert_eq!(args_repr(&[json!(2), json!("it's"), json!(null), json!(true)]), "(2, \"it's\", None, True)");
+        assert_eq!(
+            args_repr(&[json!(2), json!("it's"), json!(null), json!(true)]),
+            "(2, \"it's\", None, True)"
+        );
         assert_eq!(args_repr(&[json!(1)]), "(1,)");
         let mut kwargs = Map::new();
         kwargs.insert("x".into(), json!([1, "a"]));

@@ -130,7 +130,9 @@ pub struct ResultMeta {
 impl ResultMeta {
     /// A record in `state` holding `result`; ready states get `date_done` now.
     pub fn new(task_id: String, status: State, result: Value) -> Self {
-        let date_done = status.is_ready().then(|| crate::protocol::format_datetime(chrono::Utc::now().fixed_offset()));
+        let date_done = status
+            .is_ready()
+            .then(|| crate::protocol::format_datetime(chrono::Utc::now().fixed_offset()));
         ResultMeta {
             status,
             result,
@@ -150,8 +152,17 @@ impl ResultMeta {
     }
 
     /// A FAILURE, REVOKED or RETRY record holding an exception.
-    pub fn exception(task_id: String, status: State, exception: &ExceptionInfo, traceback: Option<String>) -> Self {
-        let mut meta = Self::new(task_id, status, serde_json::to_value(exception).unwrap_or(Value::Null));
+    pub fn exception(
+        task_id: String,
+        status: State,
+        exception: &ExceptionInfo,
+        traceback: Option<String>,
+    ) -> Self {
+        let mut meta = Self::new(
+            task_id,
+            status,
+            serde_json::to_value(exception).unwrap_or(Value::Null),
+        );
         meta.traceback = traceback;
         meta
     }
@@ -161,7 +172,9 @@ impl ResultMeta {
         if !self.status.is_exception() {
             return None;
         }
-        serde_json::from_value(self.result.clone()).ok().or_else(|| Some(ExceptionInfo::builtin("Exception", self.result.to_string())))
+        serde_json::from_value(self.result.clone())
+            .ok()
+            .or_else(|| Some(ExceptionInfo::builtin("Exception", self.result.to_string())))
     }
 }
 
@@ -169,8 +182,13 @@ impl ResultMeta {
 #[derive(Debug, Clone, PartialEq)]
 pub enum TaskOutcome<R> {
     Success(R),
-    Failure { exception: ExceptionInfo, traceback: Option<String> },
-    Revoked { exception: ExceptionInfo },
+    Failure {
+        exception: ExceptionInfo,
+        traceback: Option<String>,
+    },
+    Revoked {
+        exception: ExceptionInfo,
+    },
 }
 
 /// The result of a sent task, typed by the task's return type (Celery's `AsyncResult`).
@@ -182,7 +200,11 @@ pub struct AsyncResult<R = Value> {
 
 impl<R> Clone for AsyncResult<R> {
     fn clone(&self) -> Self {
-        AsyncResult { id: self.id.clone(), app: self.app.clone(), marker: PhantomData }
+        AsyncResult {
+            id: self.id.clone(),
+            app: self.app.clone(),
+            marker: PhantomData,
+        }
     }
 }
 
@@ -194,7 +216,11 @@ impl<R> fmt::Debug for AsyncResult<R> {
 
 impl<R> AsyncResult<R> {
     pub fn new(id: impl Into<String>, app: Celery) -> Self {
-        AsyncResult { id: id.into(), app, marker: PhantomData }
+        AsyncResult {
+            id: id.into(),
+            app,
+            marker: PhantomData,
+        }
     }
 
     pub fn id(&self) -> &str {
@@ -208,7 +234,10 @@ impl<R> AsyncResult<R> {
 
     /// The task's state; PENDING when nothing is known yet.
     pub async fn state(&self) -> Result<State, Error> {
-        Ok(self.info().await?.map_or(State::Pending, |meta| meta.status))
+        Ok(self
+            .info()
+            .await?
+            .map_or(State::Pending, |meta| meta.status))
     }
 
     /// Whether the task has finished (SUCCESS, FAILURE or REVOKED).
@@ -224,15 +253,38 @@ impl<R> AsyncResult<R> {
         Ok(self.state().await? == State::Failure)
     }
 
+    /// The tasks this one sent when it finished (its link callbacks and next chain step), as
+    /// listed in its stored result.
+    pub async fn children(&self) -> Result<Vec<AsyncResult<Value>>, Error> {
+        let children = self
+            .info()
+            .await?
+            .map(|meta| meta.children)
+            .unwrap_or_default();
+        Ok(children
+            .iter()
+            .filter_map(|child| child.pointer("/0/0").and_then(Value::as_str))
+            .map(|id| AsyncResult::new(id, self.app.clone()))
+            .collect())
+    }
+
     /// The same result read as another type (`Value` for untyped access).
     pub fn cast<T>(self) -> AsyncResult<T> {
-        AsyncResult { id: self.id, app: self.app, marker: PhantomData }
+        AsyncResult {
+            id: self.id,
+            app: self.app,
+            marker: PhantomData,
+        }
     }
 
     /// Waits for the result: `result.get().await`, with `.timeout(…)`, `.on_message(…)` and
     /// `.no_propagate()` to adjust.
     pub fn get(&self) -> Get<'_, R> {
-        Get { result: self, timeout: None, on_message: None }
+        Get {
+            result: self,
+            timeout: None,
+            on_message: None,
+        }
     }
 }
 
@@ -285,9 +337,12 @@ impl<'a, R: DeserializeOwned + Send + 'a> Get<'a, R> {
         };
         match self.timeout {
             None => wait.await,
-            Some(limit) => tokio::time::timeout(limit, wait)
-                .await
-                .unwrap_or_else(|_| Err(Error::Timeout { task_id: id.clone(), seconds: limit.as_secs_f64() })),
+            Some(limit) => tokio::time::timeout(limit, wait).await.unwrap_or_else(|_| {
+                Err(Error::Timeout {
+                    task_id: id.clone(),
+                    seconds: limit.as_secs_f64(),
+                })
+            }),
         }
     }
 }
@@ -306,12 +361,19 @@ impl<'a, R: DeserializeOwned + Send + 'a> IntoFuture for Get<'a, R> {
             let meta = self.wait_ready().await?;
             match meta.status {
                 State::Success => decode_success(meta),
-                State::Revoked => Err(Error::TaskRevoked {
-                    exception: meta.exception_info().unwrap_or_else(|| ExceptionInfo::celery("TaskRevokedError", "revoked")),
-                    task_id: meta.task_id,
-                }),
+                State::Revoked => {
+                    Err(Error::TaskRevoked {
+                        exception: Box::new(meta.exception_info().unwrap_or_else(|| {
+                            ExceptionInfo::celery("TaskRevokedError", "revoked")
+                        })),
+                        task_id: meta.task_id,
+                    })
+                }
                 _ => Err(Error::TaskFailed {
-                    exception: meta.exception_info().unwrap_or_else(|| ExceptionInfo::builtin("Exception", "failed")),
+                    exception: Box::new(
+                        meta.exception_info()
+                            .unwrap_or_else(|| ExceptionInfo::builtin("Exception", "failed")),
+                    ),
                     traceback: meta.traceback,
                     task_id: meta.task_id,
                 }),
@@ -336,10 +398,14 @@ impl<'a, R: DeserializeOwned + Send + 'a> IntoFuture for GetOutcome<'a, R> {
             Ok(match meta.status {
                 State::Success => TaskOutcome::Success(decode_success(meta)?),
                 State::Revoked => TaskOutcome::Revoked {
-                    exception: meta.exception_info().unwrap_or_else(|| ExceptionInfo::celery("TaskRevokedError", "revoked")),
+                    exception: meta
+                        .exception_info()
+                        .unwrap_or_else(|| ExceptionInfo::celery("TaskRevokedError", "revoked")),
                 },
                 _ => TaskOutcome::Failure {
-                    exception: meta.exception_info().unwrap_or_else(|| ExceptionInfo::builtin("Exception", "failed")),
+                    exception: meta
+                        .exception_info()
+                        .unwrap_or_else(|| ExceptionInfo::builtin("Exception", "failed")),
                     traceback: meta.traceback,
                 },
             })
@@ -354,7 +420,9 @@ mod tests {
 
     #[test]
     fn states_round_trip_including_custom_ones() {
-        for name in ["PENDING", "SUCCESS", "FAILURE", "REVOKED", "RETRY", "PROGRESS"] {
+        for name in [
+            "PENDING", "SUCCESS", "FAILURE", "REVOKED", "RETRY", "PROGRESS",
+        ] {
             let state: State = serde_json::from_value(json!(name)).unwrap();
             assert_eq!(serde_json::to_value(&state).unwrap(), json!(name));
         }
@@ -363,7 +431,11 @@ mod tests {
 
     #[test]
     fn meta_has_celerys_keys() {
-        let meta = ResultMeta::new("id1".into(), State::Custom("PROGRESS".into()), json!({"progress": 50}));
+        let meta = ResultMeta::new(
+            "id1".into(),
+            State::Custom("PROGRESS".into()),
+            json!({"progress": 50}),
+        );
         assert_eq!(
             serde_json::to_value(&meta).unwrap(),
             json!({"status": "PROGRESS", "result": {"progress": 50}, "traceback": null, "children": [], "date_done": null, "task_id": "id1"})
@@ -379,6 +451,9 @@ mod tests {
             "traceback": "Traceback ...", "children": [], "date_done": "2026-01-01T00:00:00+00:00", "task_id": "x"
         }))
         .unwrap();
-        assert_eq!(meta.exception_info().unwrap(), ExceptionInfo::builtin("ValueError", "boom"));
+        assert_eq!(
+            meta.exception_info().unwrap(),
+            ExceptionInfo::builtin("ValueError", "boom")
+        );
     }
 }

@@ -36,7 +36,11 @@ impl Queue {
         self
     }
 
-    pub fn exchange(mut self, exchange: impl Into<String>, exchange_type: impl Into<String>) -> Self {
+    pub fn exchange(
+        mut self,
+        exchange: impl Into<String>,
+        exchange_type: impl Into<String>,
+    ) -> Self {
         self.exchange = exchange.into();
         self.exchange_type = exchange_type.into();
         self
@@ -62,9 +66,11 @@ impl Route {
     /// the given (or the queue's) exchange and key.
     pub fn resolve(queue: Queue, exchange: Option<&str>, routing_key: Option<&str>) -> Route {
         match (exchange, routing_key) {
-            (None, None) if queue.exchange_type == "direct" => {
-                Route { exchange: String::new(), routing_key: queue.name.clone(), queue }
-            }
+            (None, None) if queue.exchange_type == "direct" => Route {
+                exchange: String::new(),
+                routing_key: queue.name.clone(),
+                queue,
+            },
             _ => Route {
                 exchange: exchange.unwrap_or(&queue.exchange).to_owned(),
                 routing_key: routing_key.unwrap_or(&queue.routing_key).to_owned(),
@@ -81,14 +87,23 @@ mod tests {
     #[test]
     fn direct_queues_go_through_the_default_exchange() {
         let route = Route::resolve(Queue::new("celery"), None, None);
-        assert_eq!((route.exchange.as_str(), route.routing_key.as_str()), ("", "celery"));
+        assert_eq!(
+            (route.exchange.as_str(), route.routing_key.as_str()),
+            ("", "celery")
+        );
     }
 
     #[test]
     fn an_explicit_exchange_or_key_is_used_with_the_queues_other_half() {
         let route = Route::resolve(Queue::new("q"), None, Some("other"));
-        assert_eq!((route.exchange.as_str(), route.routing_key.as_str()), ("q", "other"));
+        assert_eq!(
+            (route.exchange.as_str(), route.routing_key.as_str()),
+            ("q", "other")
+        );
         let route = Route::resolve(Queue::new("q"), Some("x"), None);
-        assert_eq!((route.exchange.as_str(), route.routing_key.as_str()), ("x", "q"));
+        assert_eq!(
+            (route.exchange.as_str(), route.routing_key.as_str()),
+            ("x", "q")
+        );
     }
 }

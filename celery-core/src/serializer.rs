@@ -81,7 +81,11 @@ impl Serializer for Msgpack {
 struct PythonFormatter;
 
 impl serde_json::ser::Formatter for PythonFormatter {
-    fn begin_array_value<W: ?Sized + std::io::Write>(&mut self, writer: &mut W, first: bool) -> std::io::Result<()> {
+    fn begin_array_value<W: ?Sized + std::io::Write>(
+        &mut self,
+        writer: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
         if first {
             Ok(())
         } else {
@@ -89,7 +93,11 @@ impl serde_json::ser::Formatter for PythonFormatter {
         }
     }
 
-    fn begin_object_key<W: ?Sized + std::io::Write>(&mut self, writer: &mut W, first: bool) -> std::io::Result<()> {
+    fn begin_object_key<W: ?Sized + std::io::Write>(
+        &mut self,
+        writer: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
         if first {
             Ok(())
         } else {
@@ -97,11 +105,18 @@ impl serde_json::ser::Formatter for PythonFormatter {
         }
     }
 
-    fn begin_object_value<W: ?Sized + std::io::Write>(&mut self, writer: &mut W) -> std::io::Result<()> {
+    fn begin_object_value<W: ?Sized + std::io::Write>(
+        &mut self,
+        writer: &mut W,
+    ) -> std::io::Result<()> {
         writer.write_all(b": ")
     }
 
-    fn write_string_fragment<W: ?Sized + std::io::Write>(&mut self, writer: &mut W, fragment: &str) -> std::io::Result<()> {
+    fn write_string_fragment<W: ?Sized + std::io::Write>(
+        &mut self,
+        writer: &mut W,
+        fragment: &str,
+    ) -> std::io::Result<()> {
         if fragment.is_ascii() {
             return writer.write_all(fragment.as_bytes());
         }
@@ -127,7 +142,9 @@ pub struct SerializerRegistry {
 
 impl Default for SerializerRegistry {
     fn default() -> Self {
-        let registry = SerializerRegistry { by_name: Arc::default() };
+        let registry = SerializerRegistry {
+            by_name: Arc::default(),
+        };
         registry.register(Json);
         registry.register(Msgpack);
         registry
@@ -138,7 +155,10 @@ impl SerializerRegistry {
     /// Adds (or replaces) a serializer; it is then usable by name in options and settings.
     pub fn register(&self, serializer: impl Serializer) {
         let serializer: Arc<dyn Serializer> = Arc::new(serializer);
-        self.by_name.write().expect("serializer registry poisoned").insert(serializer.name().to_owned(), serializer);
+        self.by_name
+            .write()
+            .expect("serializer registry poisoned")
+            .insert(serializer.name().to_owned(), serializer);
     }
 
     /// Looks a serializer up by its short name or its content type.
@@ -151,7 +171,11 @@ impl SerializerRegistry {
             .ok_or_else(|| {
                 let mut known: Vec<_> = by_name.keys().cloned().collect();
                 known.sort();
-                Error::UnknownCodec { kind: "serializer", name: name.to_owned(), known: known.join(", ") }
+                Error::UnknownCodec {
+                    kind: "serializer",
+                    name: name.to_owned(),
+                    known: known.join(", "),
+                }
             })
     }
 }
@@ -165,21 +189,33 @@ mod tests {
     fn json_matches_python_json_dumps() {
         let value = json!([[2, 2], {"a": "héllo ☃ 😀"}, {"callbacks": null}]);
         let text = String::from_utf8(Json.encode(&value).unwrap()).unwrap();
-        assert_eq!(text, r#"[[2, 2], {"a": "h\u00e9llo \u2603 \ud83d\ude00"}, {"callbacks": null}]"#);
+        assert_eq!(
+            text,
+            r#"[[2, 2], {"a": "h\u00e9llo \u2603 \ud83d\ude00"}, {"callbacks": null}]"#
+        );
         assert_eq!(Json.decode(text.as_bytes()).unwrap(), value);
     }
 
     #[test]
     fn registry_finds_by_name_or_content_type_and_names_the_known_ones() {
         let registry = SerializerRegistry::default();
-        assert_eq!(registry.get("application/x-msgpack").unwrap().name(), "msgpack");
+        assert_eq!(
+            registry.get("application/x-msgpack").unwrap().name(),
+            "msgpack"
+        );
         let err = registry.get("toml").err().unwrap().to_string();
-        assert!(err.contains("unknown serializer \"toml\" (known: json, msgpack)"), "{err}");
+        assert!(
+            err.contains("unknown serializer \"toml\" (known: json, msgpack)"),
+            "{err}"
+        );
     }
 
     #[test]
     fn msgpack_round_trips() {
         let value = json!({"x": [1, 2.5, "s", null, true]});
-        assert_eq!(Msgpack.decode(&Msgpack.encode(&value).unwrap()).unwrap(), value);
+        assert_eq!(
+            Msgpack.decode(&Msgpack.encode(&value).unwrap()).unwrap(),
+            value
+        );
     }
 }

@@ -36,7 +36,9 @@ pub struct RawSignature {
     pub extra: Map<String, Value>,
 }
 
-fn null_as_default<'de, D: Deserializer<'de>, T: Default + Deserialize<'de>>(deserializer: D) -> Result<T, D::Error> {
+fn null_as_default<'de, D: Deserializer<'de>, T: Default + Deserialize<'de>>(
+    deserializer: D,
+) -> Result<T, D::Error> {
     Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
 }
 
@@ -58,7 +60,9 @@ impl RawSignature {
         if self.immutable {
             self.args.clone()
         } else {
-            std::iter::once(result.clone()).chain(self.args.iter().cloned()).collect()
+            std::iter::once(result.clone())
+                .chain(self.args.iter().cloned())
+                .collect()
         }
     }
 }
@@ -185,7 +189,9 @@ impl ArgList {
             Ok(value) => self.values.push(value),
             Err(error) => {
                 let position = self.values.len();
-                self.error = self.error.or(Some(Error::encode(format!("argument {position}"), error)));
+                self.error = self
+                    .error
+                    .or(Some(Error::encode(format!("argument {position}"), error)));
                 self.values.push(Value::Null);
             }
         }
@@ -220,7 +226,11 @@ impl<R, K> std::fmt::Debug for Signature<R, K> {
 }
 
 /// A signature for a task known only by name (Celery's `signature('tasks.add', args=(2, 2))`).
-pub fn signature(name: impl Into<String>, args: Vec<Value>, kwargs: Map<String, Value>) -> Signature<Value, Untyped> {
+pub fn signature(
+    name: impl Into<String>,
+    args: Vec<Value>,
+    kwargs: Map<String, Value>,
+) -> Signature<Value, Untyped> {
     let mut raw = RawSignature::new(name);
     raw.args = args;
     raw.kwargs = kwargs;
@@ -234,12 +244,22 @@ impl<R, K: Kind> Signature<R, K> {
         let mut raw = RawSignature::new(T::NAME);
         raw.args = args.values;
         raw.immutable = K::IMMUTABLE;
-        Signature { raw, defaults: T::OPTIONS, error: args.error, marker: PhantomData }
+        Signature {
+            raw,
+            defaults: T::OPTIONS,
+            error: args.error,
+            marker: PhantomData,
+        }
     }
 
     /// Wraps a wire signature; its result type is whatever the caller says it is.
     pub fn from_raw(raw: RawSignature) -> Self {
-        Signature { raw, defaults: TaskOptions::DEFAULT, error: None, marker: PhantomData }
+        Signature {
+            raw,
+            defaults: TaskOptions::DEFAULT,
+            error: None,
+            marker: PhantomData,
+        }
     }
 }
 
@@ -263,7 +283,11 @@ impl<R, K> Signature<R, K> {
             Ok(value) => {
                 self.raw.kwargs.insert(name.into(), value);
             }
-            Err(error) => self.error = self.error.or(Some(Error::encode("keyword argument", error))),
+            Err(error) => {
+                self.error = self
+                    .error
+                    .or(Some(Error::encode("keyword argument", error)))
+            }
         }
         self
     }
@@ -341,7 +365,10 @@ mod tests {
 
     #[test]
     fn null_args_and_kwargs_are_empty() {
-        let raw: RawSignature = serde_json::from_value(json!({"task": "t", "args": null, "kwargs": null, "options": null})).unwrap();
+        let raw: RawSignature = serde_json::from_value(
+            json!({"task": "t", "args": null, "kwargs": null, "options": null}),
+        )
+        .unwrap();
         assert!(raw.args.is_empty() && raw.kwargs.is_empty());
     }
 
@@ -349,7 +376,10 @@ mod tests {
     fn parent_result_is_prepended_unless_immutable() {
         let mut raw = RawSignature::new("t");
         raw.args = vec![json!(16)];
-        assert_eq!(raw.args_with_parent_result(&json!(4)), vec![json!(4), json!(16)]);
+        assert_eq!(
+            raw.args_with_parent_result(&json!(4)),
+            vec![json!(4), json!(16)]
+        );
         raw.immutable = true;
         assert_eq!(raw.args_with_parent_result(&json!(4)), vec![json!(16)]);
     }
@@ -358,7 +388,12 @@ mod tests {
     fn an_argument_that_cannot_be_encoded_is_reported_when_sent() {
         let mut map = std::collections::HashMap::new();
         map.insert(vec![1u8], 1);
-        let sig: Signature<Value, Untyped> = Signature::from_raw(RawSignature::new("t")).kwarg("m", &map);
-        assert!(sig.into_wire().unwrap_err().to_string().contains("cannot encode keyword argument"));
+        let sig: Signature<Value, Untyped> =
+            Signature::from_raw(RawSignature::new("t")).kwarg("m", &map);
+        assert!(sig
+            .into_wire()
+            .unwrap_err()
+            .to_string()
+            .contains("cannot encode keyword argument"));
     }
 }

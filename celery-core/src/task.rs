@@ -79,10 +79,16 @@ impl TaskOptions {
             }
         }
         fill(&mut options.serializer, self.serializer.map(str::to_owned));
-        fill(&mut options.compression, self.compression.map(str::to_owned));
+        fill(
+            &mut options.compression,
+            self.compression.map(str::to_owned),
+        );
         fill(&mut options.ignore_result, self.ignore_result);
         fill(&mut options.queue, self.queue.map(str::to_owned));
-        fill(&mut options.routing_key, self.routing_key.map(str::to_owned));
+        fill(
+            &mut options.routing_key,
+            self.routing_key.map(str::to_owned),
+        );
         fill(&mut options.priority, self.priority);
         fill(&mut options.expires, self.expires.map(Expires::After));
         fill(&mut options.time_limit, self.time_limit);
@@ -151,7 +157,9 @@ struct ContextInner {
 
 impl std::fmt::Debug for TaskContext {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TaskContext").field("request", &self.inner.request).finish_non_exhaustive()
+        f.debug_struct("TaskContext")
+            .field("request", &self.inner.request)
+            .finish_non_exhaustive()
     }
 }
 
@@ -161,15 +169,24 @@ impl TaskContext {
             inner: Arc::new(ContextInner {
                 request,
                 app,
-                max_retries: Some(options.max_retries.unwrap_or(TaskOptions::DEFAULT_MAX_RETRIES)),
-                default_retry_delay: options.default_retry_delay.unwrap_or(TaskOptions::DEFAULT_RETRY_DELAY),
+                max_retries: Some(
+                    options
+                        .max_retries
+                        .unwrap_or(TaskOptions::DEFAULT_MAX_RETRIES),
+                ),
+                default_retry_delay: options
+                    .default_retry_delay
+                    .unwrap_or(TaskOptions::DEFAULT_RETRY_DELAY),
             }),
         }
     }
 
     /// A context for calling a bound task directly, in-process (its request has `is_eager`).
     pub fn eager(request: Request) -> Self {
-        let request = Request { is_eager: true, ..request };
+        let request = Request {
+            is_eager: true,
+            ..request
+        };
         Self::new(request, Celery::current(), &TaskOptions::DEFAULT)
     }
 
@@ -192,12 +209,20 @@ impl TaskContext {
 
     /// Stores a state for this task, e.g. `update_state("PROGRESS", json!({"progress": 50}))`;
     /// a client's `on_message` sees it.
-    pub async fn update_state(&self, state: impl Into<State>, meta: impl Serialize) -> Result<(), Error> {
-        let Some(app) = &self.inner.app else { return Ok(()) };
+    pub async fn update_state(
+        &self,
+        state: impl Into<State>,
+        meta: impl Serialize,
+    ) -> Result<(), Error> {
+        let Some(app) = &self.inner.app else {
+            return Ok(());
+        };
         let meta = serde_json::to_value(meta).map_err(|e| Error::encode("task state meta", e))?;
         let request = &self.inner.request;
         let record = ResultMeta::new(request.id.clone(), state.into(), meta);
-        app.backend().store(record, request.reply_to.as_deref()).await
+        app.backend()
+            .store(record, request.reply_to.as_deref())
+            .await
     }
 
     /// Asks for the task to run again later, with the same id and `retries + 1` (Celery's
@@ -263,12 +288,21 @@ impl From<Retry> for TaskError {
             return retry.exc.unwrap_or_else(|| {
                 TaskError::from_exception(ExceptionInfo::celery(
                     "MaxRetriesExceededError",
-                    format!("Can't retry task: it has been retried {} times", retry.retries),
+                    format!(
+                        "Can't retry task: it has been retried {} times",
+                        retry.retries
+                    ),
                 ))
             });
         }
         let exc = retry.exc.and_then(|e| e.exception().cloned());
-        TaskError { kind: TaskErrorKind::Retry(RetryRequest { countdown: retry.countdown, eta: retry.eta, exc }) }
+        TaskError {
+            kind: TaskErrorKind::Retry(RetryRequest {
+                countdown: retry.countdown,
+                eta: retry.eta,
+                exc,
+            }),
+        }
     }
 }
 
@@ -285,7 +319,12 @@ pub type ErrbackInput = (Request, ExceptionInfo, Option<String>);
 
 impl Invocation {
     pub fn new(context: TaskContext, args: Vec<Value>, kwargs: Map<String, Value>) -> Self {
-        Invocation { context, args, kwargs, errback: None }
+        Invocation {
+            context,
+            args,
+            kwargs,
+            errback: None,
+        }
     }
 
     /// The context a `#[task(bind)]` function receives.
@@ -302,11 +341,19 @@ impl Invocation {
         let name = &self.context.request().task;
         match (!self.args.is_empty()).then(|| self.args.remove(0)) {
             Some(Value::String(id)) => {
-                let request = Request { id, ..Request::default() };
-                let exc = ExceptionInfo::celery("TaskError", "the failed task's exception is not known to this errback");
+                let request = Request {
+                    id,
+                    ..Request::default()
+                };
+                let exc = ExceptionInfo::celery(
+                    "TaskError",
+                    "the failed task's exception is not known to this errback",
+                );
                 Ok((request, exc, None))
             }
-            _ => Err(type_error(format!("{name}() is an errback: its first argument must be the failed task's id"))),
+            _ => Err(type_error(format!(
+                "{name}() is an errback: its first argument must be the failed task's id"
+            ))),
         }
     }
 
@@ -321,18 +368,29 @@ impl Invocation {
                 self.args.len()
             )));
         }
-        let mut slots: Vec<Option<Value>> = std::mem::take(&mut self.args).into_iter().map(Some).collect();
+        let mut slots: Vec<Option<Value>> = std::mem::take(&mut self.args)
+            .into_iter()
+            .map(Some)
+            .collect();
         slots.resize(params.len(), None);
         for (key, value) in std::mem::take(&mut self.kwargs) {
             let Some(index) = params.iter().position(|p| *p == key) else {
-                return Err(type_error(format!("{name}() got an unexpected keyword argument '{key}'")));
+                return Err(type_error(format!(
+                    "{name}() got an unexpected keyword argument '{key}'"
+                )));
             };
             if slots[index].is_some() {
-                return Err(type_error(format!("{name}() got multiple values for argument '{key}'")));
+                return Err(type_error(format!(
+                    "{name}() got multiple values for argument '{key}'"
+                )));
             }
             slots[index] = Some(value);
         }
-        Ok(BoundArgs { task: name, params, slots })
+        Ok(BoundArgs {
+            task: name,
+            params,
+            slots,
+        })
     }
 }
 
@@ -349,10 +407,18 @@ impl BoundArgs {
     pub fn take<T: DeserializeOwned>(&mut self, index: usize) -> Result<T, TaskError> {
         let param = self.params[index];
         match self.slots[index].take() {
-            Some(value) => serde_json::from_value(value)
-                .map_err(|e| type_error(format!("{}() argument '{param}' has the wrong type: {e}", self.task))),
-            None => serde_json::from_value(Value::Null)
-                .map_err(|_| type_error(format!("{}() missing required argument: '{param}'", self.task))),
+            Some(value) => serde_json::from_value(value).map_err(|e| {
+                type_error(format!(
+                    "{}() argument '{param}' has the wrong type: {e}",
+                    self.task
+                ))
+            }),
+            None => serde_json::from_value(Value::Null).map_err(|_| {
+                type_error(format!(
+                    "{}() missing required argument: '{param}'",
+                    self.task
+                ))
+            }),
         }
     }
 }
@@ -403,7 +469,12 @@ pub mod glue {
 
     /// Encodes an infallible task's return value.
     pub fn output<T: Serialize>(value: T) -> Result<Value, TaskError> {
-        serde_json::to_value(value).map_err(|e| TaskError::new("EncodeError", format!("cannot encode the task's result: {e}")))
+        serde_json::to_value(value).map_err(|e| {
+            TaskError::new(
+                "EncodeError",
+                format!("cannot encode the task's result: {e}"),
+            )
+        })
     }
 
     /// Encodes a `Result`-returning task's outcome.
@@ -422,7 +493,9 @@ pub mod glue {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
-        tokio::task::spawn_blocking(function).await.map_err(|e| crate::worker::panic_error(e.into_panic()))
+        tokio::task::spawn_blocking(function)
+            .await
+            .map_err(|e| crate::worker::panic_error(e.into_panic()))
     }
 }
 
@@ -432,10 +505,15 @@ mod tests {
     use serde_json::json;
 
     fn invocation(args: Value, kwargs: Value) -> Invocation {
-        let request = Request { task: "add".into(), ..Request::default() };
+        let request = Request {
+            task: "add".into(),
+            ..Request::default()
+        };
         let context = TaskContext::new(request, None, &TaskOptions::DEFAULT);
         let Value::Array(args) = args else { panic!() };
-        let Value::Object(kwargs) = kwargs else { panic!() };
+        let Value::Object(kwargs) = kwargs else {
+            panic!()
+        };
         Invocation::new(context, args, kwargs)
     }
 
@@ -443,7 +521,10 @@ mod tests {
     fn binds_positional_and_keyword_arguments() {
         let mut inv = invocation(json!([2]), json!({"y": 3}));
         let mut args = inv.bind(&["x", "y"]).unwrap();
-        assert_eq!(args.take::<i32>(0).unwrap() + args.take::<i32>(1).unwrap(), 5);
+        assert_eq!(
+            args.take::<i32>(0).unwrap() + args.take::<i32>(1).unwrap(),
+            5
+        );
     }
 
     #[test]
@@ -451,17 +532,40 @@ mod tests {
         let msg = |args, kwargs, want: &str| {
             let err = match invocation(args, kwargs).bind(&["x", "y"]) {
                 Err(e) => e,
-                Ok(mut bound) => bound.take::<i32>(0).and_then(|_| bound.take::<i32>(1)).unwrap_err(),
+                Ok(mut bound) => bound
+                    .take::<i32>(0)
+                    .and_then(|_| bound.take::<i32>(1))
+                    .unwrap_err(),
             };
             let info = err.exception().unwrap().clone();
             assert_eq!(info.exc_type, "TypeError");
-            assert!(info.message().contains(want), "{} does not contain {want}", info.message());
+            assert!(
+                info.message().contains(want),
+                "{} does not contain {want}",
+                info.message()
+            );
         };
-        msg(json!([1, 2, 3]), json!({}), "add() takes 2 positional arguments but 3 were given");
-        msg(json!([1]), json!({"z": 1}), "unexpected keyword argument 'z'");
-        msg(json!([1]), json!({"x": 1}), "multiple values for argument 'x'");
+        msg(
+            json!([1, 2, 3]),
+            json!({}),
+            "add() takes 2 positional arguments but 3 were given",
+        );
+        msg(
+            json!([1]),
+            json!({"z": 1}),
+            "unexpected keyword argument 'z'",
+        );
+        msg(
+            json!([1]),
+            json!({"x": 1}),
+            "multiple values for argument 'x'",
+        );
         msg(json!([1]), json!({}), "missing required argument: 'y'");
-        msg(json!(["a", 1]), json!({}), "argument 'x' has the wrong type");
+        msg(
+            json!(["a", 1]),
+            json!({}),
+            "argument 'x' has the wrong type",
+        );
     }
 
     #[test]
@@ -473,7 +577,10 @@ mod tests {
 
     #[test]
     fn retry_turns_into_max_retries_exceeded_when_used_up() {
-        let request = Request { retries: 3, ..Request::default() };
+        let request = Request {
+            retries: 3,
+            ..Request::default()
+        };
         let ctx = TaskContext::new(request, None, &TaskOptions::DEFAULT);
         let err: TaskError = ctx.retry().into();
         assert_eq!(err.exception().unwrap().exc_type, "MaxRetriesExceededError");
@@ -485,8 +592,15 @@ mod tests {
 
     #[test]
     fn task_attributes_fill_only_unset_options() {
-        let attrs = TaskOptions { queue: Some("attr"), priority: Some(3), ..TaskOptions::DEFAULT };
-        let mut options = ApplyOptions { queue: Some("call".into()), ..Default::default() };
+        let attrs = TaskOptions {
+            queue: Some("attr"),
+            priority: Some(3),
+            ..TaskOptions::DEFAULT
+        };
+        let mut options = ApplyOptions {
+            queue: Some("call".into()),
+            ..Default::default()
+        };
         attrs.write_into(&mut options);
         assert_eq!(options.queue.as_deref(), Some("call"));
         assert_eq!(options.priority, Some(3));

@@ -70,7 +70,11 @@ impl WorkerBuilder {
 
     /// Declares the queues, starts consuming and returns the running worker.
     pub async fn start(self) -> Result<Worker, Error> {
-        let queues: Vec<_> = self.queues.iter().map(|name| self.app.queue(name)).collect();
+        let queues: Vec<_> = self
+            .queues
+            .iter()
+            .map(|name| self.app.queue(name))
+            .collect();
         for queue in &queues {
             self.app.broker().declare(queue).await?;
         }
@@ -85,7 +89,10 @@ impl WorkerBuilder {
         });
         tracing::info!(hostname = %self.hostname, queues = ?self.queues, concurrency = self.concurrency, tasks = ?self.app.task_names(), "worker ready");
         let main_loop = tokio::spawn(consume(runtime, consumer, prefetch));
-        Ok(Worker { shutdown, main_loop })
+        Ok(Worker {
+            shutdown,
+            main_loop,
+        })
     }
 
     fn prefetch(&self) -> u32 {
@@ -179,10 +186,14 @@ struct Unusable {
 }
 
 async fn handle(runtime: Arc<Runtime>, delivery: Delivery, held_tx: mpsc::UnboundedSender<i32>) {
-    let Delivery { message, info, acker } = delivery;
+    let Delivery {
+        message,
+        info,
+        acker,
+    } = delivery;
     let decoded = match decode_message(&runtime.app, &message) {
         Ok(decoded) => decoded,
-        Err(unusable) => return reject_unusable(&runtime, &message, unusable, acker).await,
+        Err(unusable) => return reject_unusable(&runtime, &message, *unusable, acker).await,
     };
     let Some(task) = runtime.app.task(&decoded.headers.task) else {
         let name = decoded.headers.task.clone();
@@ -196,8 +207,14 @@ async fn handle(runtime: Arc<Runtime>, delivery: Delivery, held_tx: mpsc::Unboun
     let request = request_of(&runtime, decoded, info);
     tracing::info!(task = %request.task, id = %request.id, "Task received");
 
-    if let Some(eta) = request.eta.as_deref().and_then(crate::protocol::parse_datetime) {
-        let wait = (eta.with_timezone(&Utc) - Utc::now()).to_std().unwrap_or_default();
+    if let Some(eta) = request
+        .eta
+        .as_deref()
+        .and_then(crate::protocol::parse_datetime)
+    {
+        let wait = (eta.with_timezone(&Utc) - Utc::now())
+            .to_std()
+            .unwrap_or_default();
         if !wait.is_zero() {
             let _ = held_tx.send(1);
             let mut shutdown = runtime.shutdown.clone();
@@ -219,7 +236,9 @@ async fn handle(runtime: Arc<Runtime>, delivery: Delivery, held_tx: mpsc::Unboun
         slot = runtime.slots.clone().acquire_owned() => slot,
         _ = stopping(&mut shutdown) => return requeue(acker, &request).await,
     };
-    let Ok(_slot) = slot else { return requeue(acker, &request).await };
+    let Ok(_slot) = slot else {
+        return requeue(acker, &request).await;
+    };
     if is_expired(&request) {
         return revoke_expired(&runtime, &request, acker).await;
     }
@@ -244,11 +263,21 @@ async fn requeue(acker: Box<dyn Acker>, request: &Request) {
 async fn revoke_expired(runtime: &Runtime, request: &Request, acker: Box<dyn Acker>) {
     tracing::info!(task = %request.task, id = %request.id, "Discarding revoked task: expired");
     let exception = ExceptionInfo::celery("TaskRevokedError", "expired");
-    store(runtime, request, ResultMeta::exception(request.id.clone(), State::Revoked, &exception, None)).await;
+    store(
+        runtime,
+        request,
+        ResultMeta::exception(request.id.clone(), State::Revoked, &exception, None),
+    )
+    .await;
     settle(acker.ack().await, &request.id);
 }
 
-async fn reject_unusable(runtime: &Runtime, message: &Message, unusable: Unusable, acker: Box<dyn Acker>) {
+async fn reject_unusable(
+    runtime: &Runtime,
+    message: &Message,
+    unusable: Unusable,
+    acker: Box<dyn Acker>,
+) {
     tracing::error!(
         task = unusable.task.as_deref().unwrap_or("?"),
         id = unusable.task_id.as_deref().unwrap_or("?"),
@@ -257,12 +286,21 @@ async fn reject_unusable(runtime: &Runtime, message: &Message, unusable: Unusabl
         "rejecting message that cannot be run"
     );
     if let Some(task_id) = &unusable.task_id {
-        let meta = ResultMeta::exception(task_id.clone(), State::Failure, &unusable.exception, None);
-        if let Err(error) = runtime.app.backend().store(meta, message.properties.reply_to.as_deref()).await {
+        let meta =
+            ResultMeta::exception(task_id.clone(), State::Failure, &unusable.exception, None);
+        if let Err(error) = runtime
+            .app
+            .backend()
+            .store(meta, message.properties.reply_to.as_deref())
+            .await
+        {
             tracing::error!(%error, id = %task_id, "could not store the FAILURE of a rejected message");
         }
     }
-    settle(acker.reject(false).await, unusable.task_id.as_deref().unwrap_or("?"));
+    settle(
+        acker.reject(false).await,
+        unusable.task_id.as_deref().unwrap_or("?"),
+    );
 }
 
 fn settle(result: Result<(), crate::broker::BrokerError>, task_id: &str) {
@@ -274,30 +312,48 @@ fn settle(result: Result<(), crate::broker::BrokerError>, task_id: &str) {
 /// Decodes a received message: headers, `accept_content`, size limit, decompression, body.
 pub fn decode(app: &Celery, message: &Message) -> Result<TaskMessage, Error> {
     decode_message(app, message).map_err(|unusable| Error::Decode {
-        what: format!("message {}", unusable.task_id.as_deref().unwrap_or("without an id")),
+        what: format!(
+            "message {}",
+            unusable.task_id.as_deref().unwrap_or("without an id")
+        ),
         reason: unusable.exception.to_string(),
     })
 }
 
-fn decode_message(app: &Celery, message: &Message) -> Result<TaskMessage, Unusable> {
+fn decode_message(app: &Celery, message: &Message) -> Result<TaskMessage, Box<Unusable>> {
     let fallback_id = message
         .header("id")
         .and_then(|v| v.as_str())
         .or(message.properties.correlation_id.as_deref())
         .map(str::to_owned);
-    let fallback_task = message.header("task").and_then(|v| v.as_str()).map(str::to_owned);
-    let fail = |exc_type: &str, text: String| Unusable {
-        task_id: fallback_id.clone(),
-        task: fallback_task.clone(),
-        exception: ExceptionInfo::new(exc_type, "kombu.exceptions", text),
+    let fallback_task = message
+        .header("task")
+        .and_then(|v| v.as_str())
+        .map(str::to_owned);
+    let fail = |exc_type: &str, text: String| {
+        Box::new(Unusable {
+            task_id: fallback_id.clone(),
+            task: fallback_task.clone(),
+            exception: ExceptionInfo::new(exc_type, "kombu.exceptions", text),
+        })
     };
-    let headers = TaskHeaders::from_table(&message.headers).map_err(|e| fail("DecodeError", e.to_string()))?;
+    let headers = TaskHeaders::from_table(&message.headers)
+        .map_err(|e| fail("DecodeError", e.to_string()))?;
     let config = app.config();
     let content_type = message.properties.content_type.as_str();
-    let serializer = app.serializers().get(content_type).map_err(|e| fail("ContentDisallowed", e.to_string()))?;
-    let accepted = config.accept_content.iter().any(|a| a == content_type || a == serializer.name());
+    let serializer = app
+        .serializers()
+        .get(content_type)
+        .map_err(|e| fail("ContentDisallowed", e.to_string()))?;
+    let accepted = config
+        .accept_content
+        .iter()
+        .any(|a| a == content_type || a == serializer.name());
     if !accepted {
-        return Err(fail("ContentDisallowed", Error::ContentDisallowed(content_type.to_owned()).to_string()));
+        return Err(fail(
+            "ContentDisallowed",
+            Error::ContentDisallowed(content_type.to_owned()).to_string(),
+        ));
     }
     let limit = config.message_max_body_size;
     let too_large = || fail("DecodeError", Error::BodyTooLarge { limit }.to_string());
@@ -306,21 +362,42 @@ fn decode_message(app: &Celery, message: &Message) -> Result<TaskMessage, Unusab
         None if message.body.len() > limit => return Err(too_large()),
         None => &message.body,
         Some(name) => {
-            let scheme = app.compressions().get(name).map_err(|e| fail("DecodeError", e.to_string()))?;
-            decompressed = scheme.decompress(&message.body, limit).map_err(|e| match e {
-                DecompressError::TooLarge => too_large(),
-                DecompressError::Corrupt(reason) => fail("DecodeError", format!("corrupt {} body: {reason}", scheme.name())),
-            })?;
+            let scheme = app
+                .compressions()
+                .get(name)
+                .map_err(|e| fail("DecodeError", e.to_string()))?;
+            decompressed = scheme
+                .decompress(&message.body, limit)
+                .map_err(|e| match e {
+                    DecompressError::TooLarge => too_large(),
+                    DecompressError::Corrupt(reason) => fail(
+                        "DecodeError",
+                        format!("corrupt {} body: {reason}", scheme.name()),
+                    ),
+                })?;
             &decompressed
         }
     };
-    let value = serializer.decode(bytes).map_err(|e| fail("DecodeError", format!("body is not valid {}: {e}", serializer.name())))?;
+    let value = serializer.decode(bytes).map_err(|e| {
+        fail(
+            "DecodeError",
+            format!("body is not valid {}: {e}", serializer.name()),
+        )
+    })?;
     let body = Body::from_value(value).map_err(|e| fail("DecodeError", e.to_string()))?;
-    Ok(TaskMessage { headers, properties: message.properties.clone(), body })
+    Ok(TaskMessage {
+        headers,
+        properties: message.properties.clone(),
+        body,
+    })
 }
 
 fn request_of(runtime: &Runtime, message: TaskMessage, delivery_info: DeliveryInfo) -> Request {
-    let TaskMessage { headers, properties, body } = message;
+    let TaskMessage {
+        headers,
+        properties,
+        body,
+    } = message;
     let embed = body.embed;
     Request {
         id: headers.id,
@@ -361,7 +438,12 @@ async fn store(runtime: &Runtime, request: &Request, mut meta: ResultMeta) {
         meta.retries = Some(request.retries);
         meta.queue = Some(request.delivery_info.routing_key.clone());
     }
-    if let Err(error) = runtime.app.backend().store(meta, request.reply_to.as_deref()).await {
+    if let Err(error) = runtime
+        .app
+        .backend()
+        .store(meta, request.reply_to.as_deref())
+        .await
+    {
         tracing::error!(%error, id = %request.id, "could not store the task's state");
     }
 }
@@ -376,7 +458,12 @@ pub(crate) fn panic_error(payload: Box<dyn Any + Send>) -> TaskError {
     TaskError::from_exception(ExceptionInfo::new("Panic", "rust", message))
 }
 
-async fn execute(runtime: &Runtime, task: &RegisteredTask, request: Request, acker: Box<dyn Acker>) {
+async fn execute(
+    runtime: &Runtime,
+    task: &RegisteredTask,
+    request: Request,
+    acker: Box<dyn Acker>,
+) {
     let app = &runtime.app;
     let config = app.config();
     let acks_late = task.options.acks_late.unwrap_or(config.task_acks_late);
@@ -386,9 +473,23 @@ async fn execute(runtime: &Runtime, task: &RegisteredTask, request: Request, ack
             settle(acker.ack().await, &request.id);
         }
     }
-    let ignore_result = request.ignore_result || task.options.ignore_result.unwrap_or(config.task_ignore_result);
-    if !ignore_result && task.options.track_started.unwrap_or(config.task_track_started) {
-        store(runtime, &request, ResultMeta::new(request.id.clone(), State::Started, Value::Null)).await;
+    let ignore_result = request.ignore_result
+        || task
+            .options
+            .ignore_result
+            .unwrap_or(config.task_ignore_result);
+    if !ignore_result
+        && task
+            .options
+            .track_started
+            .unwrap_or(config.task_track_started)
+    {
+        store(
+            runtime,
+            &request,
+            ResultMeta::new(request.id.clone(), State::Started, Value::Null),
+        )
+        .await;
     }
 
     let mut invocation = Invocation::new(
@@ -400,23 +501,44 @@ async fn execute(runtime: &Runtime, task: &RegisteredTask, request: Request, ack
         invocation.errback = errback_input_from_message(app, &mut invocation).await;
     }
     let started = Instant::now();
-    let hard_limit = request.timelimit.0.or(task.options.time_limit).or(config.task_time_limit);
+    let hard_limit = request
+        .timelimit
+        .0
+        .or(task.options.time_limit)
+        .or(config.task_time_limit);
     let outcome = run_task(task, invocation, hard_limit).await;
     let runtime_s = started.elapsed().as_secs_f64();
 
     match outcome {
         Ok(value) => {
             tracing::info!(task = %request.task, id = %request.id, runtime_s, result = %value, "Task succeeded");
+            // Callbacks go first, as in Celery, so that the stored result lists them as children.
+            let children = send_callbacks(runtime, &request, &value).await;
             if !ignore_result {
-                store(runtime, &request, ResultMeta::new(request.id.clone(), State::Success, value.clone())).await;
+                let mut meta = ResultMeta::new(request.id.clone(), State::Success, value);
+                meta.children = children
+                    .into_iter()
+                    .map(|id| serde_json::json!([[id, null], null]))
+                    .collect();
+                store(runtime, &request, meta).await;
             }
-            send_callbacks(runtime, &request, &value).await;
         }
-        Err(TaskError { kind: TaskErrorKind::Retry(retry) }) => {
-            let exception = retry.exc.clone().unwrap_or_else(|| ExceptionInfo::celery("Retry", format!("Retry in {}s", retry.countdown)));
+        Err(TaskError {
+            kind: TaskErrorKind::Retry(retry),
+        }) => {
+            let exception = retry.exc.clone().unwrap_or_else(|| {
+                ExceptionInfo::celery("Retry", format!("Retry in {}s", retry.countdown))
+            });
             tracing::info!(task = %request.task, id = %request.id, countdown = retry.countdown, "Task retry");
             match resend_for_retry(app, task, &request, &retry).await {
-                Ok(()) => store(runtime, &request, ResultMeta::exception(request.id.clone(), State::Retry, &exception, None)).await,
+                Ok(()) => {
+                    store(
+                        runtime,
+                        &request,
+                        ResultMeta::exception(request.id.clone(), State::Retry, &exception, None),
+                    )
+                    .await
+                }
                 Err(error) => {
                     tracing::error!(%error, id = %request.id, "could not send the retry");
                     let failure = ExceptionInfo::celery("OperationalError", error.to_string());
@@ -424,7 +546,9 @@ async fn execute(runtime: &Runtime, task: &RegisteredTask, request: Request, ack
                 }
             }
         }
-        Err(TaskError { kind: TaskErrorKind::Exception { info, traceback } }) => {
+        Err(TaskError {
+            kind: TaskErrorKind::Exception { info, traceback },
+        }) => {
             tracing::error!(task = %request.task, id = %request.id, runtime_s, exception = %info, "Task raised an exception");
             fail(runtime, &request, info, traceback, ignore_result).await;
         }
@@ -434,21 +558,27 @@ async fn execute(runtime: &Runtime, task: &RegisteredTask, request: Request, ack
     }
 }
 
-async fn run_task(task: &RegisteredTask, invocation: Invocation, hard_limit: Option<f64>) -> Result<Value, TaskError> {
+async fn run_task(
+    task: &RegisteredTask,
+    invocation: Invocation,
+    hard_limit: Option<f64>,
+) -> Result<Value, TaskError> {
     // Spawned so that a panic becomes the task's failure instead of taking the worker down.
     let mut handle = tokio::spawn((task.run)(invocation));
     let joined = match hard_limit {
         None => (&mut handle).await,
-        Some(seconds) => match tokio::time::timeout(Duration::from_secs_f64(seconds), &mut handle).await {
-            Ok(joined) => joined,
-            Err(_) => {
-                handle.abort();
-                return Err(TaskError::from_exception(ExceptionInfo::celery(
-                    "TimeLimitExceeded",
-                    format!("TimeLimitExceeded({seconds})"),
-                )));
+        Some(seconds) => {
+            match tokio::time::timeout(Duration::from_secs_f64(seconds), &mut handle).await {
+                Ok(joined) => joined,
+                Err(_) => {
+                    handle.abort();
+                    return Err(TaskError::from_exception(ExceptionInfo::celery(
+                        "TimeLimitExceeded",
+                        format!("TimeLimitExceeded({seconds})"),
+                    )));
+                }
             }
-        },
+        }
     };
     match joined {
         Ok(outcome) => outcome,
@@ -459,38 +589,73 @@ async fn run_task(task: &RegisteredTask, invocation: Invocation, hard_limit: Opt
 
 /// An errback that came as a message has args `[failed_task_id, …]`; its exception is looked up
 /// in the result backend, where the failure was stored before the errback was sent.
-async fn errback_input_from_message(app: &Celery, invocation: &mut Invocation) -> Option<crate::task::ErrbackInput> {
-    let Some(Value::String(failed_id)) = invocation.args.first().cloned() else { return None };
+async fn errback_input_from_message(
+    app: &Celery,
+    invocation: &mut Invocation,
+) -> Option<crate::task::ErrbackInput> {
+    let Some(Value::String(failed_id)) = invocation.args.first().cloned() else {
+        return None;
+    };
     invocation.args.remove(0);
     let stored = app.backend().get(&failed_id).await.ok().flatten();
     let exception = stored
         .as_ref()
         .and_then(ResultMeta::exception_info)
-        .unwrap_or_else(|| ExceptionInfo::celery("TaskError", "the failed task's exception is not stored"));
+        .unwrap_or_else(|| {
+            ExceptionInfo::celery("TaskError", "the failed task's exception is not stored")
+        });
     let traceback = stored.and_then(|meta| meta.traceback);
-    Some((Request { id: failed_id, ..Request::default() }, exception, traceback))
+    Some((
+        Request {
+            id: failed_id,
+            ..Request::default()
+        },
+        exception,
+        traceback,
+    ))
 }
 
-async fn fail(runtime: &Runtime, request: &Request, exception: ExceptionInfo, traceback: Option<String>, ignore_result: bool) {
+async fn fail(
+    runtime: &Runtime,
+    request: &Request,
+    exception: ExceptionInfo,
+    traceback: Option<String>,
+    ignore_result: bool,
+) {
     if !ignore_result {
-        let meta = ResultMeta::exception(request.id.clone(), State::Failure, &exception, traceback.clone());
+        let meta = ResultMeta::exception(
+            request.id.clone(),
+            State::Failure,
+            &exception,
+            traceback.clone(),
+        );
         store(runtime, request, meta).await;
     }
     send_errbacks(runtime, request, &exception, traceback).await;
 }
 
-async fn resend_for_retry(app: &Celery, task: &RegisteredTask, request: &Request, retry: &crate::task::RetryRequest) -> Result<(), Error> {
-    let eta = retry
-        .eta
-        .unwrap_or_else(|| (Utc::now() + chrono::Duration::microseconds((retry.countdown * 1e6) as i64)).fixed_offset());
+async fn resend_for_retry(
+    app: &Celery,
+    task: &RegisteredTask,
+    request: &Request,
+    retry: &crate::task::RetryRequest,
+) -> Result<(), Error> {
+    let eta = retry.eta.unwrap_or_else(|| {
+        (Utc::now() + chrono::Duration::microseconds((retry.countdown * 1e6) as i64)).fixed_offset()
+    });
     let mut signature = RawSignature::new(request.task.clone());
     signature.args = request.args.clone();
     signature.kwargs = request.kwargs.clone();
     let options = &mut signature.options;
     options.task_id = Some(request.id.clone());
     options.eta = Some(eta);
-    options.expires = request.expires.as_deref().and_then(crate::protocol::parse_datetime).map(crate::calling::Expires::At);
-    options.queue = Some(request.delivery_info.routing_key.clone()).filter(|q| !q.is_empty() && request.delivery_info.exchange.is_empty());
+    options.expires = request
+        .expires
+        .as_deref()
+        .and_then(crate::protocol::parse_datetime)
+        .map(crate::calling::Expires::At);
+    options.queue = Some(request.delivery_info.routing_key.clone())
+        .filter(|q| !q.is_empty() && request.delivery_info.exchange.is_empty());
     options.exchange = Some(request.delivery_info.exchange.clone()).filter(|e| !e.is_empty());
     if options.exchange.is_some() {
         options.routing_key = Some(request.delivery_info.routing_key.clone());
@@ -500,41 +665,67 @@ async fn resend_for_retry(app: &Celery, task: &RegisteredTask, request: &Request
     options.link_error = request.errbacks.clone();
     options.chain = request.chain.clone();
     options.root_id = request.root_id.clone();
-    options.parent_id = request.parent_id.clone();
+    // As Celery does, the retried message names the task itself as its parent.
+    options.parent_id = Some(request.id.clone());
     options.group_id = request.group.clone();
     options.group_index = request.group_index;
     options.shadow = request.shadow.clone();
     options.retries = Some(request.retries + 1);
-    app.producer().send(signature, &task.options).await.map(drop)
+    app.producer()
+        .send(signature, &task.options)
+        .await
+        .map(drop)
 }
 
-/// Sends a follow-up task: a callback, the next chain step or an errback message.
-async fn send_follow_up(app: &Celery, mut signature: RawSignature, request: &Request) {
+/// Sends a follow-up task (a callback, the next chain step or an errback message) and returns
+/// its id.
+async fn send_follow_up(
+    app: &Celery,
+    mut signature: RawSignature,
+    request: &Request,
+) -> Option<String> {
     signature.options.parent_id = Some(request.id.clone());
-    signature.options.root_id = Some(request.root_id.clone().unwrap_or_else(|| request.id.clone()));
+    signature.options.root_id = Some(
+        request
+            .root_id
+            .clone()
+            .unwrap_or_else(|| request.id.clone()),
+    );
     let name = signature.task.clone();
     let defaults = app.task(&name).map_or(TaskOptions::DEFAULT, |t| t.options);
-    if let Err(error) = app.producer().send(signature, &defaults).await {
-        tracing::error!(%error, parent = %request.id, task = %name, "could not send a follow-up task");
+    match app.producer().send(signature, &defaults).await {
+        Ok(id) => Some(id),
+        Err(error) => {
+            tracing::error!(%error, parent = %request.id, task = %name, "could not send a follow-up task");
+            None
+        }
     }
 }
 
-async fn send_callbacks(runtime: &Runtime, request: &Request, result: &Value) {
+/// Sends the callbacks and the next chain step with the result; returns their ids.
+async fn send_callbacks(runtime: &Runtime, request: &Request, result: &Value) -> Vec<String> {
+    let mut children = Vec::new();
     for callback in &request.callbacks {
         let mut signature = callback.clone();
         signature.args = callback.args_with_parent_result(result);
-        send_follow_up(&runtime.app, signature, request).await;
+        children.extend(send_follow_up(&runtime.app, signature, request).await);
     }
     let mut chain = request.chain.clone();
     if let Some(next) = chain.pop() {
         let mut signature = next.clone();
         signature.args = next.args_with_parent_result(result);
         signature.options.chain = chain;
-        send_follow_up(&runtime.app, signature, request).await;
+        children.extend(send_follow_up(&runtime.app, signature, request).await);
     }
+    children
 }
 
-async fn send_errbacks(runtime: &Runtime, request: &Request, exception: &ExceptionInfo, traceback: Option<String>) {
+async fn send_errbacks(
+    runtime: &Runtime,
+    request: &Request,
+    exception: &ExceptionInfo,
+    traceback: Option<String>,
+) {
     let app = &runtime.app;
     for errback in &request.errbacks {
         match app.task(&errback.task).filter(|task| task.is_errback) {
@@ -543,7 +734,8 @@ async fn send_errbacks(runtime: &Runtime, request: &Request, exception: &Excepti
                 let mut errback_request = request.clone();
                 errback_request.task = errback.task.clone();
                 let context = TaskContext::new(errback_request, Some(app.clone()), &task.options);
-                let mut invocation = Invocation::new(context, errback.args.clone(), errback.kwargs.clone());
+                let mut invocation =
+                    Invocation::new(context, errback.args.clone(), errback.kwargs.clone());
                 invocation.errback = Some((request.clone(), exception.clone(), traceback.clone()));
                 if let Err(error) = run_task(&task, invocation, task.options.time_limit).await {
                     tracing::error!(errback = %errback.task, id = %request.id, error = %error, "errback failed");
@@ -553,7 +745,9 @@ async fn send_errbacks(runtime: &Runtime, request: &Request, exception: &Excepti
                 // Python's convention for errbacks not callable here: a message with the failed
                 // task's id as first argument.
                 let mut signature = errback.clone();
-                signature.args = std::iter::once(Value::String(request.id.clone())).chain(errback.args.iter().cloned()).collect();
+                signature.args = std::iter::once(Value::String(request.id.clone()))
+                    .chain(errback.args.iter().cloned())
+                    .collect();
                 send_follow_up(app, signature, request).await;
             }
         }

@@ -4,7 +4,7 @@ use syn::visit::Visit;
 use syn::{ReturnType, Type, TypeImplTrait};
 
 use crate::ctxt::Ctxt;
-use crate::model::{Task, ERRBACK_INPUTS};
+use crate::model::Task;
 
 pub fn check(cx: &Ctxt, task: &Task) {
     signature(cx, task);
@@ -109,23 +109,21 @@ fn leading_params(cx: &Ctxt, task: &Task) {
         }
     }
     if task.attrs.errback.is_some() && count < task.leading_params() {
-        let context = if task.attrs.bind.is_some() {
-            ", after the context,"
+        let after_context = if task.attrs.bind.is_some() {
+            " after the context"
         } else {
             ""
         };
-        let found = count - usize::from(task.attrs.bind.is_some());
+        let found = match count - usize::from(task.attrs.bind.is_some()) {
+            0 => "none".to_owned(),
+            n => format!("only {n}"),
+        };
         cx.error_at(
             sig.paren_token.span.join(),
             format!(
                 "an errback receives the failed task's `request: Request`, `exc: ExceptionInfo` \
-                 and `traceback: Option<String>` as its first {ERRBACK_INPUTS} parameters\
-                 {context} but `{name}` has {}",
-                match found {
-                    0 => "none".to_owned(),
-                    1 => "only 1".to_owned(),
-                    n => format!("only {n}"),
-                }
+                 and `traceback: Option<String>` as its first three parameters{after_context}, \
+                 but `{name}` has {found}"
             ),
         );
     }

@@ -1,7 +1,7 @@
 //! Code generation: the user's function, unchanged, and beside it a module of the same name
 //! holding the task type and its Calling API.
 
-use proc_macro2::{Literal, Span, TokenStream, TokenTree};
+use proc_macro2::{Literal, Span, TokenStream};
 use quote::{format_ident, quote, quote_spanned, ToTokens};
 use syn::ext::IdentExt;
 use syn::spanned::Spanned;
@@ -47,21 +47,24 @@ pub fn task(args: TokenStream, item: TokenStream) -> TokenStream {
 }
 
 fn not_a_function(cx: &Ctxt, item: &Item) {
-    let (what, at) = match item {
-        Item::Struct(item) => ("a struct", quote!(#item.struct_token #item.ident)),
-        Item::Enum(item) => ("an enum", quote!(#item.enum_token #item.ident)),
-        Item::Union(item) => ("a union", quote!(#item.union_token #item.ident)),
-        Item::Trait(item) => ("a trait", quote!(#item.trait_token #item.ident)),
-        Item::Impl(item) => ("an impl block", quote!(#item.impl_token #item.self_ty)),
-        Item::Mod(item) => ("a module", quote!(#item.mod_token #item.ident)),
-        Item::Const(item) => ("a constant", quote!(#item.const_token #item.ident)),
-        Item::Static(item) => ("a static", quote!(#item.static_token #item.ident)),
-        Item::Type(item) => ("a type alias", quote!(#item.type_token #item.ident)),
-        Item::Use(item) => ("an import", quote!(#item.use_token)),
+    fn at(keyword: impl ToTokens, name: impl ToTokens) -> TokenStream {
+        quote!(#keyword #name)
+    }
+    let (what, tokens) = match item {
+        Item::Struct(item) => ("a struct", at(item.struct_token, &item.ident)),
+        Item::Enum(item) => ("an enum", at(item.enum_token, &item.ident)),
+        Item::Union(item) => ("a union", at(item.union_token, &item.ident)),
+        Item::Trait(item) => ("a trait", at(item.trait_token, &item.ident)),
+        Item::Impl(item) => ("an impl block", at(item.impl_token, &item.self_ty)),
+        Item::Mod(item) => ("a module", at(item.mod_token, &item.ident)),
+        Item::Const(item) => ("a constant", at(item.const_token, &item.ident)),
+        Item::Static(item) => ("a static", at(item.static_token, &item.ident)),
+        Item::Type(item) => ("a type alias", at(item.type_token, &item.ident)),
+        Item::Use(item) => ("an import", item.use_token.to_token_stream()),
         other => ("this item", other.to_token_stream()),
     };
     cx.error_spanned_by(
-        at,
+        tokens,
         format!(
             "#[task] goes on a function (an `async fn`, or a plain `fn` to run on the blocking \
              pool), not on {what}"
@@ -69,32 +72,11 @@ fn not_a_function(cx: &Ctxt, item: &Item) {
     );
 }
 
-/// The path of the runtime support module, `::celery::__private` unless renamed.
-struct Runtime {
-    krate: TokenStream,
-}
-
-impl Runtime {
-    fn new(attrs: &TaskAttrs) -> Self {
-        let krate = match &attrs.krate {
-            Some(path) => path.to_token_stream(),
-            None => quote!(::celery),
-        };
-        Runtime { krate }
-    }
-
-    /// `<crate>::__private`, with every token at `span` so errors in a call land there.
-    fn at(&self, span: Span) -> TokenStream {
-        let krate: TokenStream = self
-            .krate
-            .clone()
-            .into_iter()
-            .map(|mut token: TokenTree| {
-                token.set_span(span);
-                token
-            })
-            .collect();
-        quote_spanned!(span=> #krate::__private)
+/// The path of the runtime's support module: `::celery::__private` unless the crate is renamed.
+fn runtime(attrs: &TaskAttrs) -> TokenStream {
+    match &attrs.krate {
+        Some(krate) => quote!(#krate::__private),
+        None => quote!(::celery::__private),
     }
 }
 
@@ -105,8 +87,7 @@ struct Arg {
 }
 
 fn module(task: &Task) -> TokenStream {
-    let rt = Runtime::new(&task.attrs);
-    let p = rt.at(Span::call_site());
+    let p = runtime(&task.attrs);
     let fn_ident = task.ident();
     let fn_name = fn_ident.unraw().to_string();
     let vis = &task.func.vis;
@@ -140,8 +121,9 @@ fn module(task: &Task) -> TokenStream {
     let param_names = message.iter().map(|arg| arg.ident.unraw().to_string());
     let options = options(&p, &task.attrs.options);
     let is_errback = errback.is_some();
-    let checks = type_checks(&rt, task, &message);
-    let run = run_body(&rt, task, context.as_ref(), errback.as_deref(), &message);
+    let invocation = Ident::new("invocation", Span::mixed_site());
+    let gates = gates(&p, task, &message);
+    let run = run_body(&p, task, context.as_ref(), errback.as_deref(), &message);
     let calling_api = calling_api(&p, &item_vis, &fn_name, is_errback, &message);
 
     let api = if is_errback {
@@ -181,13 +163,13 @@ fn module(task: &Task) -> TokenStream {
                 const IS_ERRBACK: bool = #is_errback;
 
                 fn run(
-                    mut invocation: #p::Invocation,
-                ) -> #p::BoxFuture<'static, ::core::result::Result<#p::Value, #p::TaskError>> {
+                    mut #invocation: #p::Invocation,
+                ) -> #p::BoxFuture<::core::result::Result<#p::Value, #p::TaskError>> {
                     #run
                 }
             }
 
-            #checks
+            #gates
 
             #calling_api
         }
@@ -334,49 +316,71 @@ fn options(p: &TokenStream, options: &TaskOptions) -> TokenStream {
     quote!(#p::TaskOptions { #(#fields)* ..#p::TaskOptions::DEFAULT })
 }
 
-/// Compile-time checks placed on the user's own types, so that a parameter that cannot be
-/// decoded or a result that cannot be encoded is reported where it is written.
-fn type_checks(rt: &Runtime, task: &Task, message: &[Arg]) -> TokenStream {
-    let arguments = message.iter().map(|arg| {
-        let span = arg.ty.span();
-        let p = rt.at(span);
-        let ty = &arg.ty;
-        quote_spanned!(span=> #p::assert_argument::<#ty>();)
+/// The two functions through which every use of a parameter type and of the return type goes.
+///
+/// Their bounds are the runtime's `TaskArgument` and `TaskOutput`, whose messages say what is
+/// wrong in a sentence. Each use is spanned at the user's type, so that a type that cannot travel
+/// in a message is reported there, once: rustc drops a diagnostic identical to one already given.
+fn gates(p: &TokenStream, task: &Task, message: &[Arg]) -> TokenStream {
+    let argument = (!message.is_empty()).then(|| {
+        quote! {
+            fn __argument<T: #p::TaskArgument>() -> (
+                fn(&mut #p::BoundArgs, usize) -> ::core::result::Result<T, #p::TaskError>,
+                fn(#p::ArgList, &T) -> #p::ArgList,
+            ) {
+                (#p::BoundArgs::take::<T>, #p::ArgList::push::<T>)
+            }
+        }
     });
-    let span = task.ret_span();
-    let p = rt.at(span);
-    let output = quote_spanned!(span=> #p::assert_output::<Output>(););
-    quote! {
-        const _: fn() = || {
-            #(#arguments)*
-            #output
-        };
-    }
+    let output = match task.ret {
+        Return::Fallible(_) => quote! {
+            fn __output<R>() -> fn(R) -> ::core::result::Result<#p::Value, #p::TaskError>
+            where
+                R: #p::Fallible,
+                <R as #p::Fallible>::Ok: #p::TaskOutput,
+                <R as #p::Fallible>::Err: ::core::convert::Into<#p::TaskError>,
+            {
+                #p::output_fallible::<R>
+            }
+        },
+        _ => quote! {
+            fn __output<T: #p::TaskOutput>() -> fn(T) -> ::core::result::Result<#p::Value, #p::TaskError> {
+                #p::output::<T>
+            }
+        },
+    };
+    quote!(#argument #output)
+}
+
+/// `__argument::<T>()`, at the span of the parameter's type.
+fn argument_gate(ty: &Type) -> TokenStream {
+    quote_spanned!(ty.span()=> __argument::<#ty>())
 }
 
 /// The body of `Task::run`: fill in the parameters, call the function, encode its result.
 fn run_body(
-    rt: &Runtime,
+    p: &TokenStream,
     task: &Task,
     context: Option<&Arg>,
     errback: Option<&[Arg]>,
     message: &[Arg],
 ) -> TokenStream {
-    let p = rt.at(Span::call_site());
     // Mixed-site names cannot clash with the user's parameter names.
     let invocation = Ident::new("invocation", Span::mixed_site());
     let bound = Ident::new("args", Span::mixed_site());
     let errback_input = Ident::new("errback_input", Span::mixed_site());
 
-    // Each value is spanned at the parameter's type, so a mismatch is reported there.
+    // Each value is written at the parameter's type, so that a mismatch is reported there.
     let context = context.map(|Arg { ident, ty }| {
+        let invocation = mixed_site_at("invocation", ty.span());
         let value = quote_spanned!(ty.span()=> #invocation.context());
         quote!(let #ident: #ty = #value;)
     });
     let errback = errback.map(|inputs| {
         let inputs = inputs.iter().enumerate().map(|(index, Arg { ident, ty })| {
             let index = syn::Index::from(index);
-            let value = quote_spanned!(ty.span()=> #errback_input.#index);
+            let input = mixed_site_at("errback_input", ty.span());
+            let value = quote_spanned!(ty.span()=> #input.#index);
             quote!(let #ident: #ty = #value;)
         });
         quote! {
@@ -389,8 +393,8 @@ fn run_body(
         .enumerate()
         .map(|(index, Arg { ident, ty })| {
             let index = Literal::usize_unsuffixed(index);
-        let take = quote_spanned!(ty.span()=> #bound.take(#index)?);
-            quote!(let #ident: #ty = #take;)
+            let gate = argument_gate(ty);
+            quote!(let #ident: #ty = (#gate.0)(&mut #bound, #index)?;)
         });
     // Binding also rejects unexpected arguments, so it happens even when there are none to take.
     let bind = quote!(#invocation.bind(<Task as #p::Task>::PARAMS)?);
@@ -413,12 +417,12 @@ fn run_body(
     } else {
         quote!(#p::run_blocking(move || #call).await?)
     };
-    let ret_span = task.ret_span();
-    let p_ret = rt.at(ret_span);
-    let encode = match task.ret {
-        Return::Fallible(_) => quote_spanned!(ret_span=> #p_ret::output_fallible),
-        _ => quote_spanned!(ret_span=> #p_ret::output),
+    // The user's own return type tokens, since rustc reports a bound at the type argument.
+    let encoded = match &task.ret {
+        Return::Fallible(ty) | Return::Plain(ty) => from_parent(ty).into_token_stream(),
+        Return::Unit => quote_spanned!(task.ret_span()=> ()),
     };
+    let encode = quote_spanned!(task.ret_span()=> (__output::<#encoded>()));
     quote! {
         ::std::boxed::Box::pin(async move {
             #context
@@ -428,6 +432,12 @@ fn run_body(
             #encode(#value)
         })
     }
+}
+
+/// A name of the generated code, which the user's names cannot clash with, located at `span` so
+/// that an expression starting with it is reported there.
+fn mixed_site_at(name: &str, span: Span) -> Ident {
+    Ident::new(name, span.resolved_at(Span::mixed_site()))
 }
 
 /// `s`, `si`, `partial`, `delay` and `apply_async`; an errback only has `s`.
@@ -443,11 +453,17 @@ fn calling_api(
         .map(|Arg { ident, ty }| quote!(#ident: #ty))
         .collect();
     let idents: Vec<_> = message.iter().map(|arg| &arg.ident).collect();
+    let list = Ident::new("list", Span::mixed_site());
     let arg_list = |args: &[Arg]| {
-        let pushes = args
-            .iter()
-            .map(|Arg { ident, ty }| quote_spanned!(ty.span()=> .push(&#ident)));
-        quote!(#p::Signature::__task::<Task>(#p::ArgList::new() #(#pushes)*))
+        let pushes = args.iter().map(|Arg { ident, ty }| {
+            let gate = argument_gate(ty);
+            quote!(let #list = (#gate.1)(#list, &#ident);)
+        });
+        quote! {
+            let #list = #p::ArgList::new();
+            #(#pushes)*
+            #p::Signature::__task::<Task>(#list)
+        }
     };
     let all_args = arg_list(message);
 
@@ -534,36 +550,104 @@ mod tests {
 
     use super::*;
 
+    fn text(tokens: impl ToTokens) -> String {
+        tokens.to_token_stream().to_string()
+    }
+
     #[test]
-    fn print() {
-        let out = task(
-            quote!(
-                name = "tasks.add",
-                queue = "q",
-                expires = 3,
-                time_limit = 2.5
+    fn items_are_as_visible_as_the_function() {
+        let cases = [
+            (quote!(pub), "pub"),
+            (quote!(), "pub (super)"),
+            (quote!(pub(self)), "pub (super)"),
+            (quote!(pub(crate)), "pub (crate)"),
+            (quote!(pub(super)), "pub (in super :: super)"),
+            (quote!(pub(in crate::a)), "pub (in crate :: a)"),
+            (quote!(pub(in super::a)), "pub (in super :: super :: a)"),
+        ];
+        for (vis, inner) in cases {
+            let vis: Visibility = syn::parse2(vis).unwrap();
+            assert_eq!(item_visibility(&vis).to_string(), inner);
+        }
+    }
+
+    #[test]
+    fn types_keep_their_meaning_one_module_deeper() {
+        let cases = [
+            (quote!(i32), "i32"),
+            (quote!(Vec<Output>), "Vec < super :: Output >"),
+            (quote!(self::a::B), "super :: a :: B"),
+            (quote!(super::B), "super :: super :: B"),
+            (quote!(crate::B), "crate :: B"),
+            (quote!(::std::string::String), ":: std :: string :: String"),
+            (quote!(Box<dyn Task>), "Box < dyn super :: Task >"),
+            (
+                quote!(<Task as self::Tr>::Output),
+                "< super :: Task as super :: Tr > :: Output",
             ),
+            (quote!(<X>::Output), "< X > :: Output"),
+            (quote!([u8; NAME]), "[u8 ; super :: NAME]"),
+        ];
+        for (ty, inner) in cases {
+            let ty: Type = syn::parse2(ty).unwrap();
+            assert_eq!(text(from_parent(&ty)), inner);
+        }
+    }
+
+    #[test]
+    fn options_list_only_what_was_given() {
+        let p = quote!(rt);
+        assert_eq!(
+            options(&p, &TaskOptions::default()).to_string(),
+            "rt :: TaskOptions :: DEFAULT"
+        );
+        let given = TaskOptions {
+            priority: Some(3),
+            expires: Some(2.5),
+            ..TaskOptions::default()
+        };
+        assert_eq!(
+            options(&p, &given).to_string(),
+            "rt :: TaskOptions { priority : :: core :: option :: Option :: Some (3u8) , \
+             expires : :: core :: option :: Option :: Some (2.5f64) , .. rt :: TaskOptions :: DEFAULT }"
+        );
+    }
+
+    #[test]
+    fn a_mistake_still_emits_the_function_and_nothing_else() {
+        let out = task(
+            quote!(queu = "x"),
             quote!(
-                pub(super) async fn add(x: i32, y: Output) -> Result<i32, MyError> {
-                    x + y
+                async fn add(x: i32) -> i32 {
+                    x
                 }
             ),
+        )
+        .to_string();
+        assert!(
+            out.starts_with("async fn add (x : i32) -> i32 { x }"),
+            "{out}"
         );
-        std::fs::write("/tmp/mdev/out1.rs", out.to_string()).unwrap();
+        assert!(out.contains("compile_error"));
+        assert!(!out.contains("mod add"));
+    }
+
+    #[test]
+    fn a_task_gets_a_module_of_the_same_name() {
         let out = task(
-            quote!(bind, errback),
+            quote!(),
             quote!(
-                fn on_error(
-                    ctx: TaskContext,
-                    request: Request,
-                    exc: ExceptionInfo,
-                    tb: Option<String>,
-                    args: self::Foo,
-                    invocation: <X as super::Y>::Z,
-                ) {
+                pub async fn add(x: i32) -> i32 {
+                    x
                 }
             ),
+        )
+        .to_string();
+        assert!(
+            out.starts_with("pub async fn add (x : i32) -> i32 { x }"),
+            "{out}"
         );
-        std::fs::write("/tmp/mdev/out2.rs", out.to_string()).unwrap();
+        assert!(out.contains("pub mod add"));
+        assert!(!out.contains("compile_error"));
     }
 }

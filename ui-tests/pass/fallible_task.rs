@@ -28,10 +28,8 @@ pub fn parse(text: String) -> std::result::Result<u16, TaskError> {
     text.parse().map_err(|_| TaskError::new("ValueError", format!("not a number: {text}")))
 }
 
-type IoResult<T> = std::io::Result<T>;
-
 #[task]
-pub async fn read_len(path: String) -> IoResult<u64> {
+pub async fn read_len(path: String) -> std::io::Result<u64> {
     Ok(std::fs::metadata(path)?.len())
 }
 

@@ -27,14 +27,23 @@ pub struct MemoryBackend {
 
 impl MemoryBackend {
     pub fn new(url: impl Into<String>) -> Self {
-        MemoryBackend { url: url.into(), entries: Mutex::default() }
+        MemoryBackend {
+            url: url.into(),
+            entries: Mutex::default(),
+        }
     }
 
     /// The process-wide backend for this URL.
     pub fn shared(url: &str) -> Arc<dyn ResultBackend> {
         static BACKENDS: OnceLock<Mutex<HashMap<String, Arc<MemoryBackend>>>> = OnceLock::new();
-        let mut backends = BACKENDS.get_or_init(Mutex::default).lock().expect("memory backends poisoned");
-        backends.entry(url.to_owned()).or_insert_with(|| Arc::new(MemoryBackend::new(url))).clone()
+        let mut backends = BACKENDS
+            .get_or_init(Mutex::default)
+            .lock()
+            .expect("memory backends poisoned");
+        backends
+            .entry(url.to_owned())
+            .or_insert_with(|| Arc::new(MemoryBackend::new(url)))
+            .clone()
     }
 
     fn entries(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
@@ -47,16 +56,25 @@ impl ResultBackend for MemoryBackend {
         &self.url
     }
 
-    fn store<'a>(&'a self, meta: ResultMeta, _reply_to: Option<&'a str>) -> BoxFuture<'a, Result<(), Error>> {
+    fn store<'a>(
+        &'a self,
+        meta: ResultMeta,
+        _reply_to: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<(), Error>> {
         let mut entries = self.entries();
         let entry = entries.entry(meta.task_id.clone()).or_default();
-        entry.subscribers.retain(|subscriber| subscriber.send(meta.clone()).is_ok());
+        entry
+            .subscribers
+            .retain(|subscriber| subscriber.send(meta.clone()).is_ok());
         entry.latest = Some(meta);
         Box::pin(async { Ok(()) })
     }
 
     fn get<'a>(&'a self, task_id: &'a str) -> BoxFuture<'a, Result<Option<ResultMeta>, Error>> {
-        let latest = self.entries().get(task_id).and_then(|entry| entry.latest.clone());
+        let latest = self
+            .entries()
+            .get(task_id)
+            .and_then(|entry| entry.latest.clone());
         Box::pin(async move { Ok(latest) })
     }
 
@@ -86,13 +104,30 @@ mod tests {
     #[tokio::test]
     async fn subscribers_see_the_current_state_then_every_change_in_order() {
         let backend = MemoryBackend::new("memory://t");
-        backend.store(ResultMeta::new("a".into(), State::Started, json!(null)), None).await.unwrap();
+        backend
+            .store(
+                ResultMeta::new("a".into(), State::Started, json!(null)),
+                None,
+            )
+            .await
+            .unwrap();
         let mut updates = backend.subscribe("a").await.unwrap();
         for progress in [50, 90] {
-            backend.store(ResultMeta::new("a".into(), "PROGRESS".into(), json!({"progress": progress})), None).await.unwrap();
+            backend
+                .store(
+                    ResultMeta::new("a".into(), "PROGRESS".into(), json!({"progress": progress})),
+                    None,
+                )
+                .await
+                .unwrap();
         }
-        backend.store(ResultMeta::new("a".into(), State::Success, json!(4)), None).await.unwrap();
-        let seen: Vec<String> = std::iter::from_fn(|| updates.try_recv().ok()).map(|m| m.status.to_string()).collect();
+        backend
+            .store(ResultMeta::new("a".into(), State::Success, json!(4)), None)
+            .await
+            .unwrap();
+        let seen: Vec<String> = std::iter::from_fn(|| updates.try_recv().ok())
+            .map(|m| m.status.to_string())
+            .collect();
         assert_eq!(seen, ["STARTED", "PROGRESS", "PROGRESS", "SUCCESS"]);
         assert_eq!(backend.get("a").await.unwrap().unwrap().result, json!(4));
         backend.forget("a").await.unwrap();

@@ -22,7 +22,11 @@ pub trait ResultBackend: Send + Sync + 'static {
 
     /// Stores a task's state. `reply_to` is the caller's reply queue (the rpc backend sends the
     /// state there).
-    fn store<'a>(&'a self, meta: ResultMeta, reply_to: Option<&'a str>) -> BoxFuture<'a, Result<(), Error>>;
+    fn store<'a>(
+        &'a self,
+        meta: ResultMeta,
+        reply_to: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<(), Error>>;
 
     /// The latest state stored for a task.
     fn get<'a>(&'a self, task_id: &'a str) -> BoxFuture<'a, Result<Option<ResultMeta>, Error>>;
@@ -38,6 +42,8 @@ pub trait ResultBackend: Send + Sync + 'static {
 pub fn from_url(url: &str) -> Result<std::sync::Arc<dyn ResultBackend>, Error> {
     match url.split_once("://").map(|(scheme, _)| scheme) {
         Some("memory") | Some("cache+memory") => Ok(MemoryBackend::shared(url)),
-        _ => Err(Error::Config(format!("unsupported result backend URL {url:?} (supported: memory://)"))),
+        _ => Err(Error::Config(format!(
+            "unsupported result backend URL {url:?} (supported: memory://)"
+        ))),
     }
 }

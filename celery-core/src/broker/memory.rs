@@ -63,25 +63,43 @@ impl PartialOrd for Queued {
 }
 impl Ord for Queued {
     fn cmp(&self, other: &Self) -> Ordering {
-        self.priority.cmp(&other.priority).then_with(|| other.sequence.cmp(&self.sequence))
+        self.priority
+            .cmp(&other.priority)
+            .then_with(|| other.sequence.cmp(&self.sequence))
     }
 }
 
 impl MemoryBroker {
     pub fn new(url: impl Into<String>) -> Self {
-        MemoryBroker { shared: Arc::new(Shared { url: url.into(), state: Mutex::default(), published: Notify::new() }) }
+        MemoryBroker {
+            shared: Arc::new(Shared {
+                url: url.into(),
+                state: Mutex::default(),
+                published: Notify::new(),
+            }),
+        }
     }
 
     /// The process-wide broker for this URL: an app's client and worker in one process share it.
     pub fn shared(url: &str) -> Arc<dyn Broker> {
         static BROKERS: OnceLock<Mutex<HashMap<String, Arc<MemoryBroker>>>> = OnceLock::new();
-        let mut brokers = BROKERS.get_or_init(Mutex::default).lock().expect("memory brokers poisoned");
-        brokers.entry(url.to_owned()).or_insert_with(|| Arc::new(MemoryBroker::new(url))).clone()
+        let mut brokers = BROKERS
+            .get_or_init(Mutex::default)
+            .lock()
+            .expect("memory brokers poisoned");
+        brokers
+            .entry(url.to_owned())
+            .or_insert_with(|| Arc::new(MemoryBroker::new(url)))
+            .clone()
     }
 
     /// How many messages are ready (not delivered) in a queue.
     pub fn ready_count(&self, queue: &str) -> usize {
-        self.shared.lock().queues.get(queue).map_or(0, |q| q.ready.len())
+        self.shared
+            .lock()
+            .queues
+            .get(queue)
+            .map_or(0, |q| q.ready.len())
     }
 }
 
@@ -112,22 +130,38 @@ impl Broker for MemoryBroker {
         let mut state = self.shared.lock();
         let entry = state.queues.entry(queue.name.clone()).or_default();
         entry.max_priority = queue.max_priority;
-        let bound = state.bindings.entry((queue.exchange.clone(), queue.routing_key.clone())).or_default();
+        let bound = state
+            .bindings
+            .entry((queue.exchange.clone(), queue.routing_key.clone()))
+            .or_default();
         if !bound.contains(&queue.name) {
             bound.push(queue.name.clone());
         }
         Box::pin(async { Ok(()) })
     }
 
-    fn publish<'a>(&'a self, exchange: &'a str, routing_key: &'a str, message: &'a Message) -> BoxFuture<'a, Result<(), BrokerError>> {
+    fn publish<'a>(
+        &'a self,
+        exchange: &'a str,
+        routing_key: &'a str,
+        message: &'a Message,
+    ) -> BoxFuture<'a, Result<(), BrokerError>> {
         let targets = if exchange.is_empty() {
             vec![routing_key.to_owned()]
         } else {
             let state = self.shared.lock();
-            state.bindings.get(&(exchange.to_owned(), routing_key.to_owned())).cloned().unwrap_or_default()
+            state
+                .bindings
+                .get(&(exchange.to_owned(), routing_key.to_owned()))
+                .cloned()
+                .unwrap_or_default()
         };
         if targets.is_empty() {
-            tracing::warn!(exchange, routing_key, "message is unroutable: no queue is bound with this key");
+            tracing::warn!(
+                exchange,
+                routing_key,
+                "message is unroutable: no queue is bound with this key"
+            );
         }
         for queue in &targets {
             let sequence = {
@@ -148,19 +182,32 @@ impl Broker for MemoryBroker {
         Box::pin(async { Ok(()) })
     }
 
-    fn consume<'a>(&'a self, queues: &'a [Queue], prefetch: u16) -> BoxFuture<'a, Result<Box<dyn Consumer>, BrokerError>> {
+    fn consume<'a>(
+        &'a self,
+        queues: &'a [Queue],
+        prefetch: u16,
+    ) -> BoxFuture<'a, Result<Box<dyn Consumer>, BrokerError>> {
         let consumer = MemoryConsumer {
             shared: self.shared.clone(),
             queues: queues.iter().map(|q| q.name.clone()).collect(),
             next_queue: 0,
-            flow: Arc::new(Flow { prefetch: AtomicUsize::new(usize::from(prefetch)), in_flight: AtomicUsize::new(0), released: Notify::new() }),
+            flow: Arc::new(Flow {
+                prefetch: AtomicUsize::new(usize::from(prefetch)),
+                in_flight: AtomicUsize::new(0),
+                released: Notify::new(),
+            }),
             cancelled: Arc::new(AtomicBool::new(false)),
         };
         Box::pin(async move { Ok(Box::new(consumer) as Box<dyn Consumer>) })
     }
 
     fn purge<'a>(&'a self, queue: &'a str) -> BoxFuture<'a, Result<u64, BrokerError>> {
-        let purged = self.shared.lock().queues.get_mut(queue).map_or(0, |q| std::mem::take(&mut q.ready).len());
+        let purged = self
+            .shared
+            .lock()
+            .queues
+            .get_mut(queue)
+            .map_or(0, |q| std::mem::take(&mut q.ready).len());
         Box::pin(async move { Ok(purged as u64) })
     }
 }
@@ -200,8 +247,17 @@ impl MemoryConsumer {
                     redelivered: item.redelivered,
                 };
                 let message = item.message.clone();
-                let acker = MemoryAcker { shared: self.shared.clone(), flow: self.flow.clone(), queue: name.clone(), item: Some(item) };
-                return Some(Delivery { message, info, acker: Box::new(acker) });
+                let acker = MemoryAcker {
+                    shared: self.shared.clone(),
+                    flow: self.flow.clone(),
+                    queue: name.clone(),
+                    item: Some(item),
+                };
+                return Some(Delivery {
+                    message,
+                    info,
+                    acker: Box::new(acker),
+                });
             }
         }
         None
@@ -234,7 +290,9 @@ impl Consumer for MemoryConsumer {
     }
 
     fn set_prefetch(&mut self, prefetch: u16) -> BoxFuture<'_, Result<(), BrokerError>> {
-        self.flow.prefetch.store(usize::from(prefetch), AtomicOrdering::Release);
+        self.flow
+            .prefetch
+            .store(usize::from(prefetch), AtomicOrdering::Release);
         self.flow.released.notify_waiters();
         Box::pin(async { Ok(()) })
     }
@@ -294,14 +352,20 @@ mod tests {
     fn message(body: &str, priority: u8) -> Message {
         Message {
             headers: Vec::new(),
-            properties: Properties { priority: Some(priority), ..Properties::default() },
+            properties: Properties {
+                priority: Some(priority),
+                ..Properties::default()
+            },
             body: body.as_bytes().to_vec(),
         }
     }
 
     async fn next_body(consumer: &mut Box<dyn Consumer>) -> (String, Delivery) {
         let delivery = consumer.next().await.unwrap().unwrap();
-        (String::from_utf8(delivery.message.body.clone()).unwrap(), delivery)
+        (
+            String::from_utf8(delivery.message.body.clone()).unwrap(),
+            delivery,
+        )
     }
 
     #[tokio::test]
@@ -312,12 +376,19 @@ mod tests {
         for body in ["a", "b", "c"] {
             broker.publish("", "q", &message(body, 0)).await.unwrap();
         }
-        let mut consumer = broker.consume(std::slice::from_ref(&queue), 2).await.unwrap();
+        let mut consumer = broker
+            .consume(std::slice::from_ref(&queue), 2)
+            .await
+            .unwrap();
         let (a, da) = next_body(&mut consumer).await;
         let (b, db) = next_body(&mut consumer).await;
         assert_eq!((a.as_str(), b.as_str()), ("a", "b"));
         // prefetch 2 reached: nothing more until one is settled
-        assert!(tokio::time::timeout(std::time::Duration::from_millis(50), consumer.next()).await.is_err());
+        assert!(
+            tokio::time::timeout(std::time::Duration::from_millis(50), consumer.next())
+                .await
+                .is_err()
+        );
         da.acker.ack().await.unwrap();
         drop(db);
         let (again, redelivered) = next_body(&mut consumer).await;
@@ -332,9 +403,15 @@ mod tests {
         let queue = Queue::new("p").max_priority(10);
         broker.declare(&queue).await.unwrap();
         for (body, priority) in [("low", 1), ("high", 9), ("mid", 5)] {
-            broker.publish("p", "p", &message(body, priority)).await.unwrap();
+            broker
+                .publish("p", "p", &message(body, priority))
+                .await
+                .unwrap();
         }
-        let mut consumer = broker.consume(std::slice::from_ref(&queue), 0).await.unwrap();
+        let mut consumer = broker
+            .consume(std::slice::from_ref(&queue), 0)
+            .await
+            .unwrap();
         let mut order = Vec::new();
         for _ in 0..3 {
             let (body, delivery) = next_body(&mut consumer).await;

@@ -55,7 +55,10 @@ pub struct BrokerError {
 
 impl BrokerError {
     pub fn new(kind: BrokerErrorKind, message: impl Into<String>) -> Self {
-        BrokerError { kind, message: message.into() }
+        BrokerError {
+            kind,
+            message: message.into(),
+        }
     }
 }
 
@@ -68,10 +71,19 @@ pub trait Broker: Send + Sync + 'static {
     fn declare<'a>(&'a self, queue: &'a Queue) -> BoxFuture<'a, Result<(), BrokerError>>;
 
     /// Publishes a message; it has reached the broker when the future resolves.
-    fn publish<'a>(&'a self, exchange: &'a str, routing_key: &'a str, message: &'a Message) -> BoxFuture<'a, Result<(), BrokerError>>;
+    fn publish<'a>(
+        &'a self,
+        exchange: &'a str,
+        routing_key: &'a str,
+        message: &'a Message,
+    ) -> BoxFuture<'a, Result<(), BrokerError>>;
 
     /// Starts consuming from queues with at most `prefetch` unacknowledged messages (0: no limit).
-    fn consume<'a>(&'a self, queues: &'a [Queue], prefetch: u16) -> BoxFuture<'a, Result<Box<dyn Consumer>, BrokerError>>;
+    fn consume<'a>(
+        &'a self,
+        queues: &'a [Queue],
+        prefetch: u16,
+    ) -> BoxFuture<'a, Result<Box<dyn Consumer>, BrokerError>>;
 
     /// Removes every ready message from a queue and says how many there were.
     fn purge<'a>(&'a self, queue: &'a str) -> BoxFuture<'a, Result<u64, BrokerError>>;
@@ -104,7 +116,10 @@ pub struct Delivery {
 
 impl fmt::Debug for Delivery {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Delivery").field("message", &self.message).field("info", &self.info).finish_non_exhaustive()
+        f.debug_struct("Delivery")
+            .field("message", &self.message)
+            .field("info", &self.info)
+            .finish_non_exhaustive()
     }
 }
 
@@ -112,6 +127,8 @@ impl fmt::Debug for Delivery {
 pub fn from_url(url: &str) -> Result<std::sync::Arc<dyn Broker>, crate::error::Error> {
     match url.split_once("://").map(|(scheme, _)| scheme) {
         Some("memory") => Ok(MemoryBroker::shared(url)),
-        _ => Err(crate::error::Error::Config(format!("unsupported broker URL {url:?} (supported: memory://)"))),
+        _ => Err(crate::error::Error::Config(format!(
+            "unsupported broker URL {url:?} (supported: memory://)"
+        ))),
     }
 }

@@ -1,0 +1,130 @@
+//! The Calling guide's examples on the embedded in-memory broker: no server needed.
+//!
+//! Run with `cargo run --example quickstart`.
+
+use std::time::{Duration, Instant};
+
+use celery::prelude::*;
+use serde_json::json;
+
+/// Adds two numbers.
+#[task(name = "tasks.add")]
+async fn add(x: i32, y: i32) -> i32 {
+    x + y
+}
+
+/// Multiplies two numbers; a plain `fn` runs on the blocking pool.
+#[task(name = "tasks.mul")]
+fn mul(x: i32, y: i32) -> i32 {
+    x * y
+}
+
+/// Reports progress while it works (`bind` gives it its context).
+#[task(name = "tasks.long_job", bind)]
+async fn long_job(ctx: TaskContext, steps: u32) -> Result<String, TaskError> {
+    for progress in [50, 90] {
+        ctx.update_state("PROGRESS", json!({ "progress": progress }))
+            .await
+            .map_err(TaskError::msg)?;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(format!("done in {steps} steps"))
+}
+
+/// Fails like Python's `ValueError`.
+#[task(name = "tasks.divide")]
+async fn divide(x: i32, y: i32) -> Result<i32, TaskError> {
+    if y == 0 {
+        return Err(TaskError::new("ValueError", "division by zero"));
+    }
+    Ok(x / y)
+}
+
+/// An errback: receives the failed task's request, its exception and traceback.
+#[task(name = "tasks.on_error", errback)]
+async fn on_error(request: Request, exc: ExceptionInfo, _traceback: Option<String>) {
+    println!("  errback: task {} raised {exc}", request.id);
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    tracing_subscriber::fmt()
+        .with_max_level(tracing_subscriber::filter::LevelFilter::WARN)
+        .init();
+
+    // An app on the embedded broker, made current so that `add::delay(...)` needs nothing else.
+    let app = Celery::new("quickstart");
+    app.set_current();
+    app.register(add::Task)
+        .register(mul::Task)
+        .register(long_job::Task)
+        .register(divide::Task)
+        .register(on_error::Task);
+    let worker = app.worker().concurrency(4).start().await?;
+
+    println!("delay: add(2, 2)");
+    let result = add::delay(2, 2).await?;
+    println!("  -> {}", result.get().await?);
+
+    println!("apply_async with link=add.s(16)");
+    let options = CallOptions::new().link(add::partial(16));
+    let parent = add::apply_async((2, 2), options).await?;
+    println!("  parent -> {}", parent.get().await?);
+    for child in parent.children().await? {
+        println!("  callback -> {}", child.cast::<i32>().get().await?);
+    }
+
+    println!("countdown=3");
+    let started = Instant::now();
+    let delayed = add::apply_async((10, 10), CallOptions::new().countdown(3)).await?;
+    println!(
+        "  -> {} after {:.1} s",
+        delayed.get().await?,
+        started.elapsed().as_secs_f64()
+    );
+
+    println!("expires=0.5 with countdown=1: never runs");
+    let expired = add::apply_async((1, 1), CallOptions::new().countdown(1).expires(0.5)).await?;
+    match expired.get().await {
+        Err(Error::TaskRevoked { exception, .. }) => {
+            println!("  -> {} ({exception})", expired.state().await?)
+        }
+        other => println!("  unexpected: {other:?}"),
+    }
+
+    println!("on_message: progress from update_state");
+    let job = long_job::delay(2).await?;
+    let outcome = job
+        .get()
+        .on_message(|meta| match meta.status {
+            State::Custom(ref name) if name == "PROGRESS" => {
+                println!("  {name} {}", meta.result["progress"])
+            }
+            ref state => println!("  {state}"),
+        })
+        .await?;
+    println!("  -> {outcome}");
+
+    println!("link_error: a failure reaches its errback");
+    let failing = divide::apply_async((1, 0), CallOptions::new().link_error(on_error::s())).await?;
+    match failing.get().await {
+        Err(error) => println!("  get() -> {error}"),
+        Ok(value) => println!("  unexpected success {value}"),
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    println!("group(add.s(i, i) for i in [2, 4, 8, 16])");
+    let numbers = group([2, 4, 8, 16].map(|i| add::s(i, i)))
+        .apply_async()
+        .await?;
+    println!("  -> {:?}", numbers.get().await?);
+
+    println!("chain: add.s(2, 2) | add.s(16) | mul.s(3)");
+    let chained = chain![add::s(2, 2), add::partial(16), mul::partial(3)]
+        .apply_async()
+        .await?;
+    println!("  -> {}", chained.get().await?);
+
+    worker.shutdown().await;
+    Ok(())
+}

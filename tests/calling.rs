@@ -1,0 +1,1061 @@
+//! The Calling guide, option by option, end to end on the in-memory broker: every test sends
+//! real protocol v2 messages through a broker to a worker and reads results from a backend.
+
+mod common;
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use celery::broker::BrokerErrorKind;
+use celery::prelude::*;
+use celery::{signature, RetryPolicy};
+use common::{app, FlakyBroker, RecordingBroker, WAIT};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+#[task(name = "tests.add")]
+async fn add(x: i32, y: i32) -> i32 {
+    x + y
+}
+
+#[task(name = "tests.mul")]
+fn mul(x: i32, y: i32) -> i32 {
+    x * y
+}
+
+#[task(name = "tests.concat")]
+async fn concat(text: String, suffix: String) -> String {
+    text + &suffix
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Point {
+    x: f64,
+    y: f64,
+}
+
+#[task(name = "tests.norm")]
+async fn norm(point: Point, scale: Option<f64>) -> f64 {
+    (point.x * point.x + point.y * point.y).sqrt() * scale.unwrap_or(1.0)
+}
+
+#[task(name = "tests.divide")]
+async fn divide(x: i32, y: i32) -> Result<i32, TaskError> {
+    if y == 0 {
+        return Err(TaskError::new("ZeroDivisionError", "division by zero"));
+    }
+    Ok(x / y)
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot parse {0:?}")]
+struct ParseFailure(String);
+
+#[task(name = "tests.parse")]
+async fn parse(text: String) -> Result<i64, ParseFailure> {
+    text.parse().map_err(|_| ParseFailure(text))
+}
+
+static COUNTED: AtomicU32 = AtomicU32::new(0);
+
+#[task(name = "tests.count")]
+async fn count(by: u32) -> u32 {
+    COUNTED.fetch_add(by, Ordering::SeqCst) + by
+}
+
+#[task(name = "tests.progress", bind)]
+async fn progress(ctx: TaskContext, steps: Vec<u32>) -> Result<String, TaskError> {
+    for step in steps {
+        ctx.update_state("PROGRESS", json!({ "progress": step }))
+            .await
+            .map_err(TaskError::msg)?;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok("done".to_owned())
+}
+
+static ERRBACK_CALLS: Mutex<Vec<(String, String, String)>> = Mutex::new(Vec::new());
+
+#[task(name = "tests.on_error", errback)]
+async fn on_error(request: Request, exc: ExceptionInfo, _traceback: Option<String>, tag: String) {
+    ERRBACK_CALLS
+        .lock()
+        .unwrap()
+        .push((request.id, exc.exc_type, tag));
+}
+
+static FAILED_IDS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// An old-style errback: a message whose first argument is the failed task's id.
+#[task(name = "tests.record_failed_id")]
+async fn record_failed_id(task_id: String) {
+    FAILED_IDS.lock().unwrap().push(task_id);
+}
+
+#[task(
+    name = "tests.flaky",
+    bind,
+    max_retries = 5,
+    default_retry_delay = 0.05
+)]
+async fn flaky(ctx: TaskContext, succeed_on: u32) -> Result<u32, TaskError> {
+    if ctx.retries() < succeed_on {
+        return Err(ctx
+            .retry()
+            .exc(TaskError::new("ConnectionError", "try again"))
+            .into());
+    }
+    Ok(ctx.retries())
+}
+
+#[task(
+    name = "tests.always_retry",
+    bind,
+    max_retries = 2,
+    default_retry_delay = 0.01
+)]
+async fn always_retry(ctx: TaskContext) -> Result<(), TaskError> {
+    Err(ctx.retry().into())
+}
+
+#[task(
+    name = "tests.attr_routed",
+    queue = "attr-queue",
+    serializer = "msgpack",
+    compression = "zlib",
+    priority = 7
+)]
+async fn attr_routed(x: i32) -> i32 {
+    x
+}
+
+#[task(name = "tests.quiet", ignore_result)]
+async fn quiet(x: i32) -> i32 {
+    COUNTED.fetch_add(0, Ordering::SeqCst);
+    x
+}
+
+#[task(name = "tests.sleepy", time_limit = 0.2)]
+async fn sleepy(seconds: f64) -> f64 {
+    tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
+    seconds
+}
+
+#[task(name = "tests.panics")]
+async fn panics(message: String) -> i32 {
+    panic!("{message}")
+}
+
+fn register_all(app: &Celery) {
+    app.register(add::Task)
+        .register(mul::Task)
+        .register(concat::Task)
+        .register(norm::Task)
+        .register(divide::Task)
+        .register(parse::Task)
+        .register(count::Task)
+        .register(progress::Task)
+        .register(on_error::Task)
+        .register(record_failed_id::Task)
+        .register(flaky::Task)
+        .register(always_retry::Task)
+        .register(attr_routed::Task)
+        .register(quiet::Task)
+        .register(sleepy::Task)
+        .register(panics::Task);
+}
+
+async fn started(test: &str) -> (Celery, Worker) {
+    let app = app(test);
+    register_all(&app);
+    let worker = app.worker().concurrency(4).start().await.unwrap();
+    (app, worker)
+}
+
+#[tokio::test]
+async fn a_task_called_directly_runs_in_process() {
+    assert_eq!(add(2, 2).await, 4);
+    assert_eq!(mul(3, 4), 12);
+    assert_eq!(add::NAME, "tests.add");
+}
+
+#[tokio::test]
+async fn apply_async_returns_a_typed_result() {
+    let (app, worker) = started("typed").await;
+    let result = add::s(2, 2).apply_async_with(&app).await.unwrap();
+    let four: i32 = result.get().timeout(WAIT).await.unwrap();
+    assert_eq!(four, 4);
+    assert_eq!(result.state().await.unwrap(), State::Success);
+    assert!(result.ready().await.unwrap() && result.successful().await.unwrap());
+
+    let blocking = mul::s(6, 7).apply_async_with(&app).await.unwrap();
+    assert_eq!(blocking.get().timeout(WAIT).await.unwrap(), 42);
+
+    let structured = norm::s(Point { x: 3.0, y: 4.0 }, Some(2.0))
+        .apply_async_with(&app)
+        .await
+        .unwrap();
+    assert_eq!(structured.get().timeout(WAIT).await.unwrap(), 10.0);
+    worker.shutdown().await;
+}
+
+#[tokio::test]
+async fn keyword_arguments_and_optional_parameters() {
+    let (app, worker) = started("kwargs").await;
+    let by_name = signature("tests.norm", vec![], Default::default())
+        .kwarg("point", Point { x: 6.0, y: 8.0 });
+    let result = by_name.apply_async_with(&app).await.unwrap();
+    assert_eq!(result.get().timeout(WAIT).await.unwrap(), json!(10.0));
+
+    let mixed = app.send_task(
+        "tests.concat",
+        vec![json!("a")],
+        json!({"suffix": "b"}).as_object().unwrap().clone(),
+        CallOptions::new(),
+    );
+    assert_eq!(
+        mixed.await.unwrap().get().timeout(WAIT).await.unwrap(),
+        json!("ab")
+    );
+    worker.shutdown().await;
+}
+
+#[tokio::test]
+async fn link_callbacks_receive_the_parent_result_in_order() {
+    let (app, worker) = started("link").await;
+    let options = CallOptions::new()
+        .link(add::partial(16).with_options(CallOptions::new().task_id("link-cb-1")))
+        .link(mul::partial(10).with_options(CallOptions::new().task_id("link-cb-2")))
+        .link(add::si(1, 1).with_options(CallOptions::new().task_id("link-cb-3")));
+    let parent = add::s(2, 2)
+        .with_options(options)
+        .apply_async_with(&app)
+        .await
+        .unwrap();
+    assert_eq!(parent.get().timeout(WAIT).await.unwrap(), 4);
+    assert_eq!(
+        app.result::<i32>("link-cb-1")
+            .get()
+            .timeout(WAIT)
+            .await
+            .unwrap(),
+        20
+    );
+    assert_eq!(
+        app.result::<i32>("link-cb-2")
+            .get()
+            .timeout(WAIT)
+            .await
+            .unwrap(),
+        40
+    );
+    assert_eq!(
+        app.result::<i32>("link-cb-3")
+            .get()
+            .timeout(WAIT)
+            .await
+            .unwrap(),
+        2
+    );
+    let child = app
+        .result::<i32>("link-cb-1")
+        .info()
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(child.parent_id.as_deref(), Some(parent.id()));
+    let children: Vec<String> = parent
+        .children()
+        .await
+        .unwrap()
+        .iter()
+        .map(|c| c.id().to_owned())
+        .collect();
+    assert_eq!(children, ["link-cb-1", "link-cb-2", "link-cb-3"]);
+    worker.shutdown().await;
+}
+
+#[tokio::test]
+async fn errbacks_run_in_process_or_as_messages_with_the_failed_id() {
+    let (app, worker) = started("errback").await;
+    let options = CallOptions::new()
+        .link_error(on_error::s("first".to_owned()))
+        .link_error(record_failed_id::partial());
+    let failing = divide::s(1, 0)
+        .with_options(options)
+        .apply_async_with(&app)
+        .await
+        .unwrap();
+    let error = failing.get().timeout(WAIT).await.unwrap_err();
+    let exception = error.exception().unwrap();
+    assert_eq!(exception.exc_type, "ZeroDivisionError");
+    assert_eq!(exception.exc_module.as_deref(), Some("builtins"));
+    let deadline = Instant::now() + WAIT;
+    while !FAILED_IDS
+        .lock()
+        .unwrap()
+        .contains(&failing.id().to_owned())
+    {
+        assert!(Instant::now() < deadline, "the message errback never ran");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let calls = ERRBACK_CALLS.lock().unwrap().clone();
+    assert!(
+        calls.contains(&(
+            failing.id().to_owned(),
+            "ZeroDivisionError".to_owned(),
+            "first".to_owned()
+        )),
+        "{calls:?}"
+    );
+    worker.shutdown().await;
+}
+
+#[tokio::test]
+async fn failures_propagate_or_come_back_as_data() {
+    let (app, worker) = started("failure").await;
+    let result = parse::s("x1".to_owned())
+        .apply_async_with(&app)
+        .await
+        .unwrap();
+    match result.get().timeout(WAIT).await {
+        Err(Error::TaskFailed {
+            exception, task_id, ..
+        }) => {
+            assert_eq!(task_id, result.id());
+            assert_eq!(exception.exc_type, "ParseFailure");
+            assert_eq!(exception.exc_message, json!(["cannot parse \"x1\""]));
+        }
+        other => panic!("expected a failure, got {other:?}"),
+    }
+    let outcome = result.get().no_propagate().await.unwrap();
+    assert!(
+        matches!(outcome, TaskOutcome::Failure { ref exception, .. } if exception.exc_type == "ParseFailure")
+    );
+    assert_eq!(result.state().await.unwrap(), State::Failure);
+    let ok = parse::s("12".to_owned())
+        .apply_async_with(&app)
+        .await
+        .unwrap();
+    assert_eq!(
+        ok.get().no_propagate().await.unwrap(),
+        TaskOutcome::Success(12)
+    );
+    worker.shutdown().await;
+}
+
+#[tokio::test]
+async fn countdown_and_eta_hold_a_task_without_blocking_others() {
+    let app = app("countdown");
+    register_all(&app);
+    // One slot and a prefetch of one: the held message must not stop the next one.
+    let worker = app
+        .worker()
+        .concurrency(1)
+        .prefetch_multiplier(1)
+        .start()
+        .await
+        .unwrap();
+    let sent = Instant::now();
+    let later = add::s(1, 1)
+        .with_options(CallOptions::new().countdown(1.0))
+        .apply_async_with(&app)
+        .await
+        .unwrap();
+    let at = chrono::Utc::now() + chrono::Duration::milliseconds(1200);
+    let eta = add::s(2, 2).with_options(
+        CallOptions::new().eta(at.with_timezone(&chrono::FixedOffset::east_opt(3600).unwrap())),
+    );
+    let eta = eta.apply_async_with(&app).await.unwrap();
+    let now = add::s(3, 3).apply_async_with(&app).await.unwrap();
+    assert_eq!(now.get().timeout(WAIT).await.unwrap(), 6);
+    assert!(
+        sent.elapsed() < Duration::from_millis(900),
+        "an ETA task blocked the queue"
+    );
+    assert_eq!(later.get().timeout(WAIT).await.unwrap(), 2);
+    assert!(sent.elapsed() >= Duration::from_secs(1));
+    assert_eq!(eta.get().timeout(WAIT).await.unwrap(), 4);
+    assert!(chrono::Utc::now() >= at);
+    worker.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_expired_task_is_revoked_and_never_runs() {
+    let (app, worker) = started("expires").await;
+    let before = COUNTED.load(Ordering::SeqCst);
+    let options = CallOptions::new().countdown(0.5).expires(0.1);
+    let expired = count::s(1000)
+        .with_options(options)
+        .apply_async_with(&app)
+        .await
+        .unwrap();
+    match expired.get().timeout(WAIT).await {
+        Err(Error::TaskRevoked { exception, .. }) => {
+            assert_eq!(exception.exc_type, "TaskRevokedError");
+            assert_eq!(exception.message(), "expired");
+        }
+        other => panic!("expected REVOKED, got {other:?}"),
+    }
+    assert_eq!(expired.state().await.unwrap(), State::Revoked);
+    let past = chrono::Utc::now() - chrono::Duration::seconds(5);
+    let at_date = count::s(1000)
+        .with_options(CallOptions::new().expires(past))
+        .apply_async_with(&app)
+        .await
+        .unwrap();
+    assert!(matches!(
+        at_date.get().timeout(WAIT).await,
+        Err(Error::TaskRevoked { .. })
+    ));
+    assert!(
+        COUNTED.load(Ordering::SeqCst) < before + 1000,
+        "an expired task ran"
+    );
+    worker.shutdown().await;
+}
+
+#[tokio::test]
+async fn on_message_sees_every_state_change() {
+    let (app, worker) = started("progress").await;
+    let result = progress::s(vec![50, 90])
+        .apply_async_with(&app)
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    let value = result
+        .get()
+        .timeout(WAIT)
+        .on_message(|meta| {
+            seen.push((
+                meta.status.to_string(),
+                meta.result.get("progress").cloned(),
+            ))
+        })
+        .await
+        .unwrap();
+    assert_eq!(value, "done");
+    let states: Vec<_> = seen
+        .iter()
+        .filter(|(s, _)| s != "PENDING")
+        .cloned()
+        .collect();
+    assert_eq!(
+        states,
+        vec![
+            ("PROGRESS".to_owned(), Some(json!(50))),
+            ("PROGRESS".to_owned(), Some(json!(90))),
+            ("SUCCESS".to_owned(), None)
+        ]
+    );
+    worker.shutdown().await;
+}
+
+#[tokio::test]
+async fn ignore_result_from_option_attribute_and_setting() {
+    let (app, worker) = started("ignore").await;
+    let by_option = add::s(1, 2)
+        .with_options(CallOptions::new().ignore_result(true))
+        .apply_async_with(&app)
+        .await
+        .unwrap();
+    let by_attribute = quiet::s(5).apply_async_with(&app).await.unwrap();
+    // A task sent after them on the same queue finishing means they ran.
+    add::s(0, 0)
+        .apply_async_with(&app)
+        .await
+        .unwrap()
+        .get()
+        .timeout(WAIT)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(by_option.state().await.unwrap(), State::Pending);
+    assert_eq!(by_attribute.state().await.unwrap(), State::Pending);
+    worker.shutdown().await;
+
+    let url = common::memory_url("ignore-setting");
+    let quiet_app = Celery::builder("q")
+        .broker_url(&url)
+        .result_backend(&url)
+        .task_ignore_result(true)
+        .build()
+        .unwrap();
+    register_all(&quiet_app);
+    let worker = quiet_app.worker().concurrency(1).start().await.unwrap();
+    let ignored = add::s(1, 1).apply_async_with(&quiet_app).await.unwrap();
+    // As in Celery, a worker whose task ignores results does not store one even when the call
+    // asked for it: both the message and the task must want the result.
+    let still_ignored = add::s(2, 2)
+        .with_options(CallOptions::new().ignore_result(false))
+        .apply_async_with(&quiet_app)
+        .await
+        .unwrap();
+    let failing = divide::s(1, 0).apply_async_with(&quiet_app).await.unwrap();
+    let marker = count::s(0)
+        .with_options(CallOptions::new().ignore_result(false))
+        .apply_async_with(&quiet_app)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for result in [ignored.id(), still_ignored.id(), failing.id(), marker.id()] {
+        assert_eq!(
+            quiet_app.result::<Value>(result).state().await.unwrap(),
+            State::Pending
+        );
+    }
+    assert_eq!(
+        quiet_app.broker().purge("celery").await.unwrap(),
+        0,
+        "all of them ran"
+    );
+    worker.shutdown().await;
+}
+
+#[tokio::test]
+async fn result_extended_stores_the_request() {
+    let url = common::memory_url("extended");
+    let app = Celery::builder("x")
+        .broker_url(&url)
+        .result_backend(&url)
+        .result_extended(true)
+        .build()
+        .unwrap();
+    register_all(&app);
+    let worker = app
+        .worker()
+        .hostname("celery@test-node")
+        .start()
+        .await
+        .unwrap();
+    let result = add::s(2, 3).apply_async_with(&app).await.unwrap();
+    result.get().timeout(WAIT).await.unwrap();
+    let meta = result.info().await.unwrap().unwrap();
+    assert_eq!(meta.name.as_deref(), Some("tests.add"));
+    assert_eq!(meta.args, Some(vec![json!(2), json!(3)]));
+    assert_eq!(meta.kwargs, Some(Default::default()));
+    assert_eq!(meta.worker.as_deref(), Some("celery@test-node"));
+    assert_eq!(meta.retries, Some(0));
+    assert_eq!(meta.queue.as_deref(), Some("celery"));
+    worker.shutdown().await;
+}
+
+#[tokio::test]
+async fn serializer_and_compression_follow_option_then_attribute_then_setting() {
+    let broker = RecordingBroker::new("codecs");
+    let url = common::memory_url("codecs");
+    let app = Celery::builder("c")
+        .broker(broker.clone())
+        .result_backend(&url)
+        .task_serializer("msgpack")
+        .build()
+        .unwrap();
+    let content = |broker: &RecordingBroker| {
+        let (_, _, message) = broker.last();
+        let compression = message
+            .header("compression")
+            .and_then(|v| v.as_str().map(str::to_owned));
+        (message.properties.content_type, compression)
+    };
+    add::s(1, 1).apply_async_with(&app).await.unwrap();
+    assert_eq!(
+        content(&broker),
+        ("application/x-msgpack".to_owned(), None),
+        "app setting"
+    );
+    add::s(1, 1)
+        .with_options(CallOptions::new().serializer("json"))
+        .apply_async_with(&app)
+        .await
+        .unwrap();
+    assert_eq!(
+        content(&broker),
+        ("application/json".to_owned(), None),
+        "option over setting"
+    );
+    attr_routed::s(1).apply_async_with(&app).await.unwrap();
+    assert_eq!(
+        content(&broker),
+        (
+            "application/x-msgpack".to_owned(),
+            Some("application/x-gzip".to_owned())
+        ),
+        "attribute"
+    );
+    attr_routed::s(1)
+        .with_options(CallOptions::new().serializer("json").compression("gzip"))
+        .apply_async_with(&app)
+        .await
+        .unwrap();
+    assert_eq!(
+        content(&broker),
+        (
+            "application/json".to_owned(),
+            Some("application/x-gzip".to_owned())
+        ),
+        "option over attribute"
+    );
+
+    let unknown = add::s(1, 1)
+        .with_options(CallOptions::new().serializer("toml"))
+        .apply_async_with(&app)
+        .await;
+    assert!(unknown
+        .unwrap_err()
+        .to_string()
+        .contains("unknown serializer \"toml\""));
+}
+
+#[tokio::test]
+async fn compressed_and_msgpack_messages_run_when_accepted() {
+    let url = common::memory_url("accept");
+    let app = Celery::builder("a")
+        .broker_url(&url)
+        .result_backend(&url)
+        .accept_content(["json", "msgpack"])
+        .build()
+        .unwrap();
+    register_all(&app);
+    let worker = app
+        .worker()
+        .queues(["attr-queue", "celery"])
+        .start()
+        .await
+        .unwrap();
+    let result = attr_routed::s(9).apply_async_with(&app).await.unwrap();
+    assert_eq!(result.get().timeout(WAIT).await.unwrap(), 9);
+    let zipped = add::s(2, 5)
+        .with_options(CallOptions::new().compression("zlib"))
+        .apply_async_with(&app)
+        .await
+        .unwrap();
+    assert_eq!(zipped.get().timeout(WAIT).await.unwrap(), 7);
+    worker.shutdown().await;
+}
+
+#[tokio::test]
+async fn queue_exchange_routing_key_and_priority() {
+    let broker = RecordingBroker::new("routing");
+    let url = common::memory_url("routing");
+    let app = Celery::builder("r")
+        .broker(broker.clone())
+        .result_backend(&url)
+        .queue(Queue::new("prio").max_priority(10))
+        .build()
+        .unwrap();
+    register_all(&app);
+
+    add::s(1, 1).apply_async_with(&app).await.unwrap();
+    let (exchange, key, message) = broker.last();
+    assert_eq!(
+        (exchange.as_str(), key.as_str(), message.properties.priority),
+        ("", "celery", None)
+    );
+
+    attr_routed::s(1).apply_async_with(&app).await.unwrap();
+    let (exchange, key, message) = broker.last();
+    assert_eq!(
+        (exchange.as_str(), key.as_str(), message.properties.priority),
+        ("", "attr-queue", Some(7))
+    );
+
+    add::s(1, 1)
+        .with_options(CallOptions::new().queue("other").routing_key("special"))
+        .apply_async_with(&app)
+        .await
+        .unwrap();
+    let (exchange, key, _) = broker.last();
+    assert_eq!((exchange.as_str(), key.as_str()), ("other", "special"));
+
+    add::s(1, 1)
+        .with_options(CallOptions::new().exchange("celery").routing_key("celery"))
+        .apply_async_with(&app)
+        .await
+        .unwrap();
+    let (exchange, key, _) = broker.last();
+    assert_eq!((exchange.as_str(), key.as_str()), ("celery", "celery"));
+
+    // Higher priorities first on a priority queue: queue them before a worker starts.
+    let mut sent = Vec::new();
+    for priority in [1u8, 9, 5] {
+        let options = CallOptions::new()
+            .queue("prio")
+            .priority(priority)
+            .task_id(format!("prio-{priority}"));
+        sent.push(
+            count::s(0)
+                .with_options(options)
+                .apply_async_with(&app)
+                .await
+                .unwrap(),
+        );
+    }
+    assert_eq!(broker.ready_count("prio"), 3);
+    let worker = app
+        .worker()
+        .queues(["prio"])
+        .concurrency(1)
+        .prefetch_multiplier(1)
+        .start()
+        .await
+        .unwrap();
+    let mut done = Vec::new();
+    for result in &sent {
+        result.get().timeout(WAIT).await.unwrap();
+        let meta = result.info().await.unwrap().unwrap();
+        done.push((meta.date_done.unwrap(), result.id().to_owned()));
+    }
+    done.sort();
+    let order: Vec<_> = done.into_iter().map(|(_, id)| id).collect();
+    assert_eq!(order, ["prio-9", "prio-5", "prio-1"]);
+    worker.shutdown().await;
+}
+
+#[tokio::test]
+async fn publish_retries_by_policy_then_raises_operational_error() {
+    let backend = common::memory_url("retry-policy");
+    let flaky = FlakyBroker::new("retry-policy", BrokerErrorKind::Connection, 2);
+    let app = Celery::builder("p")
+        .broker(flaky.clone())
+        .result_backend(&backend)
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    add::s(1, 1)
+        .apply_async_with(&app)
+        .await
+        .expect("two failures are within the default 3 retries");
+    assert_eq!(flaky.attempts.load(Ordering::SeqCst), 3);
+    assert!(
+        started.elapsed() >= Duration::from_millis(200),
+        "the second retry waits interval_step"
+    );
+
+    let down = FlakyBroker::new("retry-policy-down", BrokerErrorKind::Connection, 100);
+    let app = Celery::builder("p")
+        .broker(down.clone())
+        .result_backend(&backend)
+        .build()
+        .unwrap();
+    let policy = RetryPolicy {
+        max_retries: Some(2),
+        interval_start: 0.0,
+        interval_step: 0.01,
+        interval_max: 0.05,
+        retry_errors: None,
+    };
+    let error = add::s(1, 1)
+        .with_options(CallOptions::new().retry_policy(policy))
+        .apply_async_with(&app)
+        .await
+        .unwrap_err();
+    assert_eq!(down.attempts.load(Ordering::SeqCst), 3);
+    match &error {
+        Error::Operational { broker, reason } => {
+            assert!(broker.starts_with("memory://retry-policy-down"), "{broker}");
+            assert!(
+                reason.contains("connection refused") && reason.contains("after 2 retries"),
+                "{reason}"
+            );
+        }
+        other => panic!("expected OperationalError, got {other:?}"),
+    }
+    assert!(error.to_string().starts_with("OperationalError"));
+
+    let before = down.attempts.load(Ordering::SeqCst);
+    add::s(1, 1)
+        .with_options(CallOptions::new().retry(false))
+        .apply_async_with(&app)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        down.attempts.load(Ordering::SeqCst),
+        before + 1,
+        "retry=false fails at once"
+    );
+
+    let refused = FlakyBroker::new("retry-policy-refused", BrokerErrorKind::Refused, 100);
+    let app = Celery::builder("p")
+        .broker(refused.clone())
+        .result_backend(&backend)
+        .build()
+        .unwrap();
+    add::s(1, 1).apply_async_with(&app).await.unwrap_err();
+    assert_eq!(
+        refused.attempts.load(Ordering::SeqCst),
+        1,
+        "errors outside retry_errors are not retried"
+    );
+    let only_refused = RetryPolicy {
+        retry_errors: Some(vec![BrokerErrorKind::Refused]),
+        interval_step: 0.0,
+        ..RetryPolicy::default()
+    };
+    add::s(1, 1)
+        .with_options(CallOptions::new().retry_policy(only_refused))
+        .apply_async_with(&app)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        refused.attempts.load(Ordering::SeqCst),
+        1 + 4,
+        "retry_errors chooses what is retried"
+    );
+}
+
+#[tokio::test]
+async fn group_results_come_back_in_order() {
+    let (app, worker) = started("group").await;
+    let result = group([2, 4, 8, 16].map(|i| add::s(i, i)))
+        .apply_async_with(&app)
+        .await
+        .unwrap();
+    assert_eq!(
+        result.get().timeout(WAIT).await.unwrap(),
+        vec![4, 8, 16, 32]
+    );
+    assert_eq!(result.results().len(), 4);
+    assert_eq!(result.completed_count().await.unwrap(), 4);
+    worker.shutdown().await;
+}
+
+#[tokio::test]
+async fn chains_pass_each_result_on() {
+    let (app, worker) = started("chain").await;
+    let result = chain![add::s(2, 2), add::partial(16), mul::partial(3)]
+        .apply_async_with(&app)
+        .await
+        .unwrap();
+    assert_eq!(result.get().timeout(WAIT).await.unwrap(), 60);
+    let with_immutable = chain![
+        add::s(1, 1),
+        concat::si("a".into(), "b".into()),
+        concat::partial("!".into())
+    ];
+    assert_eq!(
+        with_immutable
+            .apply_async_with(&app)
+            .await
+            .unwrap()
+            .get()
+            .timeout(WAIT)
+            .await
+            .unwrap(),
+        "ab!"
+    );
+    worker.shutdown().await;
+}
+
+#[tokio::test]
+async fn send_task_by_name_is_untyped() {
+    let (app, worker) = started("send-task").await;
+    let result = app
+        .send_task(
+            "tests.add",
+            vec![json!(20), json!(22)],
+            Default::default(),
+            CallOptions::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(result.get().timeout(WAIT).await.unwrap(), json!(42));
+    let wrong = app
+        .send_task(
+            "tests.add",
+            vec![json!("a"), json!(1)],
+            Default::default(),
+            CallOptions::new(),
+        )
+        .await
+        .unwrap();
+    let error = wrong.get().timeout(WAIT).await.unwrap_err();
+    assert_eq!(error.exception().unwrap().exc_type, "TypeError");
+    worker.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_unknown_task_fails_with_not_registered_and_the_worker_goes_on() {
+    let (app, worker) = started("unknown").await;
+    let unknown = app
+        .send_task(
+            "tests.nobody",
+            vec![],
+            Default::default(),
+            CallOptions::new(),
+        )
+        .await
+        .unwrap();
+    let error = unknown.get().timeout(WAIT).await.unwrap_err();
+    let exception = error.exception().unwrap();
+    assert_eq!(
+        (exception.exc_type.as_str(), exception.message().as_str()),
+        ("NotRegistered", "'tests.nobody'")
+    );
+    assert_eq!(
+        add::s(1, 2)
+            .apply_async_with(&app)
+            .await
+            .unwrap()
+            .get()
+            .timeout(WAIT)
+            .await
+            .unwrap(),
+        3
+    );
+    worker.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_retrying_task_keeps_its_id_and_counts_retries() {
+    let (app, worker) = started("task-retry").await;
+    let result = flaky::s(2).apply_async_with(&app).await.unwrap();
+    let mut states = Vec::new();
+    let retries = result
+        .get()
+        .timeout(WAIT)
+        .on_message(|meta| states.push(meta.status.clone()))
+        .await
+        .unwrap();
+    assert_eq!(retries, 2);
+    assert!(states.contains(&State::Retry), "{states:?}");
+
+    let exhausted = always_retry::s().apply_async_with(&app).await.unwrap();
+    let error = exhausted.get().timeout(WAIT).await.unwrap_err();
+    assert_eq!(
+        error.exception().unwrap().exc_type,
+        "MaxRetriesExceededError"
+    );
+    worker.shutdown().await;
+}
+
+#[tokio::test]
+async fn time_limits_and_panics_fail_the_task_not_the_worker() {
+    let (app, worker) = started("limits").await;
+    let slow = sleepy::s(5.0).apply_async_with(&app).await.unwrap();
+    let error = slow.get().timeout(WAIT).await.unwrap_err();
+    assert_eq!(error.exception().unwrap().exc_type, "TimeLimitExceeded");
+    let boom = panics::s("kaboom".into())
+        .apply_async_with(&app)
+        .await
+        .unwrap();
+    let error = boom.get().timeout(WAIT).await.unwrap_err();
+    assert_eq!(error.exception().unwrap().message(), "kaboom");
+    let per_call = sleepy::s(0.05)
+        .with_options(CallOptions::new().time_limit(1))
+        .apply_async_with(&app)
+        .await
+        .unwrap();
+    assert_eq!(per_call.get().timeout(WAIT).await.unwrap(), 0.05);
+    worker.shutdown().await;
+}
+
+#[task(name = "tests.block")]
+fn block(ms: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(ms));
+    ms
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn blocking_tasks_do_not_stall_the_runtime() {
+    let app = app("blocking");
+    app.register(block::Task).register(add::Task);
+    let worker = app.worker().concurrency(2).start().await.unwrap();
+    let slow = block::s(600).apply_async_with(&app).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let started = Instant::now();
+    let fast = add::s(1, 1).apply_async_with(&app).await.unwrap();
+    assert_eq!(fast.get().timeout(WAIT).await.unwrap(), 2);
+    assert!(
+        started.elapsed() < Duration::from_millis(400),
+        "the blocking task stalled the runtime"
+    );
+    assert_eq!(slow.get().timeout(WAIT).await.unwrap(), 600);
+    worker.shutdown().await;
+}
+
+#[tokio::test]
+async fn graceful_shutdown_finishes_running_tasks_and_returns_held_ones() {
+    let broker = RecordingBroker::new("shutdown");
+    let url = common::memory_url("shutdown");
+    let app = Celery::builder("s")
+        .broker(broker.clone())
+        .result_backend(&url)
+        .build()
+        .unwrap();
+    register_all(&app);
+    let worker = app.worker().concurrency(1).start().await.unwrap();
+    let running = sleepy::s(0.15).apply_async_with(&app).await.unwrap();
+    let held = add::s(1, 1)
+        .with_options(CallOptions::new().countdown(30))
+        .apply_async_with(&app)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    worker.shutdown().await;
+    assert_eq!(
+        running.state().await.unwrap(),
+        State::Success,
+        "the running task finished"
+    );
+    assert_eq!(held.state().await.unwrap(), State::Pending);
+    assert_eq!(
+        broker.ready_count("celery"),
+        1,
+        "the held message went back to its queue"
+    );
+}
+
+#[tokio::test]
+async fn delay_uses_the_current_app() {
+    let app = app("current");
+    register_all(&app);
+    app.set_current();
+    let worker = app.worker().start().await.unwrap();
+    assert_eq!(
+        add::delay(2, 2)
+            .await
+            .unwrap()
+            .get()
+            .timeout(WAIT)
+            .await
+            .unwrap(),
+        4
+    );
+    let options = CallOptions::new()
+        .link(add::partial(16).with_options(CallOptions::new().task_id("current-link")));
+    assert_eq!(
+        add::apply_async((2, 2), options)
+            .await
+            .unwrap()
+            .get()
+            .timeout(WAIT)
+            .await
+            .unwrap(),
+        4
+    );
+    assert_eq!(
+        app.result::<i32>("current-link")
+            .get()
+            .timeout(WAIT)
+            .await
+            .unwrap(),
+        20
+    );
+    let result = add::s(5, 5).delay().await.unwrap();
+    assert_eq!(result.get().timeout(WAIT).await.unwrap(), 10);
+    worker.shutdown().await;
+}
+
+#[tokio::test]
+async fn get_times_out_when_nobody_runs_the_task() {
+    let app = app("timeout");
+    let result = add::s(1, 1).apply_async_with(&app).await.unwrap();
+    let error = result
+        .get()
+        .timeout(Duration::from_millis(100))
+        .await
+        .unwrap_err();
+    assert!(matches!(error, Error::Timeout { .. }), "{error:?}");
+    assert_eq!(result.state().await.unwrap(), State::Pending);
+}

@@ -1,0 +1,6 @@
+use celery::prelude::*;
+
+#[task(bind)]
+async fn tick() {}
+
+fn main() {}

@@ -1,0 +1,10 @@
+use celery::prelude::*;
+
+#[task]
+async fn add(x: i32, y: i32) -> i32 {
+    x + y
+}
+
+fn main() {
+    let _ = add::delay(1);
+}
