@@ -222,6 +222,9 @@ pub struct ApplyOptions {
     pub group_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient")]
     pub group_index: Option<i64>,
+    /// The queue results go to (the rpc backend's reply queue); default: this app's.
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient")]
+    pub reply_to: Option<String>,
     /// The retry count of the message (set when a task retries).
     #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient")]
     pub retries: Option<u32>,
@@ -262,7 +265,8 @@ impl ApplyOptions {
             root_id,
             group_id,
             group_index,
-            retries
+            retries,
+            reply_to
         );
         self.link.extend(other.link);
         self.link_error.extend(other.link_error);
@@ -545,6 +549,7 @@ mod tests {
             options.eta.map(format_datetime).as_deref(),
             Some("2026-01-01T00:00:00+00:00")
         );
+        assert_eq!(options.reply_to.as_deref(), Some("some-queue"));
         let back = serde_json::to_value(&options).unwrap();
         assert_eq!(back["reply_to"], json!("some-queue"));
         assert_eq!(back["expires"], json!("2026-01-01T00:00:00+00:00"));

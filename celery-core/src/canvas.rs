@@ -66,17 +66,14 @@ impl<R> Chain<R> {
     pub async fn apply_async_with(self, app: &Celery) -> Result<AsyncResult<R>, Error> {
         let (mut first, defaults) = self.first?;
         let mut rest = self.rest.into_iter().collect::<Result<Vec<_>, _>>()?;
-        // Every step's id is fixed now, as Celery's freeze does, so the last one is known.
-        let first_id = first.options.task_id.get_or_insert_with(new_id).clone();
-        let root_id = first
-            .options
-            .root_id
-            .get_or_insert_with(|| first_id.clone())
-            .clone();
-        let mut last_id = first_id;
+        // Every step's id is fixed now, as Celery's freeze does, so the last one is known. Later
+        // steps are sent by workers; their results still go to this client's reply queue.
+        let mut last_id = first.options.task_id.get_or_insert_with(new_id).clone();
         for step in &mut rest {
             last_id = step.options.task_id.get_or_insert_with(new_id).clone();
-            step.options.root_id = Some(root_id.clone());
+            step.options
+                .reply_to
+                .get_or_insert_with(|| app.oid().to_owned());
         }
         rest.reverse();
         first.options.chain = rest;

@@ -140,7 +140,12 @@ impl Producer {
             headers: headers.to_table(),
             properties: Properties {
                 correlation_id: Some(id.clone()),
-                reply_to: Some(app.oid().to_owned()),
+                reply_to: Some(
+                    options
+                        .reply_to
+                        .clone()
+                        .unwrap_or_else(|| app.oid().to_owned()),
+                ),
                 content_type: serializer.content_type().to_owned(),
                 content_encoding: serializer.content_encoding().to_owned(),
                 delivery_mode: 2,

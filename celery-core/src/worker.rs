@@ -670,6 +670,7 @@ async fn resend_for_retry(
     options.group_id = request.group.clone();
     options.group_index = request.group_index;
     options.shadow = request.shadow.clone();
+    options.reply_to = request.reply_to.clone();
     options.retries = Some(request.retries + 1);
     app.producer()
         .send(signature, &task.options)

@@ -142,23 +142,17 @@ impl TaskAttrs {
             "bind" => self.bind = arg.flag().filter(|set| *set).map(|_| meta.span()),
             "errback" => self.errback = arg.flag().filter(|set| *set).map(|_| meta.span()),
             "crate" => self.krate = arg.crate_path(),
-            "serializer" => {
-                options.serializer = arg.one_of(SERIALIZERS, "json", "a serializer", |known| {
-                    format!("use json, msgpack, yaml or pickle, or their content type ({known})")
-                })
-            }
+            "serializer" => options.serializer = arg.one_of(SERIALIZERS, "a serializer", "json"),
             "compression" => {
-                options.compression = arg.one_of(COMPRESSIONS, "gzip", "a compression", |known| {
-                    format!("use one of {known}")
-                })
+                options.compression = arg.one_of(COMPRESSIONS, "a compression", "gzip")
             }
             "ignore_result" => options.ignore_result = arg.flag(),
             "acks_late" => options.acks_late = arg.flag(),
             "track_started" => options.track_started = arg.flag(),
             "queue" => options.queue = arg.non_empty_string("celery"),
             "routing_key" => options.routing_key = arg.string("tasks.add").map(|s| s.value()),
-            "priority" => options.priority = arg.integer("a priority from 0 to 255", 5),
-            "max_retries" => options.max_retries = arg.integer("a number of retries", 3),
+            "priority" => options.priority = arg.integer("an integer from 0 to 255", 5),
+            "max_retries" => options.max_retries = arg.integer("a whole number of retries", 3),
             "expires" => options.expires = arg.seconds(Bound::Positive).map(|s| s.value),
             "default_retry_delay" => {
                 options.default_retry_delay = arg.seconds(Bound::NotNegative).map(|s| s.value)
@@ -176,10 +170,10 @@ fn unknown_option(key: &syn::Path) -> String {
         .iter()
         .filter(|option| edit_distance(&written, option) <= 2)
         .min_by_key(|option| edit_distance(&written, option))
-        .map(|option| format!(" Did you mean `{option}`?"))
+        .map(|option| format!(" (did you mean `{option}`?)"))
         .unwrap_or_default();
     format!(
-        "`{written}` is not a #[task] option.{suggestion} The options are: {}.",
+        "`{written}` is not a #[task] option{suggestion}; the options are: {}",
         OPTIONS.join(", ")
     )
 }
@@ -280,8 +274,13 @@ impl Arg<'_> {
     fn non_empty_string(&self, example: &str) -> Option<String> {
         let value = self.string(example)?;
         if value.value().is_empty() {
-            self.cx
-                .error_spanned_by(&value, format!("`{}` cannot be empty", self.option));
+            self.cx.error_spanned_by(
+                &value,
+                format!(
+                    "`{0}` cannot be empty; leave `{0}` out to use the app's default",
+                    self.option
+                ),
+            );
             return None;
         }
         Some(value.value())
@@ -313,26 +312,29 @@ impl Arg<'_> {
         }
     }
 
-    /// A string that must be one of `table`'s keys (case-insensitive); returns its short name.
+    /// A string that must be one of `table`'s names (case-insensitive); returns its short name.
     fn one_of(
         &self,
         table: &[(&'static str, &'static str)],
-        example: &str,
         what: &str,
-        advice: impl FnOnce(String) -> String,
+        example: &str,
     ) -> Option<&'static str> {
         let value = self.string(example)?;
         let written = value.value().to_ascii_lowercase();
         if let Some((_, short)) = table.iter().find(|(name, _)| *name == written) {
             return Some(short);
         }
-        let known: Vec<&str> = table.iter().map(|(name, _)| *name).collect();
+        let (content_types, names): (Vec<&str>, Vec<&str>) = table
+            .iter()
+            .map(|(name, _)| *name)
+            .partition(|name| name.contains('/'));
         self.cx.error_spanned_by(
             &value,
             format!(
-                "`{}` is not {what} Celery knows; {}",
+                "`{}` is not {what} Celery knows; use one of {}, or a content type: {}",
                 value.value(),
-                advice(known.join(", "))
+                names.join(", "),
+                content_types.join(", "),
             ),
         );
         None
@@ -532,10 +534,11 @@ mod tests {
             crate = "not a path",
         ));
         assert_eq!(errors.len(), 10, "{errors:#?}");
-        assert!(errors[0].starts_with("`queu` is not a #[task] option. Did you mean `queue`?"));
+        assert!(errors[0]
+            .starts_with("`queu` is not a #[task] option (did you mean `queue`?); the options"));
         assert_eq!(
             errors[1],
-            "`priority` expects a priority from 0 to 255, as in `priority = 5`"
+            "`priority` expects an integer from 0 to 255, as in `priority = 5`"
         );
         assert_eq!(
             errors[2],
@@ -543,6 +546,10 @@ mod tests {
         );
         assert!(errors[3].starts_with("`xml` is not a serializer Celery knows"));
         assert!(errors[4].starts_with("`lz4` is not a compression Celery knows; use one of gzip"));
+        assert!(errors[4].ends_with(
+            "or a content type: application/x-gzip, application/x-bz2, application/x-lzma, \
+             application/x-brotli, application/zstd"
+        ));
         assert!(errors[5].starts_with("`bind` is a flag"));
         assert_eq!(errors[6], "`expires` must be more than 0 seconds");
         assert_eq!(
@@ -566,7 +573,7 @@ mod tests {
     fn unrelated_typos_get_no_suggestion() {
         let (_, errors) = parse(quote!(frobnicate));
         assert!(
-            errors[0].starts_with("`frobnicate` is not a #[task] option. The options are: name")
+            errors[0].starts_with("`frobnicate` is not a #[task] option; the options are: name")
         );
     }
 

@@ -44,7 +44,7 @@ pub struct Roles<'a> {
 }
 
 /// How many leading parameters an errback receives from the worker.
-pub const ERRBACK_INPUTS: usize = 3;
+const ERRBACK_INPUTS: usize = 3;
 
 impl Task {
     pub fn from_syn(cx: &Ctxt, attrs: TaskAttrs, func: ItemFn) -> Task {

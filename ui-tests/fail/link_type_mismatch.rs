@@ -13,3 +13,7 @@ async fn concat(text: String, suffix: String) -> String {
 fn main() {
     let _ = add::apply_async((2, 2), CallOptions::new().link(concat::partial("x".to_string())));
 }
+
+fn on_signature() {
+    let _ = add::s(2, 2).link(concat::partial("x".to_string()));
+}

@@ -25,6 +25,8 @@ pub async fn everything(x: u8) -> u8 {
     x
 }
 
+const _: () = assert!(!<everything::Task as Task>::IS_ERRBACK);
+
 fn main() {
     assert_eq!(
         <everything::Task as Task>::OPTIONS,
@@ -45,5 +47,4 @@ fn main() {
         }
     );
     assert_eq!(everything::NAME, "tasks.everything");
-    assert!(!<everything::Task as Task>::IS_ERRBACK);
 }

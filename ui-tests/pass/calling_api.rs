@@ -51,6 +51,6 @@ fn main() {
     let _: Signature<(), Errback> = on_error::s();
 
     // Sending needs an app; building the futures only checks their types.
-    let _ = add::apply_async((2, 2), CallOptions::new().link(mul::partial(3)).link_error(on_error::s()));
-    let _ = send();
+    drop(add::apply_async((2, 2), CallOptions::new().link(mul::partial(3)).link_error(on_error::s())));
+    drop(send());
 }

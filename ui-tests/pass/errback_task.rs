@@ -16,8 +16,9 @@ pub fn report(ctx: TaskContext, request: Request, exc: ExceptionInfo, traceback:
     true
 }
 
+const _: () = assert!(<on_error::Task as Task>::IS_ERRBACK);
+
 fn main() {
-    assert!(<on_error::Task as Task>::IS_ERRBACK);
     assert_eq!(<on_error::Task as Task>::PARAMS, ["label"]);
     assert!(<report::Task as Task>::PARAMS.is_empty());
     let _: Signature<(), Errback> = on_error::s("payments".to_string());

@@ -33,7 +33,7 @@ pub fn r#type(r#fn: i32) -> i32 {
 #[tokio::main]
 async fn main() {
     let _ = collide::s(1, Task { id: 2 }, types::Nested(3), vec![Output(0)]);
-    let _ = collide::apply_async((1, Task { id: 2 }, types::Nested(3), vec![]), CallOptions::new());
+    drop(collide::apply_async((1, Task { id: 2 }, types::Nested(3), vec![]), CallOptions::new()));
     let _: collide::Output = Output(6);
     assert_eq!(r#type::NAME, "type");
     assert_eq!(<r#type::Task as celery::__private::Task>::PARAMS, ["fn"]);

@@ -22,10 +22,10 @@ fn main() {
     assert!(<ping::Task as Task>::PARAMS.is_empty());
     let _: Signature<()> = ping::s();
     let _ = ping::si();
-    let _ = ping::delay();
-    let _ = ping::apply_async((), CallOptions::new());
+    drop(ping::delay());
+    drop(ping::apply_async((), CallOptions::new()));
     let _: Signature<u64> = now::s();
     // With one parameter, `partial` takes none: the parent's result is its only argument.
     let _ = log::partial();
-    let _ = log::apply_async(("hello".to_string(),), CallOptions::new());
+    drop(log::apply_async(("hello".to_string(),), CallOptions::new()));
 }

@@ -26,6 +26,7 @@ pub mod outer {
         }
 
         #[task]
+        #[allow(clippy::needless_pub_self)]
         pub(self) async fn private(x: i32) -> i32 {
             x
         }
