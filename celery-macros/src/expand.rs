@@ -142,7 +142,7 @@ fn module(task: &Task) -> TokenStream {
     quote! {
         #(#cfgs)*
         #[doc = #module_doc]
-        #[allow(dead_code, unused_imports, clippy::too_many_arguments, clippy::needless_update)]
+        #[allow(dead_code, unused_imports, clippy::too_many_arguments, clippy::needless_update, clippy::result_large_err)]
         #vis mod #fn_ident {
             use super::*;
 

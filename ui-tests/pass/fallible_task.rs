@@ -1,6 +1,8 @@
 //! A task returning a `Result` is fallible: its output is the `Ok` type, and its error becomes
 //! the task's exception.
 #![deny(warnings)]
+// celery-core's `TaskError` is large enough for clippy to flag functions returning it.
+#![allow(clippy::result_large_err)]
 
 use std::fmt;
 
