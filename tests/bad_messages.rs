@@ -41,20 +41,94 @@ async fn each_bad_message_fails_clearly_and_the_worker_goes_on() {
     let worker = app.worker().concurrency(1).start().await.unwrap();
     app.broker().declare(&Queue::new("celery")).await.unwrap();
 
-    let mut compressed = message("bad-zlib", "bad.add", "application/json", b"not zlib at all");
-    compressed.headers.push(("compression".into(), HeaderValue::Str("application/x-gzip".into())));
-    let mut unknown_scheme = message("bad-scheme", "bad.add", "application/json", b"[[1, 2], {}, null]");
-    unknown_scheme.headers.push(("compression".into(), HeaderValue::Str("application/x-snappy".into())));
-    let mut no_task = message("bad-headers", "bad.add", "application/json", b"[[1, 2], {}, null]");
+    let mut compressed = message(
+        "bad-zlib",
+        "bad.add",
+        "application/json",
+        b"not zlib at all",
+    );
+    compressed.headers.push((
+        "compression".into(),
+        HeaderValue::Str("application/x-gzip".into()),
+    ));
+    let mut unknown_scheme = message(
+        "bad-scheme",
+        "bad.add",
+        "application/json",
+        b"[[1, 2], {}, null]",
+    );
+    unknown_scheme.headers.push((
+        "compression".into(),
+        HeaderValue::Str("application/x-snappy".into()),
+    ));
+    let mut no_task = message(
+        "bad-headers",
+        "bad.add",
+        "application/json",
+        b"[[1, 2], {}, null]",
+    );
     no_task.headers.retain(|(key, _)| key != "task");
     let cases = [
-        (message("bad-json", "bad.add", "application/json", b"{not json"), "DecodeError", "not valid json"),
-        (message("bad-shape", "bad.add", "application/json", br#"{"args": [1, 2]}"#), "DecodeError", "expected a list"),
-        (message("bad-types", "bad.add", "application/json", br#"[["one", 2], {}, null]"#), "TypeError", "argument 'x'"),
-        (message("bad-arity", "bad.add", "application/json", br#"[[1, 2, 3], {}, null]"#), "TypeError", "takes 2 positional"),
-        (message("bad-name", "bad.nobody", "application/json", br#"[[], {}, null]"#), "NotRegistered", "bad.nobody"),
-        (message("bad-content", "bad.add", "application/x-python-serialize", b"\x80\x04."), "ContentDisallowed", "x-python-serialize"),
-        (message("bad-size", "bad.add", "application/json", &[b' '; 2048]), "DecodeError", "too large"),
+        (
+            message("bad-json", "bad.add", "application/json", b"{not json"),
+            "DecodeError",
+            "not valid json",
+        ),
+        (
+            message(
+                "bad-shape",
+                "bad.add",
+                "application/json",
+                br#"{"args": [1, 2]}"#,
+            ),
+            "DecodeError",
+            "expected a list",
+        ),
+        (
+            message(
+                "bad-types",
+                "bad.add",
+                "application/json",
+                br#"[["one", 2], {}, null]"#,
+            ),
+            "TypeError",
+            "argument 'x'",
+        ),
+        (
+            message(
+                "bad-arity",
+                "bad.add",
+                "application/json",
+                br#"[[1, 2, 3], {}, null]"#,
+            ),
+            "TypeError",
+            "takes 2 positional",
+        ),
+        (
+            message(
+                "bad-name",
+                "bad.nobody",
+                "application/json",
+                br#"[[], {}, null]"#,
+            ),
+            "NotRegistered",
+            "bad.nobody",
+        ),
+        (
+            message(
+                "bad-content",
+                "bad.add",
+                "application/x-python-serialize",
+                b"\x80\x04.",
+            ),
+            "ContentDisallowed",
+            "x-python-serialize",
+        ),
+        (
+            message("bad-size", "bad.add", "application/json", &[b' '; 2048]),
+            "DecodeError",
+            "too large",
+        ),
         (compressed, "DecodeError", "corrupt zlib body"),
         (unknown_scheme, "DecodeError", "unknown compression"),
         (no_task, "DecodeError", "missing header \"task\""),
@@ -63,14 +137,27 @@ async fn each_bad_message_fails_clearly_and_the_worker_goes_on() {
         app.broker().publish("", "celery", message).await.unwrap();
     }
     let good = add::s(2, 3).apply_async_with(&app).await.unwrap();
-    assert_eq!(good.get().timeout(WAIT).await.unwrap(), 5, "the worker still serves good messages");
+    assert_eq!(
+        good.get().timeout(WAIT).await.unwrap(),
+        5,
+        "the worker still serves good messages"
+    );
     for (message, exc_type, text) in &cases {
         let id = message.properties.correlation_id.clone().unwrap();
-        let error = app.result::<i32>(id.clone()).get().timeout(WAIT).await.unwrap_err();
+        let error = app
+            .result::<i32>(id.clone())
+            .get()
+            .timeout(WAIT)
+            .await
+            .unwrap_err();
         let exception = error.exception().unwrap_or_else(|| panic!("{id}: {error}"));
         assert_eq!(exception.exc_type, *exc_type, "{id}: {exception}");
         assert!(exception.message().contains(text), "{id}: {exception}");
     }
     worker.shutdown().await;
-    assert_eq!(app.broker().purge("celery").await.unwrap(), 0, "no message was left or requeued");
+    assert_eq!(
+        app.broker().purge("celery").await.unwrap(),
+        0,
+        "no message was left or requeued"
+    );
 }

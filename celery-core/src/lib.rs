@@ -7,6 +7,8 @@ pub mod backend;
 pub mod broker;
 pub mod calling;
 pub mod canvas;
+#[cfg(feature = "cli")]
+pub mod cli;
 pub mod compression;
 pub mod error;
 pub mod producer;

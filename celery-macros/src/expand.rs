@@ -482,9 +482,9 @@ fn calling_api(
     }
 
     let s_doc = format!(
-        "A signature of `{fn_name}` with these arguments: send it later, pass it to \
-         `CallOptions::link`, or compose it with `chain!` and `group!`. As a callback it takes \
-         no input: use `partial` to receive the parent's result."
+        "A signature of `{fn_name}` with all its arguments: send it later, or make it the first \
+         step of a `chain!` or a member of a `group!`. As a callback, use `partial`, which \
+         receives the parent's result, or `si`, which ignores it."
     );
     let si_doc = format!(
         "An immutable signature of `{fn_name}`: as a callback it ignores the parent's result."

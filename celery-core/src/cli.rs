@@ -1,0 +1,448 @@
+//! Celery's command line for a user's own binary: `worker`, `call`, `result` and `purge`, with
+//! Celery's flags.
+//!
+//! ```ignore
+//! #[tokio::main]
+//! async fn main() -> std::process::ExitCode {
+//!     celery::cli::run(Celery::builder("tasks"), |app| {
+//!         app.register(add::Task);
+//!     })
+//!     .await
+//! }
+//! ```
+//!
+//! The broker and result backend come from `--broker` / `--result-backend`, or the
+//! `CELERY_BROKER_URL` / `CELERY_RESULT_BACKEND` environment variables, or the builder.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use serde_json::Value;
+
+use crate::app::{Builder, Celery};
+use crate::calling::CallOptions;
+use crate::error::Error;
+
+/// Celery's commands.
+#[derive(Debug, Parser)]
+#[command(about = "A Celery app: run a worker, call tasks, read results, purge queues")]
+pub struct Cli {
+    /// Broker URL (memory://, amqp://user:pass@host:port/vhost).
+    #[arg(short = 'b', long, env = "CELERY_BROKER_URL", global = true)]
+    pub broker: Option<String>,
+    /// Result backend URL (memory://, rpc://).
+    #[arg(long, env = "CELERY_RESULT_BACKEND", global = true)]
+    pub result_backend: Option<String>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// One of Celery's commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Start a worker.
+    Worker {
+        /// Queues to consume, comma-separated.
+        #[arg(short = 'Q', long, value_delimiter = ',')]
+        queues: Vec<String>,
+        /// Tasks run at once.
+        #[arg(short = 'c', long)]
+        concurrency: Option<usize>,
+        /// Log level: debug, info, warning, error.
+        #[arg(short = 'l', long, default_value = "warning")]
+        loglevel: String,
+        /// Node name, default celery@<hostname>.
+        #[arg(short = 'n', long)]
+        hostname: Option<String>,
+        /// Unacknowledged messages per unit of concurrency.
+        #[arg(long)]
+        prefetch_multiplier: Option<u16>,
+    },
+    /// Send a task by name and print its id (and, with --wait, its result).
+    Call {
+        name: String,
+        /// Positional arguments, a JSON list.
+        #[arg(short = 'a', long, default_value = "[]")]
+        args: String,
+        /// Keyword arguments, a JSON object.
+        #[arg(short = 'k', long, default_value = "{}")]
+        kwargs: String,
+        #[arg(long)]
+        countdown: Option<f64>,
+        /// ISO-8601 datetime with an offset.
+        #[arg(long)]
+        eta: Option<String>,
+        /// Seconds after sending.
+        #[arg(long)]
+        expires: Option<f64>,
+        #[arg(long)]
+        queue: Option<String>,
+        #[arg(long)]
+        exchange: Option<String>,
+        #[arg(long)]
+        routing_key: Option<String>,
+        #[arg(long)]
+        priority: Option<u8>,
+        #[arg(long)]
+        serializer: Option<String>,
+        #[arg(long)]
+        compression: Option<String>,
+        /// Wait for the result and print it.
+        #[arg(long)]
+        wait: bool,
+        /// Seconds to wait with --wait.
+        #[arg(long, default_value_t = 60.0)]
+        timeout: f64,
+    },
+    /// Wait for a task's result and print it.
+    Result {
+        task_id: String,
+        #[arg(long, default_value_t = 60.0)]
+        timeout: f64,
+    },
+    /// Remove all messages from queues.
+    Purge {
+        /// Queues, comma-separated; default: the default queue.
+        #[arg(short = 'Q', long, value_delimiter = ',')]
+        queues: Vec<String>,
+        /// Do not ask for confirmation.
+        #[arg(short = 'f', long)]
+        force: bool,
+    },
+}
+
+/// Parses the command line and runs the command on the app from `builder` (with the URLs of the
+/// command line), after `register` has registered its tasks.
+pub async fn run(builder: Builder, register: impl FnOnce(&Celery)) -> ExitCode {
+    run_with(Cli::parse(), builder, register).await
+}
+
+/// Runs an already parsed command line.
+pub async fn run_with(cli: Cli, mut builder: Builder, register: impl FnOnce(&Celery)) -> ExitCode {
+    if let Command::Worker { loglevel, .. } = &cli.command {
+        init_logging(loglevel);
+    }
+    if let Some(url) = &cli.broker {
+        builder = builder.broker_url(url);
+    }
+    if let Some(url) = &cli.result_backend {
+        builder = builder.result_backend(url);
+    }
+    let app = match builder.build() {
+        Ok(app) => app,
+        Err(error) => return fail(&error),
+    };
+    app.set_current();
+    register(&app);
+    match execute(&app, cli.command).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => fail(&error),
+    }
+}
+
+fn fail(error: &Error) -> ExitCode {
+    eprintln!("Error: {error}");
+    ExitCode::FAILURE
+}
+
+fn init_logging(level: &str) {
+    let level = match level.to_ascii_lowercase().as_str() {
+        "debug" | "trace" => tracing::Level::DEBUG,
+        "info" => tracing::Level::INFO,
+        "error" | "critical" | "fatal" => tracing::Level::ERROR,
+        _ => tracing::Level::WARN,
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_target(false)
+        .try_init();
+}
+
+fn parse_json(what: &str, text: &str) -> Result<Value, Error> {
+    serde_json::from_str(text).map_err(|e| Error::Config(format!("{what} is not valid JSON: {e}")))
+}
+
+async fn execute(app: &Celery, command: Command) -> Result<(), Error> {
+    match command {
+        Command::Worker {
+            queues,
+            concurrency,
+            hostname,
+            prefetch_multiplier,
+            ..
+        } => {
+            let mut worker = app.worker();
+            if !queues.is_empty() {
+                worker = worker.queues(queues);
+            }
+            if let Some(concurrency) = concurrency {
+                worker = worker.concurrency(concurrency);
+            }
+            if let Some(hostname) = hostname {
+                worker = worker.hostname(hostname);
+            }
+            if let Some(multiplier) = prefetch_multiplier {
+                worker = worker.prefetch_multiplier(multiplier);
+            }
+            let worker = worker.start().await?;
+            wait_for_signal().await;
+            tracing::warn!("worker: warm shutdown (finishing running tasks)");
+            worker.shutdown().await;
+            Ok(())
+        }
+        Command::Call {
+            name,
+            args,
+            kwargs,
+            countdown,
+            eta,
+            expires,
+            queue,
+            exchange,
+            routing_key,
+            priority,
+            serializer,
+            compression,
+            wait,
+            timeout,
+        } => {
+            let Value::Array(args) = parse_json("--args", &args)? else {
+                return Err(Error::Config("--args must be a JSON list".to_owned()));
+            };
+            let Value::Object(kwargs) = parse_json("--kwargs", &kwargs)? else {
+                return Err(Error::Config("--kwargs must be a JSON object".to_owned()));
+            };
+            let mut options = CallOptions::new();
+            if let Some(seconds) = countdown {
+                options = options.countdown(seconds);
+            }
+            if let Some(text) = eta {
+                let at = crate::protocol::parse_datetime(&text).ok_or_else(|| {
+                    Error::Config(format!("--eta is not an ISO-8601 datetime: {text}"))
+                })?;
+                options = options.eta(at);
+            }
+            if let Some(seconds) = expires {
+                options = options.expires(seconds);
+            }
+            if let Some(queue) = queue {
+                options = options.queue(queue);
+            }
+            if let Some(exchange) = exchange {
+                options = options.exchange(exchange);
+            }
+            if let Some(key) = routing_key {
+                options = options.routing_key(key);
+            }
+            if let Some(priority) = priority {
+                options = options.priority(priority);
+            }
+            if let Some(name) = serializer {
+                options = options.serializer(name);
+            }
+            if let Some(name) = compression {
+                options = options.compression(name);
+            }
+            let result = app.send_task(&name, args, kwargs, options).await?;
+            println!("{}", result.id());
+            if wait {
+                print_result(&result, timeout).await?;
+            }
+            Ok(())
+        }
+        Command::Result { task_id, timeout } => {
+            print_result(&app.result::<Value>(task_id), timeout).await
+        }
+        Command::Purge { queues, force } => {
+            let queues = if queues.is_empty() {
+                vec![app.config().task_default_queue.clone()]
+            } else {
+                queues
+            };
+            if !force && !confirm(&queues) {
+                println!("purge cancelled");
+                return Ok(());
+            }
+            let mut total = 0;
+            for queue in &queues {
+                total += app.broker().purge(queue).await?;
+            }
+            println!(
+                "Purged {total} message{} from {} known task queue{}.",
+                plural(total),
+                queues.len(),
+                plural(queues.len() as u64)
+            );
+            Ok(())
+        }
+    }
+}
+
+fn plural(count: u64) -> &'static str {
+    if count == 1 {
+        ""
+    } else {
+        "s"
+    }
+}
+
+fn confirm(queues: &[String]) -> bool {
+    eprint!("WARNING: This will remove all tasks from {}: {}.\n         There is no undo for this operation!\n\nAre you sure you want to delete all tasks (yes/NO)? ", if queues.len() == 1 { "queue" } else { "queues" }, queues.join(", "));
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer).is_ok() && answer.trim().eq_ignore_ascii_case("yes")
+}
+
+async fn print_result(
+    result: &crate::result::AsyncResult<Value>,
+    timeout: f64,
+) -> Result<(), Error> {
+    let value: Value = result
+        .get()
+        .timeout(Duration::from_secs_f64(timeout))
+        .await?;
+    println!("{value}");
+    Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut terminate = match signal(SignalKind::terminate()) {
+            Ok(stream) => stream,
+            Err(_) => return tokio::signal::ctrl_c().await.unwrap_or(()),
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn celerys_flags_parse() {
+        let cli = Cli::try_parse_from([
+            "app",
+            "worker",
+            "-Q",
+            "celery,priority.high",
+            "-c",
+            "4",
+            "-l",
+            "info",
+        ])
+        .unwrap();
+        match cli.command {
+            Command::Worker {
+                queues,
+                concurrency,
+                loglevel,
+                ..
+            } => {
+                assert_eq!(queues, ["celery", "priority.high"]);
+                assert_eq!((concurrency, loglevel.as_str()), (Some(4), "info"));
+            }
+            other => panic!("{other:?}"),
+        }
+        let cli = Cli::try_parse_from([
+            "app",
+            "--broker",
+            "memory://x",
+            "call",
+            "tasks.add",
+            "--args",
+            "[2, 2]",
+            "--countdown",
+            "1",
+            "--queue",
+            "q",
+            "--wait",
+        ])
+        .unwrap();
+        assert_eq!(cli.broker.as_deref(), Some("memory://x"));
+        assert!(
+            matches!(cli.command, Command::Call { ref name, wait: true, countdown: Some(c), .. } if name == "tasks.add" && c == 1.0)
+        );
+    }
+
+    #[tokio::test]
+    async fn call_and_result_go_through_the_app() {
+        let url = "memory://cli-unit";
+        let app = Celery::builder("cli")
+            .broker_url(url)
+            .result_backend(url)
+            .build()
+            .unwrap();
+        let call = Command::Call {
+            name: "tasks.nobody".into(),
+            args: "[1]".into(),
+            kwargs: "{}".into(),
+            countdown: None,
+            eta: Some("2026-01-01T00:00:00+00:00".into()),
+            expires: None,
+            queue: Some("cli-q".into()),
+            exchange: None,
+            routing_key: None,
+            priority: None,
+            serializer: None,
+            compression: None,
+            wait: false,
+            timeout: 1.0,
+        };
+        execute(&app, call).await.unwrap();
+        let purge = Command::Purge {
+            queues: vec!["cli-q".into()],
+            force: true,
+        };
+        execute(&app, purge).await.unwrap();
+        assert_eq!(
+            app.broker().purge("cli-q").await.unwrap(),
+            0,
+            "the purge command emptied the queue"
+        );
+        app.send_task(
+            "t",
+            vec![],
+            Default::default(),
+            CallOptions::new().queue("cli-q"),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            app.broker().purge("cli-q").await.unwrap(),
+            1,
+            "the call reached the queue"
+        );
+        let bad = Command::Call {
+            name: "t".into(),
+            args: "{".into(),
+            kwargs: "{}".into(),
+            countdown: None,
+            eta: None,
+            expires: None,
+            queue: None,
+            exchange: None,
+            routing_key: None,
+            priority: None,
+            serializer: None,
+            compression: None,
+            wait: false,
+            timeout: 1.0,
+        };
+        assert!(execute(&app, bad)
+            .await
+            .unwrap_err()
+            .to_string()
+            .contains("--args is not valid JSON"));
+    }
+}
