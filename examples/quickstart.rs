@@ -2,49 +2,13 @@
 //!
 //! Run with `cargo run --example quickstart`.
 
-use std::time::{Duration, Instant};
+#[path = "shared/tasks.rs"]
+mod tasks;
+
+use std::time::Instant;
 
 use celery::prelude::*;
-use serde_json::json;
-
-/// Adds two numbers.
-#[task(name = "tasks.add")]
-async fn add(x: i32, y: i32) -> i32 {
-    x + y
-}
-
-/// Multiplies two numbers; a plain `fn` runs on the blocking pool.
-#[task(name = "tasks.mul")]
-fn mul(x: i32, y: i32) -> i32 {
-    x * y
-}
-
-/// Reports progress while it works (`bind` gives it its context).
-#[task(name = "tasks.long_job", bind)]
-async fn long_job(ctx: TaskContext, steps: u32) -> Result<String, TaskError> {
-    for progress in [50, 90] {
-        ctx.update_state("PROGRESS", json!({ "progress": progress }))
-            .await
-            .map_err(TaskError::msg)?;
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    Ok(format!("done in {steps} steps"))
-}
-
-/// Fails like Python's `ValueError`.
-#[task(name = "tasks.divide")]
-async fn divide(x: i32, y: i32) -> Result<i32, TaskError> {
-    if y == 0 {
-        return Err(TaskError::new("ValueError", "division by zero"));
-    }
-    Ok(x / y)
-}
-
-/// An errback: receives the failed task's request, its exception and traceback.
-#[task(name = "tasks.on_error", errback)]
-async fn on_error(request: Request, exc: ExceptionInfo, _traceback: Option<String>) {
-    println!("  errback: task {} raised {exc}", request.id);
-}
+use tasks::{add, divide, long_job, mul, on_error};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
@@ -111,7 +75,7 @@ async fn main() -> Result<(), Error> {
         Err(error) => println!("  get() -> {error}"),
         Ok(value) => println!("  unexpected success {value}"),
     }
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
 
     println!("group(add.s(i, i) for i in [2, 4, 8, 16])");
     let numbers = group([2, 4, 8, 16].map(|i| add::s(i, i)))
