@@ -19,11 +19,7 @@ async fn main() -> Result<(), Error> {
     // An app on the embedded broker, made current so that `add::delay(...)` needs nothing else.
     let app = Celery::new("quickstart");
     app.set_current();
-    app.register(add::Task)
-        .register(mul::Task)
-        .register(long_job::Task)
-        .register(divide::Task)
-        .register(on_error::Task);
+    tasks::register(&app);
     let worker = app.worker().concurrency(4).start().await?;
 
     println!("delay: add(2, 2)");

@@ -6,7 +6,7 @@ mod common;
 use celery::prelude::*;
 use celery::protocol::{HeaderValue, Message, Properties, TaskHeaders};
 use celery::Queue;
-use common::{app, WAIT};
+use common::WAIT;
 
 #[task(name = "bad.add")]
 async fn add(x: i32, y: i32) -> i32 {

@@ -153,7 +153,7 @@ impl fmt::Display for ExceptionInfo {
 /// so Python sees e.g. `ParseIntError('invalid digit found in string')`.
 #[derive(Debug, Clone)]
 pub struct TaskError {
-    pub(crate) kind: TaskErrorKind,
+    pub(crate) kind: Box<TaskErrorKind>,
 }
 
 #[derive(Debug, Clone)]
@@ -180,10 +180,10 @@ impl TaskError {
     /// A failure with Celery's exception shape as it is.
     pub fn from_exception(info: ExceptionInfo) -> Self {
         TaskError {
-            kind: TaskErrorKind::Exception {
+            kind: Box::new(TaskErrorKind::Exception {
                 info,
                 traceback: None,
-            },
+            }),
         }
     }
 
@@ -194,7 +194,7 @@ impl TaskError {
 
     /// Attaches a traceback text, shown by Celery's `AsyncResult.traceback`.
     pub fn with_traceback(mut self, text: impl Into<String>) -> Self {
-        if let TaskErrorKind::Exception { traceback, .. } = &mut self.kind {
+        if let TaskErrorKind::Exception { traceback, .. } = self.kind.as_mut() {
             *traceback = Some(text.into());
         }
         self
@@ -202,20 +202,20 @@ impl TaskError {
 
     /// The exception, unless this is a retry request.
     pub fn exception(&self) -> Option<&ExceptionInfo> {
-        match &self.kind {
+        match self.kind.as_ref() {
             TaskErrorKind::Exception { info, .. } => Some(info),
             TaskErrorKind::Retry(_) => None,
         }
     }
 
     pub fn is_retry(&self) -> bool {
-        matches!(self.kind, TaskErrorKind::Retry(_))
+        matches!(*self.kind, TaskErrorKind::Retry(_))
     }
 }
 
 impl fmt::Display for TaskError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.kind {
+        match self.kind.as_ref() {
             TaskErrorKind::Exception { info, .. } => info.fmt(f),
             TaskErrorKind::Retry(retry) => write!(f, "Retry in {}s", retry.countdown),
         }

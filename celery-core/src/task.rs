@@ -297,11 +297,11 @@ impl From<Retry> for TaskError {
         }
         let exc = retry.exc.and_then(|e| e.exception().cloned());
         TaskError {
-            kind: TaskErrorKind::Retry(RetryRequest {
+            kind: Box::new(TaskErrorKind::Retry(RetryRequest {
                 countdown: retry.countdown,
                 eta: retry.eta,
                 exc,
-            }),
+            })),
         }
     }
 }

@@ -509,7 +509,7 @@ async fn execute(
     let outcome = run_task(task, invocation, hard_limit).await;
     let runtime_s = started.elapsed().as_secs_f64();
 
-    match outcome {
+    match outcome.map_err(|error| *error.kind) {
         Ok(value) => {
             tracing::info!(task = %request.task, id = %request.id, runtime_s, result = %value, "Task succeeded");
             // Callbacks go first, as in Celery, so that the stored result lists them as children.
@@ -523,9 +523,7 @@ async fn execute(
                 store(runtime, &request, meta).await;
             }
         }
-        Err(TaskError {
-            kind: TaskErrorKind::Retry(retry),
-        }) => {
+        Err(TaskErrorKind::Retry(retry)) => {
             let exception = retry.exc.clone().unwrap_or_else(|| {
                 ExceptionInfo::celery("Retry", format!("Retry in {}s", retry.countdown))
             });
@@ -546,9 +544,7 @@ async fn execute(
                 }
             }
         }
-        Err(TaskError {
-            kind: TaskErrorKind::Exception { info, traceback },
-        }) => {
+        Err(TaskErrorKind::Exception { info, traceback }) => {
             tracing::error!(task = %request.task, id = %request.id, runtime_s, exception = %info, "Task raised an exception");
             fail(runtime, &request, info, traceback, ignore_result).await;
         }

@@ -1,7 +1,8 @@
 //! Rules about the function as a whole and about options taken together.
 
+use quote::ToTokens;
 use syn::visit::Visit;
-use syn::{ReturnType, Type, TypeImplTrait};
+use syn::{ReturnType, Type, TypeImplTrait, TypeReference};
 
 use crate::ctxt::Ctxt;
 use crate::model::Task;
@@ -9,6 +10,7 @@ use crate::model::Task;
 pub fn check(cx: &Ctxt, task: &Task) {
     signature(cx, task);
     impl_trait(cx, task);
+    references(cx, task);
     leading_params(cx, task);
     time_limits(cx, task);
 }
@@ -59,7 +61,7 @@ fn signature(cx: &Ctxt, task: &Task) {
 /// `impl Trait` hides the type a worker must decode arguments into or encode the result from.
 fn impl_trait(cx: &Ctxt, task: &Task) {
     for param in &task.params {
-        for found in impl_traits(&param.ty) {
+        for found in collect::<TypeImplTrait>(&param.ty) {
             cx.error_spanned_by(
                 found,
                 "`impl Trait` cannot be the type of a task's parameter: a worker needs the \
@@ -68,7 +70,7 @@ fn impl_trait(cx: &Ctxt, task: &Task) {
         }
     }
     if let ReturnType::Type(_, ty) = &task.func.sig.output {
-        for found in impl_traits(ty) {
+        for found in collect::<TypeImplTrait>(ty) {
             cx.error_spanned_by(
                 found,
                 "`impl Trait` cannot be a task's return type: a worker needs the concrete type \
@@ -78,17 +80,85 @@ fn impl_trait(cx: &Ctxt, task: &Task) {
     }
 }
 
-fn impl_traits(ty: &Type) -> Vec<&TypeImplTrait> {
-    #[derive(Default)]
-    struct Finder<'ast>(Vec<&'ast TypeImplTrait>);
-    impl<'ast> Visit<'ast> for Finder<'ast> {
-        fn visit_type_impl_trait(&mut self, found: &'ast TypeImplTrait) {
-            self.0.push(found);
+/// Every type of kind `T` inside `ty`, outermost first.
+fn collect<T: Found>(ty: &Type) -> Vec<&T> {
+    struct Finder<'ast, T>(Vec<&'ast T>);
+    impl<'ast, T: Found> Visit<'ast> for Finder<'ast, T> {
+        fn visit_type(&mut self, ty: &'ast Type) {
+            match T::from_type(ty) {
+                Some(found) => self.0.push(found),
+                None => syn::visit::visit_type(self, ty),
+            }
         }
     }
-    let mut finder = Finder::default();
+    let mut finder = Finder(Vec::new());
     finder.visit_type(ty);
     finder.0
+}
+
+/// A kind of type that `collect` looks for.
+trait Found: ToTokens {
+    fn from_type(ty: &Type) -> Option<&Self>;
+}
+
+impl Found for TypeImplTrait {
+    fn from_type(ty: &Type) -> Option<&Self> {
+        match ty {
+            Type::ImplTrait(found) => Some(found),
+            _ => None,
+        }
+    }
+}
+
+impl Found for TypeReference {
+    fn from_type(ty: &Type) -> Option<&Self> {
+        match ty {
+            Type::Reference(found) => Some(found),
+            _ => None,
+        }
+    }
+}
+
+/// Arguments and results are decoded from messages into values the task owns.
+fn references(cx: &Ctxt, task: &Task) {
+    for param in &task.params {
+        for found in collect::<TypeReference>(&param.ty) {
+            cx.error_spanned_by(
+                found,
+                format!(
+                    "a task's parameter cannot borrow: a worker decodes each argument from a \
+                     message into a value of its own; take `{}` instead",
+                    owned(found)
+                ),
+            );
+        }
+    }
+    if let ReturnType::Type(_, ty) = &task.func.sig.output {
+        for found in collect::<TypeReference>(ty) {
+            cx.error_spanned_by(
+                found,
+                format!(
+                    "a task's result cannot borrow: it is encoded into the result backend and \
+                     decoded by whoever waits for it; return `{}` instead",
+                    owned(found)
+                ),
+            );
+        }
+    }
+}
+
+/// The owned counterpart of a reference type: `String` for `&str`, `Vec<T>` for `&[T]`.
+fn owned(reference: &TypeReference) -> String {
+    let tokens = match &*reference.elem {
+        Type::Path(path) if path.path.is_ident("str") => "String".to_owned(),
+        Type::Path(path) if path.path.is_ident("Path") => "PathBuf".to_owned(),
+        Type::Slice(slice) => format!("Vec<{}>", slice.elem.to_token_stream()),
+        other => other.to_token_stream().to_string(),
+    };
+    tokens
+        .replace(" < ", "<")
+        .replace(" >", ">")
+        .replace(" :: ", "::")
 }
 
 /// `bind` and `errback` need parameters to fill in.
@@ -143,5 +213,98 @@ fn time_limits(cx: &Ctxt, task: &Task) {
                 ),
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use quote::quote;
+
+    use super::*;
+    use crate::attr::TaskAttrs;
+
+    fn errors(attrs: proc_macro2::TokenStream, func: proc_macro2::TokenStream) -> Vec<String> {
+        let cx = Ctxt::new();
+        let attrs = TaskAttrs::from_args(&cx, attrs);
+        let task = Task::from_syn(&cx, attrs, syn::parse2(func).unwrap());
+        check(&cx, &task);
+        match cx.check() {
+            Ok(()) => Vec::new(),
+            Err(error) => error.into_iter().map(|e| e.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn a_plain_task_passes() {
+        assert!(errors(
+            quote!(),
+            quote!(
+                async fn add(x: i32, y: i32) -> i32 {
+                    x + y
+                }
+            )
+        )
+        .is_empty());
+    }
+
+    #[test]
+    fn borrowed_types_suggest_their_owned_counterpart() {
+        let found = errors(
+            quote!(),
+            quote!(
+                fn f(a: &str, b: &[u8], c: Vec<&std::path::Path>, d: &'static Foo) -> &str {}
+            ),
+        );
+        let suggestions: Vec<_> = found
+            .iter()
+            .map(|error| error.rsplit("`").nth(1).unwrap().to_owned())
+            .collect();
+        assert_eq!(
+            suggestions,
+            ["String", "Vec<u8>", "std::path::Path", "Foo", "String"]
+        );
+    }
+
+    #[test]
+    fn leading_params_must_exist() {
+        assert_eq!(
+            errors(
+                quote!(bind),
+                quote!(
+                    fn f() {}
+                )
+            )
+            .len(),
+            1
+        );
+        assert_eq!(
+            errors(
+                quote!(bind, errback),
+                quote!(
+                    fn f(a: A, b: B, c: C) {}
+                )
+            )
+            .len(),
+            1
+        );
+        assert!(errors(
+            quote!(bind, errback),
+            quote!(
+                fn f(a: A, b: B, c: C, d: D) {}
+            )
+        )
+        .is_empty());
+    }
+
+    #[test]
+    fn soft_time_limit_must_be_below_time_limit() {
+        let func = quote!(
+            fn f() {}
+        );
+        assert!(errors(quote!(time_limit = 10, soft_time_limit = 9.5), func.clone()).is_empty());
+        assert_eq!(
+            errors(quote!(time_limit = 10, soft_time_limit = 10), func).len(),
+            1
+        );
     }
 }

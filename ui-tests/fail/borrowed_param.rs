@@ -1,8 +1,9 @@
 use celery::prelude::*;
 
 #[task]
-async fn greet(name: &str) -> String {
-    format!("hello {name}")
+async fn greet(name: &str, bytes: &[u8]) -> &'static str {
+    let _ = (name, bytes);
+    "hello"
 }
 
 fn main() {}
