@@ -151,3 +151,81 @@ impl Broker for FlakyBroker {
         self.inner.purge(queue)
     }
 }
+
+/// Whether tests must fail, rather than skip, when a service is missing.
+pub fn services_required() -> bool {
+    std::env::var("CELERY_TEST_REQUIRE_SERVICES").is_ok_and(|v| v == "1")
+}
+
+/// Reports a missing service: a skip (printed plainly), or a failure under
+/// `CELERY_TEST_REQUIRE_SERVICES=1`. Returns false so callers can `return`.
+pub fn skip(test: &str, reason: &str) -> bool {
+    if services_required() {
+        panic!("{test}: {reason} (CELERY_TEST_REQUIRE_SERVICES=1)");
+    }
+    eprintln!("skipped: {test}: {reason}");
+    false
+}
+
+pub const RABBITMQ_URL: &str = "amqp://guest:guest@127.0.0.1:5672//";
+
+/// RabbitMQ on 127.0.0.1:5672, or a skip.
+pub fn rabbitmq(test: &str) -> bool {
+    let address = std::net::SocketAddr::from(([127, 0, 0, 1], 5672));
+    match std::net::TcpStream::connect_timeout(&address, Duration::from_secs(2)) {
+        Ok(_) => true,
+        Err(error) => skip(
+            test,
+            &format!("RabbitMQ is not reachable at 127.0.0.1:5672 ({error})"),
+        ),
+    }
+}
+
+/// A Python with celery 5.7: `CELERY_PYTHON`, or the virtualenv `tests/python/ensure_venv.sh`
+/// creates (installing celery from PyPI the first time), or a skip.
+pub fn python_celery(test: &str) -> Option<std::path::PathBuf> {
+    if let Ok(python) = std::env::var("CELERY_PYTHON") {
+        return Some(python.into());
+    }
+    static PYTHON: std::sync::OnceLock<Result<std::path::PathBuf, String>> =
+        std::sync::OnceLock::new();
+    let found = PYTHON.get_or_init(|| {
+        let script = format!("{}/tests/python/ensure_venv.sh", env!("CARGO_MANIFEST_DIR"));
+        let output = std::process::Command::new("bash")
+            .arg(&script)
+            .output()
+            .map_err(|e| format!("cannot run {script}: {e}"))?;
+        if !output.status.success() {
+            return Err(format!(
+                "{script} failed: {}",
+                String::from_utf8_lossy(&output.stderr).trim()
+            ));
+        }
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        stdout
+            .lines()
+            .last()
+            .map(|line| line.trim().into())
+            .ok_or_else(|| format!("{script} printed no python path"))
+    });
+    match found {
+        Ok(python) => Some(python.clone()),
+        Err(reason) => {
+            skip(test, &format!("no Python Celery 5.7 virtualenv: {reason}"));
+            None
+        }
+    }
+}
+
+/// A name no other test run uses, for queues on a shared RabbitMQ.
+pub fn unique_name(prefix: &str) -> String {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!(
+        "{prefix}-{}-{nanos:x}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}

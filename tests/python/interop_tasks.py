@@ -1,0 +1,72 @@
+"""The Python side of the interop tests (tests/interop.rs): the same task names as the Rust
+side, run by a real Celery 5.7 worker, and used by interop_client.py to call the Rust worker.
+
+Environment: CELERY_BROKER_URL, INTEROP_DIR (where record/on_error append lines),
+INTEROP_QUEUE (the queue this app's worker consumes and its client sends to),
+INTEROP_PRIORITY_QUEUE (declared with x-max-priority 10).
+"""
+
+import json
+import os
+import time
+
+from celery import Celery
+from kombu import Exchange, Queue
+
+BROKER_URL = os.environ.get("CELERY_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672//")
+QUEUE = os.environ.get("INTEROP_QUEUE", "celery")
+PRIORITY_QUEUE = os.environ.get("INTEROP_PRIORITY_QUEUE", QUEUE + ".prio")
+RECORDS = os.path.join(os.environ.get("INTEROP_DIR", "."), "records")
+
+app = Celery("interop", broker=BROKER_URL, backend="rpc://")
+app.conf.update(
+    task_default_queue=QUEUE,
+    task_queues=[
+        Queue(QUEUE, Exchange(QUEUE), routing_key=QUEUE),
+        Queue(QUEUE + ".named", Exchange(QUEUE + ".named"), routing_key=QUEUE + ".named"),
+        Queue(PRIORITY_QUEUE, Exchange(PRIORITY_QUEUE), routing_key=PRIORITY_QUEUE,
+              queue_arguments={"x-max-priority": 10}),
+    ],
+    accept_content=["json"],
+    worker_hijack_root_logger=False,
+    broker_connection_retry_on_startup=True,
+)
+
+
+def record_line(line):
+    with open(RECORDS, "a") as records:
+        records.write(line + "\n")
+
+
+@app.task(name="tasks.add")
+def add(x, y):
+    return x + y
+
+
+@app.task(name="tasks.mul")
+def mul(x, y):
+    return x * y
+
+
+@app.task(name="tasks.fail")
+def fail(message):
+    raise ValueError(message)
+
+
+@app.task(name="tasks.progress", bind=True)
+def progress(self, steps):
+    for step in steps:
+        self.update_state(state="PROGRESS", meta={"progress": step})
+        time.sleep(0.05)
+    return "done"
+
+
+@app.task(name="tasks.record")
+def record(value, tag):
+    record_line("%s:%s" % (tag, json.dumps(value)))
+    return value
+
+
+@app.task(name="tasks.on_error")
+def on_error(request, exc, traceback):
+    record_line("errback:%s:%s" % (request.id, type(exc).__name__))
