@@ -1059,3 +1059,79 @@ async fn get_times_out_when_nobody_runs_the_task() {
     assert!(matches!(error, Error::Timeout { .. }), "{error:?}");
     assert_eq!(result.state().await.unwrap(), State::Pending);
 }
+
+static RUNNING: AtomicU32 = AtomicU32::new(0);
+static MOST_AT_ONCE: AtomicU32 = AtomicU32::new(0);
+
+#[task(name = "tests.occupy")]
+async fn occupy(ms: u64) -> u32 {
+    let now = RUNNING.fetch_add(1, Ordering::SeqCst) + 1;
+    MOST_AT_ONCE.fetch_max(now, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+    RUNNING.fetch_sub(1, Ordering::SeqCst);
+    now
+}
+
+#[task(name = "tests.late", acks_late)]
+async fn late(ms: u64) -> u64 {
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+    ms
+}
+
+#[tokio::test]
+async fn the_worker_runs_at_most_concurrency_tasks_at_once() {
+    let app = app("concurrency");
+    app.register(occupy::Task);
+    let worker = app.worker().concurrency(2).start().await.unwrap();
+    let results = group((0..6).map(|_| occupy::s(50)))
+        .apply_async_with(&app)
+        .await
+        .unwrap();
+    results.get().timeout(WAIT).await.unwrap();
+    assert_eq!(MOST_AT_ONCE.load(Ordering::SeqCst), 2);
+    worker.shutdown().await;
+}
+
+#[tokio::test]
+async fn messages_are_acked_at_start_or_after_the_result_with_acks_late() {
+    let broker = std::sync::Arc::new(celery::broker::MemoryBroker::new(common::memory_url(
+        "acks",
+    )));
+    let app = Celery::builder("acks")
+        .broker(broker.clone())
+        .result_backend(common::memory_url("acks"))
+        .build()
+        .unwrap();
+    app.register(late::Task).register(sleepy::Task);
+    let worker = app.worker().concurrency(2).start().await.unwrap();
+
+    let early = sleepy::s(0.15).apply_async_with(&app).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(
+        early.state().await.unwrap(),
+        State::Pending,
+        "still running"
+    );
+    assert_eq!(
+        broker.unacked_count(),
+        0,
+        "acknowledged when the task started"
+    );
+    early.get().timeout(WAIT).await.unwrap();
+
+    let delayed_ack = late::s(300).apply_async_with(&app).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        broker.unacked_count(),
+        1,
+        "acks_late: not acknowledged while running"
+    );
+    delayed_ack.get().timeout(WAIT).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(
+        broker.unacked_count(),
+        0,
+        "acks_late: acknowledged after the result"
+    );
+    worker.shutdown().await;
+}

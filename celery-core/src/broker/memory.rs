@@ -24,6 +24,7 @@ struct Shared {
     url: String,
     state: Mutex<State>,
     published: Notify,
+    unacked: AtomicUsize,
 }
 
 #[derive(Default)]
@@ -76,6 +77,7 @@ impl MemoryBroker {
                 url: url.into(),
                 state: Mutex::default(),
                 published: Notify::new(),
+                unacked: AtomicUsize::new(0),
             }),
         }
     }
@@ -91,6 +93,11 @@ impl MemoryBroker {
             .entry(url.to_owned())
             .or_insert_with(|| Arc::new(MemoryBroker::new(url)))
             .clone()
+    }
+
+    /// How many delivered messages are not yet acknowledged or rejected, over all queues.
+    pub fn unacked_count(&self) -> usize {
+        self.shared.unacked.load(AtomicOrdering::Acquire)
     }
 
     /// How many messages are ready (not delivered) in a queue.
@@ -240,6 +247,7 @@ impl MemoryConsumer {
             if let Some(item) = state.queues.get_mut(name).and_then(|q| q.ready.pop()) {
                 self.next_queue = index + 1;
                 self.flow.in_flight.fetch_add(1, AtomicOrdering::AcqRel);
+                self.shared.unacked.fetch_add(1, AtomicOrdering::AcqRel);
                 let info = DeliveryInfo {
                     exchange: item.exchange.clone(),
                     routing_key: item.routing_key.clone(),
@@ -317,6 +325,7 @@ impl MemoryAcker {
     fn settle(&mut self, requeue: bool) {
         if let Some(mut item) = self.item.take() {
             self.flow.in_flight.fetch_sub(1, AtomicOrdering::AcqRel);
+            self.shared.unacked.fetch_sub(1, AtomicOrdering::AcqRel);
             if requeue {
                 item.redelivered = true;
                 self.shared.enqueue(&self.queue, item);
