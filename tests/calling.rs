@@ -1135,3 +1135,35 @@ async fn messages_are_acked_at_start_or_after_the_result_with_acks_late() {
     );
     worker.shutdown().await;
 }
+
+#[tokio::test]
+async fn task_routes_send_tasks_by_name_unless_the_call_or_the_task_says_otherwise() {
+    let broker = RecordingBroker::new("task-routes");
+    let app = Celery::builder("routes")
+        .broker(broker.clone())
+        .result_backend(common::memory_url("task-routes"))
+        .route(celery::TaskRoute::new("tests.m*", "math").priority(3))
+        .route(celery::TaskRoute::new("tests.attr_routed", "from-routes"))
+        .build()
+        .unwrap();
+    let route = |broker: &RecordingBroker| {
+        let (exchange, key, message) = broker.last();
+        (exchange, key, message.properties.priority)
+    };
+    mul::s(1, 1).apply_async_with(&app).await.unwrap();
+    assert_eq!(
+        route(&broker),
+        ("".into(), "math".into(), Some(3)),
+        "a glob route"
+    );
+    mul::s(1, 1)
+        .with_options(CallOptions::new().queue("mine"))
+        .apply_async_with(&app)
+        .await
+        .unwrap();
+    assert_eq!(route(&broker).1, "mine", "the call's queue wins");
+    attr_routed::s(1).apply_async_with(&app).await.unwrap();
+    assert_eq!(route(&broker).1, "attr-queue", "the task's attribute wins");
+    add::s(1, 1).apply_async_with(&app).await.unwrap();
+    assert_eq!(route(&broker).1, "celery", "no route: the default queue");
+}

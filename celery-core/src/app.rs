@@ -12,7 +12,7 @@ use crate::compression::CompressionRegistry;
 use crate::error::{Error, TaskError};
 use crate::producer::Producer;
 use crate::result::AsyncResult;
-use crate::routing::Queue;
+use crate::routing::{Queue, TaskRoute};
 use crate::serializer::SerializerRegistry;
 use crate::signature::RawSignature;
 use crate::task::{Invocation, Task, TaskOptions};
@@ -43,6 +43,9 @@ pub struct Config {
     pub task_default_priority: Option<u8>,
     /// Queues with settings of their own (e.g. `x-max-priority`), by name.
     pub task_queues: Vec<Queue>,
+    /// Task name or glob → queue and routing options, first match wins; a call's options and
+    /// the task's attributes take precedence.
+    pub task_routes: Vec<TaskRoute>,
     pub task_publish_retry: bool,
     pub task_publish_retry_policy: RetryPolicy,
     pub task_time_limit: Option<f64>,
@@ -73,6 +76,7 @@ impl Default for Config {
             task_default_queue: "celery".to_owned(),
             task_default_priority: None,
             task_queues: Vec::new(),
+            task_routes: Vec::new(),
             task_publish_retry: true,
             task_publish_retry_policy: RetryPolicy::default(),
             task_time_limit: None,
@@ -365,6 +369,12 @@ impl Builder {
     pub fn queue(mut self, queue: Queue) -> Self {
         self.config.task_queues.retain(|q| q.name != queue.name);
         self.config.task_queues.push(queue);
+        self
+    }
+
+    /// Adds a `task_routes` entry: `.route(TaskRoute::new("feed.*", "feeds"))`.
+    pub fn route(mut self, route: TaskRoute) -> Self {
+        self.config.task_routes.push(route);
         self
     }
 

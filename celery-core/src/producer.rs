@@ -36,11 +36,27 @@ impl Producer {
         task_options: &TaskOptions,
     ) -> Result<String, Error> {
         task_options.write_into(&mut signature.options);
+        self.apply_task_routes(&mut signature);
         let retry = signature.options.retry;
         let policy = signature.options.retry_policy.clone();
         let outgoing = self.encode(signature)?;
         self.publish(&outgoing, retry, policy).await?;
         Ok(outgoing.id)
+    }
+
+    /// Celery's router: a call's options and the task's attributes win over `task_routes`.
+    fn apply_task_routes(&self, signature: &mut RawSignature) {
+        let options = &mut signature.options;
+        if options.queue.is_some() || options.exchange.is_some() || options.routing_key.is_some() {
+            return;
+        }
+        let routes = &self.app.config().task_routes;
+        if let Some(route) = routes.iter().find(|route| route.matches(&signature.task)) {
+            options.queue.clone_from(&route.queue);
+            options.exchange.clone_from(&route.exchange);
+            options.routing_key.clone_from(&route.routing_key);
+            options.priority = options.priority.or(route.priority);
+        }
     }
 
     /// Builds the protocol v2 message for a signature whose options are final.

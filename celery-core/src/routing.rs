@@ -52,6 +52,75 @@ impl Queue {
     }
 }
 
+/// Where a task goes, by name: one entry of Celery's `task_routes` setting.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct TaskRoute {
+    /// A task name, or a glob with `*` and `?` (`"feed.tasks.*"`).
+    pub pattern: String,
+    pub queue: Option<String>,
+    pub exchange: Option<String>,
+    pub routing_key: Option<String>,
+    pub priority: Option<u8>,
+}
+
+impl TaskRoute {
+    /// Routes the tasks matching `pattern` to `queue`.
+    pub fn new(pattern: impl Into<String>, queue: impl Into<String>) -> Self {
+        TaskRoute {
+            pattern: pattern.into(),
+            queue: Some(queue.into()),
+            ..TaskRoute::default()
+        }
+    }
+
+    pub fn routing_key(mut self, routing_key: impl Into<String>) -> Self {
+        self.routing_key = Some(routing_key.into());
+        self
+    }
+
+    pub fn exchange(mut self, exchange: impl Into<String>) -> Self {
+        self.exchange = Some(exchange.into());
+        self
+    }
+
+    pub fn priority(mut self, priority: u8) -> Self {
+        self.priority = Some(priority);
+        self
+    }
+
+    pub fn matches(&self, task: &str) -> bool {
+        glob_matches(self.pattern.as_bytes(), task.as_bytes())
+    }
+}
+
+/// Shell-style matching as Python's `fnmatch` does it for task names: `*` is any run, `?` one
+/// character.
+fn glob_matches(pattern: &[u8], text: &[u8]) -> bool {
+    let (mut p, mut t) = (0, 0);
+    let mut backtrack: Option<(usize, usize)> = None;
+    while t < text.len() {
+        match pattern.get(p) {
+            Some(b'*') => {
+                backtrack = Some((p, t));
+                p += 1;
+            }
+            Some(&c) if c == b'?' || c == text[t] => {
+                p += 1;
+                t += 1;
+            }
+            _ => match backtrack {
+                Some((star, matched)) => {
+                    p = star + 1;
+                    t = matched + 1;
+                    backtrack = Some((star, matched + 1));
+                }
+                None => return false,
+            },
+        }
+    }
+    pattern[p..].iter().all(|&c| c == b'*')
+}
+
 /// Where one message is published, and the queue to declare first.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Route {
@@ -83,6 +152,16 @@ impl Route {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn task_routes_match_names_and_globs() {
+        assert!(TaskRoute::new("tasks.add", "q").matches("tasks.add"));
+        assert!(!TaskRoute::new("tasks.add", "q").matches("tasks.addx"));
+        assert!(TaskRoute::new("feed.*", "q").matches("feed.tasks.import"));
+        assert!(TaskRoute::new("*.import_?", "q").matches("feed.import_1"));
+        assert!(!TaskRoute::new("*.import_?", "q").matches("feed.import_12"));
+        assert!(TaskRoute::new("a*b*c", "q").matches("aXbYbZc"));
+    }
 
     #[test]
     fn direct_queues_go_through_the_default_exchange() {

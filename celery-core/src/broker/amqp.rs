@@ -1,0 +1,1311 @@
+//! The AMQP broker (`amqp://`, `pyamqp://`): RabbitMQ through `lapin`, speaking to queues,
+//! exchanges and header tables exactly as Python Celery (py-amqp) does.
+//!
+//! One connection per broker, opened on first use and reopened on the next use after it is
+//! lost. Publishing goes through a small pool of channels (Celery's `broker_pool_limit`), with
+//! publisher confirms by default. Each consumer has a channel of its own, which stays open while
+//! any of its deliveries is unacknowledged.
+
+use std::fmt;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures_core::Stream;
+use lapin::options::{
+    BasicCancelOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
+    BasicRejectOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
+    QueueDeclareOptions, QueueDeleteOptions, QueuePurgeOptions,
+};
+use lapin::types::{AMQPValue, FieldArray, FieldTable, LongString, ShortString};
+use lapin::uri::{AMQPAuthority, AMQPQueryString, AMQPScheme, AMQPUri, AMQPUserInfo};
+use lapin::{
+    BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ErrorKind,
+    ExchangeKind,
+};
+
+use super::{Acker, Broker, BrokerError, BrokerErrorKind, Consumer, Delivery};
+use crate::error::Error;
+use crate::protocol::{HeaderValue, Headers, Message, Properties};
+use crate::routing::Queue;
+use crate::task::DeliveryInfo;
+use crate::BoxFuture;
+
+/// How an [`AmqpBroker`] connects and publishes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AmqpOptions {
+    /// Channels kept open for publishing (Celery's `broker_pool_limit`); 0 opens a channel per
+    /// message.
+    pub pool_limit: usize,
+    /// Wait for the broker to confirm each published message (publisher confirms).
+    pub confirm_publish: bool,
+    /// How long to wait for a connection (Celery's `broker_connection_timeout`).
+    pub connect_timeout: Duration,
+}
+
+impl Default for AmqpOptions {
+    fn default() -> Self {
+        AmqpOptions {
+            pool_limit: 10,
+            confirm_publish: true,
+            connect_timeout: Duration::from_secs(4),
+        }
+    }
+}
+
+impl AmqpOptions {
+    pub fn pool_limit(mut self, pool_limit: usize) -> Self {
+        self.pool_limit = pool_limit;
+        self
+    }
+
+    pub fn confirm_publish(mut self, confirm: bool) -> Self {
+        self.confirm_publish = confirm;
+        self
+    }
+
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+}
+
+/// A RabbitMQ broker.
+pub struct AmqpBroker {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    /// The URL with its password masked, for messages.
+    url: String,
+    uri: AMQPUri,
+    options: AmqpOptions,
+    connection: tokio::sync::Mutex<Option<Arc<Connection>>>,
+    pool: Mutex<Pool>,
+    /// The channel for declarations, purges and deletions. A refused declaration closes its
+    /// channel, so these never share one with publishing.
+    control: tokio::sync::Mutex<Option<Channel>>,
+}
+
+#[derive(Default)]
+struct Pool {
+    channels: Vec<Pooled>,
+    opening: usize,
+}
+
+struct Pooled {
+    channel: Channel,
+    in_flight: Arc<AtomicUsize>,
+}
+
+/// A publishing channel in use; the pool sees how busy each channel is.
+struct Lease {
+    channel: Channel,
+    in_flight: Arc<AtomicUsize>,
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl AmqpBroker {
+    /// A broker for `amqp://user:password@host:port/vhost` that connects on first use.
+    ///
+    /// As in Celery, user and password default to `guest`, the host to `localhost`, and
+    /// `amqp://host//` names the vhost `/` (an empty vhost is `/` too). `pyamqp://` is the same
+    /// scheme. Query parameters `heartbeat`, `frame_max`, `channel_max` and
+    /// `connection_timeout` (ms) are honoured; others are ignored.
+    pub fn new(url: &str, options: AmqpOptions) -> Result<Self, Error> {
+        let (uri, display) = parse_url(url)?;
+        Ok(AmqpBroker {
+            shared: Arc::new(Shared {
+                url: display,
+                uri,
+                options,
+                connection: tokio::sync::Mutex::new(None),
+                pool: Mutex::default(),
+                control: tokio::sync::Mutex::new(None),
+            }),
+        })
+    }
+
+    /// Connects now with the default options, so that a wrong URL or an unreachable broker shows
+    /// at once.
+    pub async fn connect(url: &str) -> Result<Self, Error> {
+        Self::connect_with(url, AmqpOptions::default()).await
+    }
+
+    /// Connects now with these options.
+    pub async fn connect_with(url: &str, options: AmqpOptions) -> Result<Self, Error> {
+        let broker = Self::new(url, options)?;
+        broker.shared.connection().await?;
+        Ok(broker)
+    }
+
+    /// Deletes a queue and says how many messages it held.
+    pub async fn delete_queue(&self, queue: &str) -> Result<u64, BrokerError> {
+        let name = short(queue, "queue name")?;
+        let (_guard, channel) = self.shared.control_channel().await?;
+        let count = channel
+            .queue_delete(name, QueueDeleteOptions::default())
+            .await
+            .map_err(|e| self.shared.error(format_args!("delete queue {queue:?}"), e))?;
+        Ok(u64::from(count))
+    }
+
+    /// Declares a queue with arguments of its own (the rpc reply queue's `x-expires`).
+    pub(crate) async fn declare_queue(&self, declaration: &Declaration) -> Result<(), BrokerError> {
+        let (_guard, channel) = self.shared.control_channel().await?;
+        self.shared.declare_on(&channel, declaration).await
+    }
+
+    /// Consumes queues, declaring them first and again after every reconnection.
+    pub(crate) async fn consume_declared(
+        &self,
+        declarations: Vec<Declaration>,
+        prefetch: u16,
+    ) -> Result<AmqpConsumer, BrokerError> {
+        AmqpConsumer::start(self.shared.clone(), declarations, prefetch, true).await
+    }
+}
+
+impl fmt::Debug for AmqpBroker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AmqpBroker")
+            .field("url", &self.shared.url)
+            .field("options", &self.shared.options)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Shared {
+    fn error(&self, context: impl fmt::Display, error: lapin::Error) -> BrokerError {
+        amqp_error(format_args!("{context} on {}", self.url), &error)
+    }
+
+    /// The connection, opened or reopened when there is none that works.
+    async fn connection(&self) -> Result<Arc<Connection>, BrokerError> {
+        let mut slot = self.connection.lock().await;
+        if let Some(connection) = slot.as_ref() {
+            if connection.status().connected() {
+                return Ok(connection.clone());
+            }
+            tracing::warn!(broker = %self.url, state = ?connection.status().state(), "connection lost, reconnecting");
+        }
+        *slot = None;
+        let properties = ConnectionProperties::default()
+            .with_connection_name(LongString::from(format!("celery-rs {}", std::process::id())));
+        let timeout = self.options.connect_timeout;
+        let connection = tokio::time::timeout(
+            timeout,
+            Connection::connect_uri(self.uri.clone(), properties),
+        )
+        .await
+        .map_err(|_| {
+            BrokerError::new(
+                BrokerErrorKind::Connection,
+                format!(
+                    "cannot connect to {}: timed out after {} s",
+                    self.url,
+                    timeout.as_secs_f64()
+                ),
+            )
+        })?
+        .map_err(|e| amqp_error(format_args!("cannot connect to {}", self.url), &e))?;
+        tracing::debug!(broker = %self.url, "connected");
+        let connection = Arc::new(connection);
+        *slot = Some(connection.clone());
+        Ok(connection)
+    }
+
+    async fn open_channel(&self, confirm: bool) -> Result<Channel, BrokerError> {
+        let connection = self.connection().await?;
+        let channel = connection
+            .create_channel()
+            .await
+            .map_err(|e| self.error("open a channel", e))?;
+        if confirm {
+            channel
+                .confirm_select(ConfirmSelectOptions::default())
+                .await
+                .map_err(|e| self.error("enable publisher confirms", e))?;
+        }
+        Ok(channel)
+    }
+
+    /// The control channel, held for the duration of one operation.
+    async fn control_channel(
+        &self,
+    ) -> Result<(tokio::sync::MutexGuard<'_, Option<Channel>>, Channel), BrokerError> {
+        let mut slot = self.control.lock().await;
+        let channel = match slot.as_ref() {
+            Some(channel) if channel.status().connected() => channel.clone(),
+            _ => {
+                let channel = self.open_channel(false).await?;
+                *slot = Some(channel.clone());
+                channel
+            }
+        };
+        Ok((slot, channel))
+    }
+
+    /// A publishing channel: an idle one, a new one while the pool has room, else the least
+    /// busy one (publishes pipeline on a channel).
+    async fn lease(&self) -> Result<Lease, BrokerError> {
+        let limit = self.options.pool_limit;
+        {
+            let mut pool = self.pool.lock().expect("channel pool poisoned");
+            pool.channels.retain(|p| p.channel.status().connected());
+            let idle = pool
+                .channels
+                .iter()
+                .find(|p| p.in_flight.load(Ordering::Acquire) == 0);
+            let busiest_allowed = pool.channels.len() + pool.opening >= limit;
+            let pick = match idle {
+                Some(pooled) => Some(pooled),
+                None if busiest_allowed => pool
+                    .channels
+                    .iter()
+                    .min_by_key(|p| p.in_flight.load(Ordering::Acquire)),
+                None => None,
+            };
+            if let Some(pooled) = pick {
+                pooled.in_flight.fetch_add(1, Ordering::AcqRel);
+                return Ok(Lease {
+                    channel: pooled.channel.clone(),
+                    in_flight: pooled.in_flight.clone(),
+                });
+            }
+            pool.opening += 1;
+        }
+        let opened = self.open_channel(self.options.confirm_publish).await;
+        let mut pool = self.pool.lock().expect("channel pool poisoned");
+        pool.opening -= 1;
+        let channel = opened?;
+        let in_flight = Arc::new(AtomicUsize::new(1));
+        if pool.channels.len() < limit {
+            pool.channels.push(Pooled {
+                channel: channel.clone(),
+                in_flight: in_flight.clone(),
+            });
+        }
+        Ok(Lease { channel, in_flight })
+    }
+
+    async fn declare_on(
+        &self,
+        channel: &Channel,
+        declaration: &Declaration,
+    ) -> Result<(), BrokerError> {
+        let Declaration {
+            queue,
+            durable,
+            auto_delete,
+            arguments,
+            exchange,
+            exchange_type,
+            routing_key,
+        } = declaration;
+        // The default exchange and the `amq.*` ones exist already and may not be declared.
+        if !exchange.is_empty() && !exchange.starts_with("amq.") {
+            channel
+                .exchange_declare(
+                    short(exchange, "exchange name")?,
+                    exchange_kind(exchange_type),
+                    ExchangeDeclareOptions {
+                        durable: true,
+                        ..ExchangeDeclareOptions::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await
+                .map_err(|e| self.error(format_args!("declare exchange {exchange:?}"), e))?;
+        }
+        channel
+            .queue_declare(
+                short(queue, "queue name")?,
+                QueueDeclareOptions {
+                    durable: *durable,
+                    auto_delete: *auto_delete,
+                    ..QueueDeclareOptions::default()
+                },
+                arguments.clone(),
+            )
+            .await
+            .map_err(|e| self.error(format_args!("declare queue {queue:?}"), e))?;
+        if !exchange.is_empty() {
+            channel
+                .queue_bind(
+                    short(queue, "queue name")?,
+                    short(exchange, "exchange name")?,
+                    short(routing_key, "routing key")?,
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+                .map_err(|e| {
+                    self.error(
+                        format_args!(
+                            "bind queue {queue:?} to exchange {exchange:?} with key {routing_key:?}"
+                        ),
+                        e,
+                    )
+                })?;
+        }
+        Ok(())
+    }
+}
+
+impl Broker for AmqpBroker {
+    fn url(&self) -> &str {
+        &self.shared.url
+    }
+
+    fn declare<'a>(&'a self, queue: &'a Queue) -> BoxFuture<'a, Result<(), BrokerError>> {
+        Box::pin(async move { self.declare_queue(&Declaration::from(queue)).await })
+    }
+
+    fn publish<'a>(
+        &'a self,
+        exchange: &'a str,
+        routing_key: &'a str,
+        message: &'a Message,
+    ) -> BoxFuture<'a, Result<(), BrokerError>> {
+        Box::pin(async move {
+            let shared = &self.shared;
+            let exchange_name = short(exchange, "exchange name")?;
+            let key = short(routing_key, "routing key")?;
+            let properties = basic_properties(message)?;
+            let lease = shared.lease().await?;
+            let context = || format!("publish to exchange {exchange:?} with key {routing_key:?}");
+            let confirm = lease
+                .channel
+                .basic_publish(
+                    exchange_name,
+                    key,
+                    BasicPublishOptions::default(),
+                    &message.body,
+                    properties,
+                )
+                .await
+                .map_err(|e| shared.error(context(), e))?;
+            if !shared.options.confirm_publish {
+                return Ok(());
+            }
+            match confirm.await.map_err(|e| shared.error(context(), e))? {
+                Confirmation::Ack(_) | Confirmation::NotRequested => Ok(()),
+                Confirmation::Nack(_) => Err(BrokerError::new(
+                    BrokerErrorKind::Nack,
+                    format!("{} on {}: the broker refused the message", context(), shared.url),
+                )),
+            }
+        })
+    }
+
+    fn consume<'a>(
+        &'a self,
+        queues: &'a [Queue],
+        prefetch: u16,
+    ) -> BoxFuture<'a, Result<Box<dyn Consumer>, BrokerError>> {
+        let declarations = queues.iter().map(Declaration::from).collect();
+        Box::pin(async move {
+            let consumer =
+                AmqpConsumer::start(self.shared.clone(), declarations, prefetch, false).await?;
+            Ok(Box::new(consumer) as Box<dyn Consumer>)
+        })
+    }
+
+    fn purge<'a>(&'a self, queue: &'a str) -> BoxFuture<'a, Result<u64, BrokerError>> {
+        Box::pin(async move {
+            let name = short(queue, "queue name")?;
+            let (_guard, channel) = self.shared.control_channel().await?;
+            let count = channel
+                .queue_purge(name, QueuePurgeOptions::default())
+                .await
+                .map_err(|e| self.shared.error(format_args!("purge queue {queue:?}"), e))?;
+            Ok(u64::from(count))
+        })
+    }
+}
+
+/// A queue to declare: its flags and arguments, and the exchange it is bound to ("" for none).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Declaration {
+    pub queue: String,
+    pub durable: bool,
+    pub auto_delete: bool,
+    pub arguments: FieldTable,
+    pub exchange: String,
+    pub exchange_type: String,
+    pub routing_key: String,
+}
+
+impl From<&Queue> for Declaration {
+    /// The arguments kombu sends for the queue: `x-max-priority` (as py-amqp's `I`) only when
+    /// set, so that redeclaring a queue Python declared never fails.
+    fn from(queue: &Queue) -> Self {
+        let mut arguments = FieldTable::default();
+        if let Some(max) = queue.max_priority {
+            arguments.insert(
+                ShortString::from("x-max-priority"),
+                AMQPValue::LongInt(i32::from(max)),
+            );
+        }
+        Declaration {
+            queue: queue.name.clone(),
+            durable: queue.durable,
+            auto_delete: queue.auto_delete,
+            arguments,
+            exchange: queue.exchange.clone(),
+            exchange_type: queue.exchange_type.clone(),
+            routing_key: queue.routing_key.clone(),
+        }
+    }
+}
+
+fn exchange_kind(exchange_type: &str) -> ExchangeKind {
+    match exchange_type {
+        "direct" => ExchangeKind::Direct,
+        "fanout" => ExchangeKind::Fanout,
+        "topic" => ExchangeKind::Topic,
+        "headers" => ExchangeKind::Headers,
+        other => ExchangeKind::Custom(other.to_owned()),
+    }
+}
+
+/// A consumer of one or more queues on a channel of its own.
+pub(crate) struct AmqpConsumer {
+    shared: Arc<Shared>,
+    declarations: Vec<Declaration>,
+    prefetch: u16,
+    session: Option<Session>,
+    cancelled: bool,
+    /// Consecutive failures, for the reconnection backoff.
+    failures: u32,
+}
+
+/// A channel and its consumers, one per queue.
+struct Session {
+    channel: Channel,
+    consumers: Vec<Option<lapin::Consumer>>,
+    next: usize,
+}
+
+impl AmqpConsumer {
+    async fn start(
+        shared: Arc<Shared>,
+        declarations: Vec<Declaration>,
+        prefetch: u16,
+        declare_first: bool,
+    ) -> Result<Self, BrokerError> {
+        let mut consumer = AmqpConsumer {
+            shared,
+            declarations,
+            prefetch,
+            session: None,
+            cancelled: false,
+            failures: 0,
+        };
+        consumer.session = Some(consumer.open_session(declare_first).await?);
+        Ok(consumer)
+    }
+
+    async fn open_session(&self, declare: bool) -> Result<Session, BrokerError> {
+        let shared = &self.shared;
+        let channel = shared.open_channel(false).await?;
+        if declare {
+            for declaration in &self.declarations {
+                shared.declare_on(&channel, declaration).await?;
+            }
+        }
+        // Celery sets a channel-wide limit on RabbitMQ (its `qos_semantics_matches_spec` is
+        // false there): one budget for all the queues, changeable while consuming.
+        channel
+            .basic_qos(self.prefetch, BasicQosOptions { global: true })
+            .await
+            .map_err(|e| shared.error("set the prefetch count", e))?;
+        let mut consumers = Vec::with_capacity(self.declarations.len());
+        for declaration in &self.declarations {
+            let tag = format!("celery-rs-{}", uuid::Uuid::new_v4());
+            let consumer = channel
+                .basic_consume(
+                    short(&declaration.queue, "queue name")?,
+                    ShortString::from(tag),
+                    BasicConsumeOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+                .map_err(|e| shared.error(format_args!("consume queue {:?}", declaration.queue), e))?;
+            consumers.push(Some(consumer));
+        }
+        Ok(Session {
+            channel,
+            consumers,
+            next: 0,
+        })
+    }
+
+    /// Waits before a reconnection attempt: 0.25 s, doubling up to 8 s.
+    fn backoff(&self) -> Duration {
+        let exponent = self.failures.saturating_sub(1).min(5);
+        Duration::from_millis(250 << exponent)
+    }
+
+    fn delivery(&self, channel: &Channel, delivery: lapin::message::Delivery) -> Delivery {
+        let lapin::message::Delivery {
+            exchange,
+            routing_key,
+            redelivered,
+            properties,
+            data,
+            acker,
+            ..
+        } = delivery;
+        let message = message_from(&properties, data);
+        Delivery {
+            info: DeliveryInfo {
+                exchange: exchange.to_string(),
+                routing_key: routing_key.to_string(),
+                priority: message.properties.priority,
+                redelivered,
+            },
+            message,
+            acker: Box::new(AmqpAcker {
+                pending: Some((acker, channel.clone())),
+            }),
+        }
+    }
+}
+
+impl Session {
+    /// The next delivery of any of the queues, taken in turn.
+    fn poll_next(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<lapin::Result<lapin::message::Delivery>>> {
+        let count = self.consumers.len();
+        let mut open = 0;
+        for offset in 0..count {
+            let index = (self.next + offset) % count;
+            let Some(consumer) = self.consumers[index].as_mut() else {
+                continue;
+            };
+            match Pin::new(consumer).poll_next(cx) {
+                Poll::Ready(Some(item)) => {
+                    self.next = index + 1;
+                    return Poll::Ready(Some(item));
+                }
+                Poll::Ready(None) => {
+                    tracing::warn!(queue = %self.consumers[index].as_ref().map(|c| c.queue()).unwrap_or_default(), "the broker cancelled a consumer");
+                    self.consumers[index] = None;
+                }
+                Poll::Pending => open += 1,
+            }
+        }
+        if open == 0 {
+            Poll::Ready(None)
+        } else {
+            Poll::Pending
+        }
+    }
+}
+
+impl Consumer for AmqpConsumer {
+    fn next(&mut self) -> BoxFuture<'_, Option<Result<Delivery, BrokerError>>> {
+        Box::pin(async move {
+            loop {
+                if self.cancelled {
+                    return None;
+                }
+                let Some(session) = self.session.as_mut() else {
+                    tokio::time::sleep(self.backoff()).await;
+                    // The queues may have gone with the connection (auto-delete, a restarted
+                    // broker without durable queues): declare them again.
+                    match self.open_session(true).await {
+                        Ok(session) => {
+                            tracing::info!(broker = %self.shared.url, "consuming again after a connection loss");
+                            self.failures = 0;
+                            self.session = Some(session);
+                            continue;
+                        }
+                        Err(error) => {
+                            self.failures += 1;
+                            return Some(Err(error));
+                        }
+                    }
+                };
+                let item = std::future::poll_fn(|cx| session.poll_next(cx)).await;
+                let channel = session.channel.clone();
+                let error = match item {
+                    Some(Ok(delivery)) => return Some(Ok(self.delivery(&channel, delivery))),
+                    Some(Err(error)) => self.shared.error("consume", error),
+                    None if self.cancelled => return None,
+                    None => BrokerError::new(
+                        BrokerErrorKind::Channel,
+                        format!("the broker {} stopped every consumer", self.shared.url),
+                    ),
+                };
+                self.session = None;
+                self.failures += 1;
+                return Some(Err(error));
+            }
+        })
+    }
+
+    fn set_prefetch(&mut self, prefetch: u16) -> BoxFuture<'_, Result<(), BrokerError>> {
+        Box::pin(async move {
+            self.prefetch = prefetch;
+            match &self.session {
+                Some(session) => session
+                    .channel
+                    .basic_qos(prefetch, BasicQosOptions { global: true })
+                    .await
+                    .map_err(|e| self.shared.error("set the prefetch count", e)),
+                // The next session starts with it.
+                None => Ok(()),
+            }
+        })
+    }
+
+    /// Stops deliveries. The channel stays open while deliveries are unacknowledged, so a
+    /// running task can still be acknowledged; it closes (and the broker requeues what was
+    /// never acknowledged) once the consumer and all its deliveries are dropped.
+    fn cancel(&mut self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            self.cancelled = true;
+            let Some(session) = &self.session else {
+                return;
+            };
+            for consumer in session.consumers.iter().flatten() {
+                if let Err(error) = session
+                    .channel
+                    .basic_cancel(consumer.tag(), BasicCancelOptions::default())
+                    .await
+                {
+                    tracing::warn!(%error, queue = %consumer.queue(), "could not cancel a consumer");
+                }
+            }
+        })
+    }
+}
+
+/// Acknowledges one delivery on its channel, which it keeps open. Dropped without an answer, it
+/// puts the message back in its queue.
+struct AmqpAcker {
+    pending: Option<(lapin::Acker, Channel)>,
+}
+
+impl AmqpAcker {
+    fn settle(
+        &mut self,
+        requeue: Option<bool>,
+    ) -> BoxFuture<'static, Result<(), BrokerError>> {
+        let pending = self.pending.take();
+        Box::pin(async move {
+            let Some((acker, _channel)) = pending else {
+                return Ok(());
+            };
+            let (action, done) = match requeue {
+                None => ("acknowledge", acker.ack(Default::default()).await),
+                Some(requeue) => (
+                    "reject",
+                    acker.reject(BasicRejectOptions { requeue }).await,
+                ),
+            };
+            match done {
+                Ok(true) => Ok(()),
+                Ok(false) => Err(BrokerError::new(
+                    BrokerErrorKind::Channel,
+                    format!(
+                        "cannot {action} the message: its channel is closed, the broker \
+                         delivers it again"
+                    ),
+                )),
+                Err(error) => Err(amqp_error(format_args!("{action} a message"), &error)),
+            }
+        })
+    }
+}
+
+impl Acker for AmqpAcker {
+    fn ack(mut self: Box<Self>) -> BoxFuture<'static, Result<(), BrokerError>> {
+        self.settle(None)
+    }
+
+    fn reject(mut self: Box<Self>, requeue: bool) -> BoxFuture<'static, Result<(), BrokerError>> {
+        self.settle(Some(requeue))
+    }
+}
+
+impl Drop for AmqpAcker {
+    fn drop(&mut self) {
+        if self.pending.is_none() {
+            return;
+        }
+        let requeue = self.settle(Some(true));
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move {
+                    if let Err(error) = requeue.await {
+                        tracing::debug!(%error, "could not requeue a dropped delivery");
+                    }
+                });
+            }
+            // Without a runtime the channel's closing requeues it.
+            Err(_) => drop(requeue),
+        }
+    }
+}
+
+/// Classifies a lapin error: connection trouble, channel trouble, or a refusal by the broker.
+fn amqp_error(context: impl fmt::Display, error: &lapin::Error) -> BrokerError {
+    let kind = match error.kind() {
+        ErrorKind::ProtocolError(amqp) => match amqp.get_id() {
+            // ACCESS_REFUSED, NOT_FOUND, RESOURCE_LOCKED, PRECONDITION_FAILED, INVALID_PATH,
+            // NOT_ALLOWED, NOT_IMPLEMENTED: asking again gets the same answer.
+            403..=406 | 402 | 530 | 540 => BrokerErrorKind::Refused,
+            _ if error.is_amqp_soft_error() => BrokerErrorKind::Channel,
+            _ => BrokerErrorKind::Connection,
+        },
+        ErrorKind::InvalidChannel(_)
+        | ErrorKind::InvalidChannelState(..)
+        | ErrorKind::ChannelsLimitReached => BrokerErrorKind::Channel,
+        ErrorKind::AuthProviderError(_) | ErrorKind::SerialisationError(_) => {
+            BrokerErrorKind::Refused
+        }
+        _ => BrokerErrorKind::Connection,
+    };
+    BrokerError::new(kind, format!("{context}: {error}"))
+}
+
+/// An AMQP short string (names, keys, most properties): at most 255 bytes.
+fn short(value: &str, what: &str) -> Result<ShortString, BrokerError> {
+    ShortString::try_new(value).map_err(|error| {
+        BrokerError::new(
+            BrokerErrorKind::Refused,
+            format!("{what} {value:?} cannot be sent: {error}"),
+        )
+    })
+}
+
+/// The basic properties of a message; `headers` is always present (an empty table for result
+/// messages, as Celery sends them).
+fn basic_properties(message: &Message) -> Result<BasicProperties, BrokerError> {
+    let Properties {
+        correlation_id,
+        reply_to,
+        content_type,
+        content_encoding,
+        delivery_mode,
+        priority,
+        expiration,
+    } = &message.properties;
+    let mut properties = BasicProperties::default();
+    if !content_type.is_empty() {
+        properties = properties.with_content_type(short(content_type, "content_type")?);
+    }
+    if !content_encoding.is_empty() {
+        properties = properties.with_content_encoding(short(content_encoding, "content_encoding")?);
+    }
+    properties = properties.with_headers(encode_headers(&message.headers)?);
+    if *delivery_mode != 0 {
+        properties = properties.with_delivery_mode(*delivery_mode);
+    }
+    if let Some(priority) = priority {
+        properties = properties.with_priority(*priority);
+    }
+    if let Some(id) = correlation_id {
+        properties = properties.with_correlation_id(short(id, "correlation_id")?);
+    }
+    if let Some(reply_to) = reply_to {
+        properties = properties.with_reply_to(short(reply_to, "reply_to")?);
+    }
+    if let Some(expiration) = expiration {
+        properties = properties.with_expiration(short(expiration, "expiration")?);
+    }
+    Ok(properties)
+}
+
+/// A received message in the broker-neutral form.
+fn message_from(properties: &BasicProperties, body: Vec<u8>) -> Message {
+    let text = |value: &Option<ShortString>| value.as_ref().map(|s| s.as_str().to_owned());
+    Message {
+        headers: properties
+            .headers()
+            .as_ref()
+            .map(decode_headers)
+            .unwrap_or_default(),
+        properties: Properties {
+            correlation_id: text(properties.correlation_id()),
+            reply_to: text(properties.reply_to()),
+            content_type: text(properties.content_type()).unwrap_or_default(),
+            content_encoding: text(properties.content_encoding()).unwrap_or_default(),
+            delivery_mode: properties.delivery_mode().unwrap_or(0),
+            priority: *properties.priority(),
+            expiration: text(properties.expiration()),
+        },
+        body,
+    }
+}
+
+/// Encodes a header table with the field types py-amqp writes: `S`, `I` (or `l` beyond 32 bits),
+/// `t`, `d`, `V`, `A`, `F`.
+///
+/// The table is sent in key order (lapin keeps tables sorted); AMQP tables are unordered, and
+/// Python reads them into a dict.
+fn encode_headers(headers: &Headers) -> Result<FieldTable, BrokerError> {
+    let mut table = FieldTable::default();
+    for (key, value) in headers {
+        table.insert(short(key, "header name")?, encode_value(value)?);
+    }
+    Ok(table)
+}
+
+fn encode_value(value: &HeaderValue) -> Result<AMQPValue, BrokerError> {
+    Ok(match value {
+        HeaderValue::Null => AMQPValue::Void,
+        HeaderValue::Bool(b) => AMQPValue::Boolean(*b),
+        HeaderValue::Int(i) => match i32::try_from(*i) {
+            Ok(small) => AMQPValue::LongInt(small),
+            Err(_) => AMQPValue::LongLongInt(*i),
+        },
+        HeaderValue::Float(f) => AMQPValue::Double(*f),
+        HeaderValue::Str(s) => AMQPValue::LongString(LongString::from(s.as_bytes())),
+        HeaderValue::List(items) => AMQPValue::FieldArray(FieldArray::from(
+            items
+                .iter()
+                .map(encode_value)
+                .collect::<Result<Vec<_>, _>>()?,
+        )),
+        HeaderValue::Table(table) => AMQPValue::FieldTable(encode_headers(table)?),
+    })
+}
+
+fn decode_headers(table: &FieldTable) -> Headers {
+    table
+        .into_iter()
+        .map(|(key, value)| (key.as_str().to_owned(), decode_value(value)))
+        .collect()
+}
+
+/// Every AMQP field type into the nearest header value: integers of all widths and timestamps
+/// (seconds) as `Int`, floats and decimals as `Float`, strings and byte arrays as `Str`.
+fn decode_value(value: &AMQPValue) -> HeaderValue {
+    match value {
+        AMQPValue::Void => HeaderValue::Null,
+        AMQPValue::Boolean(b) => HeaderValue::Bool(*b),
+        AMQPValue::ShortShortInt(i) => HeaderValue::Int(i64::from(*i)),
+        AMQPValue::ShortShortUInt(i) => HeaderValue::Int(i64::from(*i)),
+        AMQPValue::ShortInt(i) => HeaderValue::Int(i64::from(*i)),
+        AMQPValue::ShortUInt(i) => HeaderValue::Int(i64::from(*i)),
+        AMQPValue::LongInt(i) => HeaderValue::Int(i64::from(*i)),
+        AMQPValue::LongUInt(i) => HeaderValue::Int(i64::from(*i)),
+        AMQPValue::LongLongInt(i) => HeaderValue::Int(*i),
+        AMQPValue::Timestamp(t) => match i64::try_from(*t) {
+            Ok(t) => HeaderValue::Int(t),
+            Err(_) => HeaderValue::Float(*t as f64),
+        },
+        AMQPValue::Float(f) => HeaderValue::Float(f64::from(*f)),
+        AMQPValue::Double(f) => HeaderValue::Float(*f),
+        AMQPValue::DecimalValue(d) => {
+            HeaderValue::Float(f64::from(d.value) / 10f64.powi(i32::from(d.scale)))
+        }
+        AMQPValue::ShortString(s) => HeaderValue::Str(s.as_str().to_owned()),
+        AMQPValue::LongString(s) => {
+            HeaderValue::Str(String::from_utf8_lossy(s.as_bytes()).into_owned())
+        }
+        AMQPValue::ByteArray(bytes) => {
+            HeaderValue::Str(String::from_utf8_lossy(bytes.as_slice()).into_owned())
+        }
+        AMQPValue::FieldArray(items) => {
+            HeaderValue::List(items.as_slice().iter().map(decode_value).collect())
+        }
+        AMQPValue::FieldTable(table) => HeaderValue::Table(decode_headers(table)),
+    }
+}
+
+/// Reads a broker URL the way kombu does; returns it parsed and with its password masked.
+fn parse_url(url: &str) -> Result<(AMQPUri, String), Error> {
+    let invalid = |why: &str| Error::Config(format!("invalid AMQP broker URL {url:?}: {why}"));
+    let (scheme, rest) = url
+        .split_once("://")
+        .ok_or_else(|| invalid("expected scheme://"))?;
+    let scheme = match scheme {
+        "amqp" | "pyamqp" => AMQPScheme::AMQP,
+        "amqps" => {
+            return Err(Error::Config(format!(
+                "broker URL {:?}: amqps:// (TLS) is not supported by this build; use amqp://",
+                mask_password(url)
+            )))
+        }
+        other => return Err(invalid(&format!("unknown scheme {other:?}"))),
+    };
+    let (rest, query) = match rest.split_once('?') {
+        Some((rest, query)) => (rest, Some(query)),
+        None => (rest, None),
+    };
+    let rest = rest.split('#').next().unwrap_or_default();
+    let (authority, path) = match rest.find('/') {
+        Some(at) => (&rest[..at], &rest[at + 1..]),
+        None => (rest, ""),
+    };
+    let (userinfo, hostport) = match authority.rsplit_once('@') {
+        Some((userinfo, hostport)) => (Some(userinfo), hostport),
+        None => (None, authority),
+    };
+    let (username, password) = match userinfo {
+        None => (None, None),
+        Some(userinfo) => match userinfo.split_once(':') {
+            Some((user, password)) => (Some(user), Some(password)),
+            None => (Some(userinfo), None),
+        },
+    };
+    let decode = |text: &str| percent_decode(text).ok_or_else(|| invalid("bad percent-encoding"));
+    let (host, port) = if let Some(bracketed) = hostport.strip_prefix('[') {
+        let (host, after) = bracketed
+            .split_once(']')
+            .ok_or_else(|| invalid("unclosed '[' in the host"))?;
+        (host, after.strip_prefix(':'))
+    } else {
+        match hostport.rsplit_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (hostport, None),
+        }
+    };
+    let port = match port.filter(|p| !p.is_empty()) {
+        Some(port) => port
+            .parse::<u16>()
+            .map_err(|_| invalid(&format!("bad port {port:?}")))?,
+        None => scheme.default_port(),
+    };
+    let vhost = decode(path)?;
+    let mut query_string = AMQPQueryString::default();
+    for pair in query.unwrap_or_default().split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let number = || {
+            value
+                .parse::<u64>()
+                .map_err(|_| invalid(&format!("bad value for {key}: {value:?}")))
+        };
+        match key {
+            "heartbeat" => query_string.heartbeat = Some(number()?.min(u64::from(u16::MAX)) as u16),
+            "frame_max" => query_string.frame_max = Some(number()?.min(u64::from(u32::MAX)) as u32),
+            "channel_max" => {
+                query_string.channel_max = Some(number()?.min(u64::from(u16::MAX)) as u16)
+            }
+            "connection_timeout" => query_string.connection_timeout = Some(number()?),
+            _ => {}
+        }
+    }
+    let uri = AMQPUri {
+        scheme,
+        authority: AMQPAuthority {
+            userinfo: AMQPUserInfo {
+                username: username
+                    .filter(|u| !u.is_empty())
+                    .map(decode)
+                    .transpose()?
+                    .unwrap_or_else(|| "guest".to_owned()),
+                password: password
+                    .map(decode)
+                    .transpose()?
+                    .unwrap_or_else(|| "guest".to_owned()),
+            },
+            host: if host.is_empty() {
+                "localhost".to_owned()
+            } else {
+                host.to_owned()
+            },
+            port,
+        },
+        vhost: if vhost.is_empty() {
+            "/".to_owned()
+        } else {
+            vhost
+        },
+        query: query_string,
+    };
+    Ok((uri, mask_password(url)))
+}
+
+/// The URL with its password replaced by `**`, as Celery prints it.
+fn mask_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:**@{host}{tail}"),
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
+}
+
+fn percent_decode(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::TaskHeaders;
+    use base64::Engine;
+    use lapin::types::{ByteArray, DecimalValue};
+    use serde_json::Value;
+
+    fn fixture(name: &str) -> Value {
+        let path = format!(
+            "{}/../tests/fixtures/python/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    }
+
+    fn base64(value: &Value) -> Vec<u8> {
+        base64::engine::general_purpose::STANDARD
+            .decode(value.as_str().unwrap())
+            .unwrap()
+    }
+
+    fn encode_table(table: &FieldTable) -> Vec<u8> {
+        let (bytes, _) = cookie_factory::gen(
+            lapin::types::generation::gen_field_table(table),
+            Vec::new(),
+        )
+        .unwrap();
+        bytes
+    }
+
+    /// The AMQP type letters of a table, in the fixture's `header_amqp_types` shape.
+    fn type_letters(value: &AMQPValue) -> Value {
+        match value {
+            AMQPValue::FieldArray(items) => {
+                serde_json::json!({"A": items.as_slice().iter().map(type_letters).collect::<Vec<_>>()})
+            }
+            AMQPValue::FieldTable(table) => serde_json::json!({"F": table
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), type_letters(v)))
+                .collect::<serde_json::Map<_, _>>()}),
+            other => Value::String(other.get_type().get_id().to_string()),
+        }
+    }
+
+    #[test]
+    fn task_headers_encode_as_python_writes_them() {
+        let fixture = fixture("task_add_2_2.json");
+        let id = "a1b2c3d4-0000-4000-8000-000000000001";
+        let mut headers = TaskHeaders::new("tasks.add", id);
+        headers.root_id = Some(id.to_owned());
+        headers.argsrepr = Some("(2, 2)".to_owned());
+        headers.kwargsrepr = Some("{}".to_owned());
+        headers.origin = Some("gen11001@vm".to_owned());
+        let ours = encode_headers(&headers.to_table()).unwrap();
+
+        let raw = base64(&fixture["headers_raw_base64"]);
+        let (rest, python) = lapin::types::parsing::parse_field_table(raw.as_slice()).unwrap();
+        assert!(rest.is_empty());
+        // Same entries with the same AMQP types and values...
+        assert_eq!(ours, python);
+        let letters: serde_json::Map<_, _> = ours
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), type_letters(v)))
+            .collect();
+        let expected = fixture["header_amqp_types"].as_object().unwrap();
+        assert_eq!(letters.len(), expected.len());
+        for (key, letter) in expected {
+            assert_eq!(&letters[key], letter, "header {key}");
+        }
+        // ...and the same bytes, once the entries are put in the same (sorted) order.
+        assert_eq!(encode_table(&ours), encode_table(&python));
+        assert_eq!(encode_table(&ours).len(), raw.len());
+    }
+
+    #[test]
+    fn integers_use_32_bits_when_they_fit() {
+        let table = encode_headers(&vec![
+            ("small".into(), HeaderValue::Int(i64::from(i32::MAX))),
+            ("negative".into(), HeaderValue::Int(i64::from(i32::MIN))),
+            ("large".into(), HeaderValue::Int(1 << 40)),
+            ("float".into(), HeaderValue::Float(0.5)),
+            ("text".into(), HeaderValue::Str("héllo".into())),
+        ])
+        .unwrap();
+        let inner = table.inner();
+        assert_eq!(inner["small"], AMQPValue::LongInt(i32::MAX));
+        assert_eq!(inner["negative"], AMQPValue::LongInt(i32::MIN));
+        assert_eq!(inner["large"], AMQPValue::LongLongInt(1 << 40));
+        assert_eq!(inner["float"], AMQPValue::Double(0.5));
+        assert_eq!(inner["text"].get_type().get_id(), 'S');
+    }
+
+    #[test]
+    fn every_field_type_decodes_to_the_nearest_header_value() {
+        let mut nested = FieldTable::default();
+        nested.insert("k".into(), AMQPValue::ShortString("v".into()));
+        let cases = [
+            (AMQPValue::Boolean(true), HeaderValue::Bool(true)),
+            (AMQPValue::ShortShortInt(-1), HeaderValue::Int(-1)),
+            (AMQPValue::ShortShortUInt(255), HeaderValue::Int(255)),
+            (AMQPValue::ShortInt(-300), HeaderValue::Int(-300)),
+            (AMQPValue::ShortUInt(60000), HeaderValue::Int(60000)),
+            (AMQPValue::LongInt(-5), HeaderValue::Int(-5)),
+            (AMQPValue::LongUInt(4_000_000_000), HeaderValue::Int(4_000_000_000)),
+            (AMQPValue::LongLongInt(1 << 40), HeaderValue::Int(1 << 40)),
+            (AMQPValue::Float(1.5), HeaderValue::Float(1.5)),
+            (AMQPValue::Double(2.25), HeaderValue::Float(2.25)),
+            (
+                AMQPValue::DecimalValue(DecimalValue { scale: 2, value: 150 }),
+                HeaderValue::Float(1.5),
+            ),
+            (AMQPValue::ShortString("s".into()), HeaderValue::Str("s".into())),
+            (AMQPValue::LongString("l".into()), HeaderValue::Str("l".into())),
+            (AMQPValue::Timestamp(1_700_000_000), HeaderValue::Int(1_700_000_000)),
+            (
+                AMQPValue::ByteArray(ByteArray::from(&b"raw"[..])),
+                HeaderValue::Str("raw".into()),
+            ),
+            (AMQPValue::Void, HeaderValue::Null),
+            (
+                AMQPValue::FieldArray(vec![AMQPValue::LongInt(1), AMQPValue::Void].into()),
+                HeaderValue::List(vec![HeaderValue::Int(1), HeaderValue::Null]),
+            ),
+            (
+                AMQPValue::FieldTable(nested),
+                HeaderValue::Table(vec![("k".into(), HeaderValue::Str("v".into()))]),
+            ),
+        ];
+        for (amqp, expected) in cases {
+            assert_eq!(decode_value(&amqp), expected, "{amqp:?}");
+        }
+    }
+
+    #[test]
+    fn properties_round_trip_and_priority_is_sent_only_when_set() {
+        let message = Message {
+            headers: vec![("lang".into(), HeaderValue::Str("py".into()))],
+            properties: Properties {
+                correlation_id: Some("id".into()),
+                reply_to: Some("oid".into()),
+                content_type: "application/json".into(),
+                content_encoding: "utf-8".into(),
+                delivery_mode: 2,
+                priority: None,
+                expiration: Some("60000".into()),
+            },
+            body: b"[]".to_vec(),
+        };
+        let properties = basic_properties(&message).unwrap();
+        assert_eq!(*properties.priority(), None);
+        assert_eq!(message_from(&properties, b"[]".to_vec()), message);
+    }
+
+    #[test]
+    fn long_names_are_refused_not_panicked_on() {
+        let long = "x".repeat(300);
+        let error = encode_headers(&vec![(long.clone(), HeaderValue::Null)]).unwrap_err();
+        assert_eq!(error.kind, BrokerErrorKind::Refused);
+        let message = Message {
+            headers: Vec::new(),
+            properties: Properties {
+                reply_to: Some(long),
+                ..Properties::default()
+            },
+            body: Vec::new(),
+        };
+        assert!(basic_properties(&message).is_err());
+    }
+
+    #[test]
+    fn urls_read_as_kombu_reads_them() {
+        let (uri, shown) = parse_url("amqp://guest@localhost//").unwrap();
+        assert_eq!(uri.vhost, "/");
+        assert_eq!(uri.authority.userinfo.password, "guest");
+        assert_eq!((uri.authority.host.as_str(), uri.authority.port), ("localhost", 5672));
+        assert_eq!(shown, "amqp://guest@localhost//");
+
+        let (uri, shown) = parse_url("pyamqp://user:p%40ss@rabbit:5673/my%2Fvhost?heartbeat=30")
+            .unwrap();
+        assert_eq!(uri.authority.userinfo.username, "user");
+        assert_eq!(uri.authority.userinfo.password, "p@ss");
+        assert_eq!((uri.authority.host.as_str(), uri.authority.port), ("rabbit", 5673));
+        assert_eq!(uri.vhost, "my/vhost");
+        assert_eq!(uri.query.heartbeat, Some(30));
+        assert_eq!(shown, "pyamqp://user:**@rabbit:5673/my%2Fvhost?heartbeat=30");
+
+        for url in ["amqp://", "amqp://localhost", "amqp://localhost/"] {
+            let (uri, _) = parse_url(url).unwrap();
+            assert_eq!(uri.vhost, "/", "{url}");
+            assert_eq!(uri.authority.host, "localhost", "{url}");
+            assert_eq!(uri.authority.userinfo.username, "guest", "{url}");
+        }
+        let (uri, _) = parse_url("amqp://[::1]:5000/v").unwrap();
+        assert_eq!((uri.authority.host.as_str(), uri.authority.port, uri.vhost.as_str()), ("::1", 5000, "v"));
+
+        assert!(matches!(parse_url("amqp://h:notaport/"), Err(Error::Config(_))));
+        let Err(Error::Config(message)) = parse_url("amqps://u:secret@h//") else {
+            panic!("amqps must be refused");
+        };
+        assert!(message.contains("TLS") && !message.contains("secret"), "{message}");
+    }
+
+    #[test]
+    fn broker_errors_are_classified() {
+        use lapin::protocol::{AMQPError, AMQPErrorKind, AMQPHardError, AMQPSoftError};
+        let protocol = |kind: AMQPErrorKind| {
+            lapin::Error::from(ErrorKind::ProtocolError(AMQPError::new(kind, "x".into())))
+        };
+        let kind = |error: lapin::Error| amqp_error("op", &error).kind;
+        assert_eq!(
+            kind(protocol(AMQPSoftError::PRECONDITIONFAILED.into())),
+            BrokerErrorKind::Refused
+        );
+        assert_eq!(
+            kind(protocol(AMQPSoftError::ACCESSREFUSED.into())),
+            BrokerErrorKind::Refused
+        );
+        assert_eq!(
+            kind(protocol(AMQPSoftError::NOROUTE.into())),
+            BrokerErrorKind::Channel
+        );
+        assert_eq!(
+            kind(protocol(AMQPHardError::CONNECTIONFORCED.into())),
+            BrokerErrorKind::Connection
+        );
+        let io = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        assert_eq!(
+            kind(ErrorKind::IOError(Arc::new(io)).into()),
+            BrokerErrorKind::Connection
+        );
+    }
+
+    #[test]
+    fn priority_queues_declare_x_max_priority_as_a_signed_int() {
+        let plain = Declaration::from(&Queue::new("q"));
+        assert!(plain.arguments.inner().is_empty());
+        let priority = Declaration::from(&Queue::new("p").max_priority(10));
+        assert_eq!(
+            priority.arguments.inner()["x-max-priority"],
+            AMQPValue::LongInt(10)
+        );
+    }
+}
