@@ -135,15 +135,16 @@ impl PythonSide {
                 "-c",
                 "1",
                 "-l",
-                "warning",
+                "critical",
             ])
             .args([
                 "--without-gossip",
                 "--without-mingle",
                 "--without-heartbeat",
-                "-Q",
-                &queues.join(","),
             ])
+            .args(["-Q", &queues.join(",")])
+            // Each worker needs a node name of its own: its control queue is exclusive to it.
+            .args(["-n", &format!("{}@%h", common::unique_name("interop"))])
             .args(extra)
             .current_dir(python_dir())
             .envs(self.env.iter().cloned())

@@ -391,7 +391,7 @@ impl Builder {
         };
         let backend = match self.backend {
             Some(backend) => backend,
-            None => backend::from_url(&self.config.result_backend)?,
+            None => backend::from_url(&self.config.result_backend, &self.config.broker_url)?,
         };
         let serializers = SerializerRegistry::default();
         let compressions = CompressionRegistry::default();
@@ -406,12 +406,14 @@ impl Builder {
             compressions.get(name)?;
         }
         let hostname = gethostname::gethostname().to_string_lossy().into_owned();
+        let oid = uuid::Uuid::new_v4().to_string();
+        backend.bind_client(&oid);
         Ok(Celery {
             inner: Arc::new(AppInner {
                 main: self.main,
                 origin: format!("gen{}@{}", std::process::id(), hostname),
                 hostname,
-                oid: uuid::Uuid::new_v4().to_string(),
+                oid,
                 config: self.config,
                 broker,
                 backend,

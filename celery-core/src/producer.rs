@@ -40,6 +40,7 @@ impl Producer {
         let retry = signature.options.retry;
         let policy = signature.options.retry_policy.clone();
         let outgoing = self.encode(signature)?;
+        self.app.backend().prepare_client().await?;
         self.publish(&outgoing, retry, policy).await?;
         Ok(outgoing.id)
     }

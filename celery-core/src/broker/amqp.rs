@@ -194,11 +194,12 @@ impl Shared {
             if connection.status().connected() {
                 return Ok(connection.clone());
             }
-            tracing::warn!(broker = %self.url, state = ?connection.status().state(), "connection lost, reconnecting");
+            tracing::warn!(broker = %self.url, "connection lost, reconnecting");
         }
         *slot = None;
-        let properties = ConnectionProperties::default()
-            .with_connection_name(LongString::from(format!("celery-rs {}", std::process::id())));
+        let properties = ConnectionProperties::default().with_connection_name(LongString::from(
+            format!("celery-rs {}", std::process::id()),
+        ));
         let timeout = self.options.connect_timeout;
         let connection = tokio::time::timeout(
             timeout,
@@ -400,7 +401,11 @@ impl Broker for AmqpBroker {
                 Confirmation::Ack(_) | Confirmation::NotRequested => Ok(()),
                 Confirmation::Nack(_) => Err(BrokerError::new(
                     BrokerErrorKind::Nack,
-                    format!("{} on {}: the broker refused the message", context(), shared.url),
+                    format!(
+                        "{} on {}: the broker refused the message",
+                        context(),
+                        shared.url
+                    ),
                 )),
             }
         })
@@ -539,7 +544,9 @@ impl AmqpConsumer {
                     FieldTable::default(),
                 )
                 .await
-                .map_err(|e| shared.error(format_args!("consume queue {:?}", declaration.queue), e))?;
+                .map_err(|e| {
+                    shared.error(format_args!("consume queue {:?}", declaration.queue), e)
+                })?;
             consumers.push(Some(consumer));
         }
         Ok(Session {
@@ -606,7 +613,8 @@ impl Session {
                 Poll::Pending => open += 1,
             }
         }
-        if open == 0 {
+        // With no queue at all there is simply nothing to deliver.
+        if open == 0 && count > 0 {
             Poll::Ready(None)
         } else {
             Poll::Pending
@@ -700,10 +708,7 @@ struct AmqpAcker {
 }
 
 impl AmqpAcker {
-    fn settle(
-        &mut self,
-        requeue: Option<bool>,
-    ) -> BoxFuture<'static, Result<(), BrokerError>> {
+    fn settle(&mut self, requeue: Option<bool>) -> BoxFuture<'static, Result<(), BrokerError>> {
         let pending = self.pending.take();
         Box::pin(async move {
             let Some((acker, _channel)) = pending else {
@@ -711,10 +716,7 @@ impl AmqpAcker {
             };
             let (action, done) = match requeue {
                 None => ("acknowledge", acker.ack(Default::default()).await),
-                Some(requeue) => (
-                    "reject",
-                    acker.reject(BasicRejectOptions { requeue }).await,
-                ),
+                Some(requeue) => ("reject", acker.reject(BasicRejectOptions { requeue }).await),
             };
             match done {
                 Ok(true) => Ok(()),
@@ -794,7 +796,7 @@ fn short(value: &str, what: &str) -> Result<ShortString, BrokerError> {
 
 /// The basic properties of a message; `headers` is always present (an empty table for result
 /// messages, as Celery sends them).
-fn basic_properties(message: &Message) -> Result<BasicProperties, BrokerError> {
+pub(crate) fn basic_properties(message: &Message) -> Result<BasicProperties, BrokerError> {
     let Properties {
         correlation_id,
         reply_to,
@@ -984,7 +986,11 @@ fn parse_url(url: &str) -> Result<(AMQPUri, String), Error> {
     };
     let vhost = decode(path)?;
     let mut query_string = AMQPQueryString::default();
-    for pair in query.unwrap_or_default().split('&').filter(|p| !p.is_empty()) {
+    for pair in query
+        .unwrap_or_default()
+        .split('&')
+        .filter(|p| !p.is_empty())
+    {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
         let number = || {
             value
@@ -1088,11 +1094,9 @@ mod tests {
     }
 
     fn encode_table(table: &FieldTable) -> Vec<u8> {
-        let (bytes, _) = cookie_factory::gen(
-            lapin::types::generation::gen_field_table(table),
-            Vec::new(),
-        )
-        .unwrap();
+        let (bytes, _) =
+            cookie_factory::gen(lapin::types::generation::gen_field_table(table), Vec::new())
+                .unwrap();
         bytes
     }
 
@@ -1169,17 +1173,32 @@ mod tests {
             (AMQPValue::ShortInt(-300), HeaderValue::Int(-300)),
             (AMQPValue::ShortUInt(60000), HeaderValue::Int(60000)),
             (AMQPValue::LongInt(-5), HeaderValue::Int(-5)),
-            (AMQPValue::LongUInt(4_000_000_000), HeaderValue::Int(4_000_000_000)),
+            (
+                AMQPValue::LongUInt(4_000_000_000),
+                HeaderValue::Int(4_000_000_000),
+            ),
             (AMQPValue::LongLongInt(1 << 40), HeaderValue::Int(1 << 40)),
             (AMQPValue::Float(1.5), HeaderValue::Float(1.5)),
             (AMQPValue::Double(2.25), HeaderValue::Float(2.25)),
             (
-                AMQPValue::DecimalValue(DecimalValue { scale: 2, value: 150 }),
+                AMQPValue::DecimalValue(DecimalValue {
+                    scale: 2,
+                    value: 150,
+                }),
                 HeaderValue::Float(1.5),
             ),
-            (AMQPValue::ShortString("s".into()), HeaderValue::Str("s".into())),
-            (AMQPValue::LongString("l".into()), HeaderValue::Str("l".into())),
-            (AMQPValue::Timestamp(1_700_000_000), HeaderValue::Int(1_700_000_000)),
+            (
+                AMQPValue::ShortString("s".into()),
+                HeaderValue::Str("s".into()),
+            ),
+            (
+                AMQPValue::LongString("l".into()),
+                HeaderValue::Str("l".into()),
+            ),
+            (
+                AMQPValue::Timestamp(1_700_000_000),
+                HeaderValue::Int(1_700_000_000),
+            ),
             (
                 AMQPValue::ByteArray(ByteArray::from(&b"raw"[..])),
                 HeaderValue::Str("raw".into()),
@@ -1240,17 +1259,26 @@ mod tests {
         let (uri, shown) = parse_url("amqp://guest@localhost//").unwrap();
         assert_eq!(uri.vhost, "/");
         assert_eq!(uri.authority.userinfo.password, "guest");
-        assert_eq!((uri.authority.host.as_str(), uri.authority.port), ("localhost", 5672));
+        assert_eq!(
+            (uri.authority.host.as_str(), uri.authority.port),
+            ("localhost", 5672)
+        );
         assert_eq!(shown, "amqp://guest@localhost//");
 
-        let (uri, shown) = parse_url("pyamqp://user:p%40ss@rabbit:5673/my%2Fvhost?heartbeat=30")
-            .unwrap();
+        let (uri, shown) =
+            parse_url("pyamqp://user:p%40ss@rabbit:5673/my%2Fvhost?heartbeat=30").unwrap();
         assert_eq!(uri.authority.userinfo.username, "user");
         assert_eq!(uri.authority.userinfo.password, "p@ss");
-        assert_eq!((uri.authority.host.as_str(), uri.authority.port), ("rabbit", 5673));
+        assert_eq!(
+            (uri.authority.host.as_str(), uri.authority.port),
+            ("rabbit", 5673)
+        );
         assert_eq!(uri.vhost, "my/vhost");
         assert_eq!(uri.query.heartbeat, Some(30));
-        assert_eq!(shown, "pyamqp://user:**@rabbit:5673/my%2Fvhost?heartbeat=30");
+        assert_eq!(
+            shown,
+            "pyamqp://user:**@rabbit:5673/my%2Fvhost?heartbeat=30"
+        );
 
         for url in ["amqp://", "amqp://localhost", "amqp://localhost/"] {
             let (uri, _) = parse_url(url).unwrap();
@@ -1259,13 +1287,26 @@ mod tests {
             assert_eq!(uri.authority.userinfo.username, "guest", "{url}");
         }
         let (uri, _) = parse_url("amqp://[::1]:5000/v").unwrap();
-        assert_eq!((uri.authority.host.as_str(), uri.authority.port, uri.vhost.as_str()), ("::1", 5000, "v"));
+        assert_eq!(
+            (
+                uri.authority.host.as_str(),
+                uri.authority.port,
+                uri.vhost.as_str()
+            ),
+            ("::1", 5000, "v")
+        );
 
-        assert!(matches!(parse_url("amqp://h:notaport/"), Err(Error::Config(_))));
+        assert!(matches!(
+            parse_url("amqp://h:notaport/"),
+            Err(Error::Config(_))
+        ));
         let Err(Error::Config(message)) = parse_url("amqps://u:secret@h//") else {
             panic!("amqps must be refused");
         };
-        assert!(message.contains("TLS") && !message.contains("secret"), "{message}");
+        assert!(
+            message.contains("TLS") && !message.contains("secret"),
+            "{message}"
+        );
     }
 
     #[test]

@@ -7,8 +7,10 @@ use crate::routing::Queue;
 use crate::task::DeliveryInfo;
 use crate::BoxFuture;
 
+pub mod amqp;
 pub mod memory;
 
+pub use amqp::AmqpBroker;
 pub use memory::MemoryBroker;
 
 /// What kind of failure a broker error is; publish retry policies select on it.
@@ -123,12 +125,17 @@ impl fmt::Debug for Delivery {
     }
 }
 
-/// Opens the broker a URL names: `memory://[name]`.
+/// Opens the broker a URL names: `memory://[name]`, or `amqp://user:password@host:port/vhost`
+/// (also `pyamqp://`), which connects on first use.
 pub fn from_url(url: &str) -> Result<std::sync::Arc<dyn Broker>, crate::error::Error> {
     match url.split_once("://").map(|(scheme, _)| scheme) {
         Some("memory") => Ok(MemoryBroker::shared(url)),
+        Some("amqp" | "amqps" | "pyamqp") => Ok(std::sync::Arc::new(AmqpBroker::new(
+            url,
+            amqp::AmqpOptions::default(),
+        )?)),
         _ => Err(crate::error::Error::Config(format!(
-            "unsupported broker URL {url:?} (supported: memory://)"
+            "unsupported broker URL {url:?} (supported: memory://, amqp://)"
         ))),
     }
 }

@@ -1,0 +1,479 @@
+//! The rpc result backend (`rpc://`, Celery's `RPCBackend`): a worker sends each state of a task
+//! as a message to the caller's reply queue, named after the calling app's id; the caller
+//! consumes that queue and keeps the latest state of each task.
+//!
+//! It rides on the broker's AMQP connection settings (`broker_url`), with a connection of its own.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use lapin::types::{AMQPValue, FieldTable, ShortString};
+use serde_json::Value;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::{ResultBackend, ResultReceiver};
+use crate::broker::amqp::{AmqpBroker, AmqpConsumer, AmqpOptions, Declaration};
+use crate::broker::{Broker, BrokerError, Consumer};
+use crate::compression::CompressionRegistry;
+use crate::error::Error;
+use crate::protocol::{Message, Properties};
+use crate::result::ResultMeta;
+use crate::serializer::{Json, SerializerRegistry};
+use crate::BoxFuture;
+
+/// Celery's `result_expires` (one day): the reply queue's `x-expires`, in milliseconds.
+const REPLY_QUEUE_EXPIRES_MS: i32 = 86_400_000;
+
+/// How many finished results are remembered for `state()`/`get()` after they arrived.
+const KEPT_FINISHED: usize = 10_000;
+
+/// Largest result body accepted once decompressed.
+const MAX_RESULT_SIZE: usize = 64 * 1024 * 1024;
+
+/// Results as messages to the caller's reply queue.
+pub struct RpcBackend {
+    broker: AmqpBroker,
+    /// The reply queue: the app's id once [`bind_client`](ResultBackend::bind_client) names it.
+    reply_queue: Mutex<String>,
+    declared: AtomicBool,
+    results: Arc<Mutex<Results>>,
+    listener: tokio::sync::Mutex<Option<JoinHandle<()>>>,
+}
+
+/// What arrived on the reply queue: the latest state of each task and who waits for it.
+#[derive(Default)]
+struct Results {
+    entries: HashMap<String, Entry>,
+    /// Tasks in the order they finished, to forget the oldest.
+    finished: VecDeque<String>,
+}
+
+#[derive(Default)]
+struct Entry {
+    latest: Option<ResultMeta>,
+    subscribers: Vec<mpsc::UnboundedSender<ResultMeta>>,
+}
+
+impl RpcBackend {
+    /// An rpc backend using the AMQP broker at `broker_url`; it connects on first use.
+    pub fn new(broker_url: &str) -> Result<Self, Error> {
+        let broker = AmqpBroker::new(broker_url, AmqpOptions::default()).map_err(|error| {
+            Error::Config(format!("rpc:// needs an amqp:// broker_url: {error}"))
+        })?;
+        Ok(RpcBackend {
+            broker,
+            reply_queue: Mutex::new(uuid::Uuid::new_v4().to_string()),
+            declared: AtomicBool::new(false),
+            results: Arc::default(),
+            listener: tokio::sync::Mutex::new(None),
+        })
+    }
+
+    /// The queue this client receives results on.
+    pub fn reply_queue(&self) -> String {
+        self.reply_queue
+            .lock()
+            .expect("reply queue name poisoned")
+            .clone()
+    }
+
+    fn error(&self, error: BrokerError) -> Error {
+        Error::Backend {
+            backend: self.url().to_owned(),
+            reason: error.to_string(),
+        }
+    }
+
+    fn results(&self) -> std::sync::MutexGuard<'_, Results> {
+        self.results.lock().expect("rpc results poisoned")
+    }
+
+    /// Consumes the reply queue from now on (declaring it first), unless already consuming.
+    async fn listen(&self) -> Result<(), Error> {
+        let mut listener = self.listener.lock().await;
+        if listener.as_ref().is_some_and(|task| !task.is_finished()) {
+            return Ok(());
+        }
+        let queue = self.reply_queue();
+        let consumer = self
+            .broker
+            .consume_declared(vec![reply_queue_declaration(&queue)], 0)
+            .await
+            .map_err(|e| self.error(e))?;
+        self.declared.store(true, Ordering::Release);
+        *listener = Some(tokio::spawn(receive(consumer, self.results.clone())));
+        Ok(())
+    }
+}
+
+impl Drop for RpcBackend {
+    fn drop(&mut self) {
+        if let Some(listener) = self.listener.get_mut().take() {
+            listener.abort();
+        }
+    }
+}
+
+/// The reply queue as Celery 5.7 declares it: durable, auto-delete, `x-expires` one day.
+fn reply_queue_declaration(name: &str) -> Declaration {
+    let mut arguments = FieldTable::default();
+    arguments.insert(
+        ShortString::from("x-expires"),
+        AMQPValue::LongInt(REPLY_QUEUE_EXPIRES_MS),
+    );
+    Declaration {
+        queue: name.to_owned(),
+        durable: true,
+        auto_delete: true,
+        arguments,
+        exchange: String::new(),
+        exchange_type: "direct".to_owned(),
+        routing_key: name.to_owned(),
+    }
+}
+
+/// Receives result messages until the backend is dropped.
+async fn receive(mut consumer: AmqpConsumer, results: Arc<Mutex<Results>>) {
+    while let Some(delivery) = consumer.next().await {
+        let delivery = match delivery {
+            Ok(delivery) => delivery,
+            Err(error) => {
+                tracing::warn!(%error, "rpc:// result consumer");
+                continue;
+            }
+        };
+        match decode_result(&delivery.message) {
+            Ok(meta) => results.lock().expect("rpc results poisoned").record(meta),
+            Err(error) => tracing::warn!(%error, "rpc:// dropped a result message"),
+        }
+        if let Err(error) = delivery.acker.ack().await {
+            tracing::debug!(%error, "rpc:// result not acknowledged");
+        }
+    }
+}
+
+/// A result message as Celery's worker sends it: the meta as JSON, `correlation_id` = task id,
+/// transient, priority 0, an empty header table and no `reply_to`.
+fn result_message(meta: &ResultMeta) -> Result<Message, Error> {
+    let body = Json::to_vec(meta).map_err(|e| Error::encode("task result", e))?;
+    Ok(Message {
+        headers: Vec::new(),
+        properties: Properties {
+            correlation_id: Some(meta.task_id.clone()),
+            reply_to: None,
+            content_type: "application/json".to_owned(),
+            content_encoding: "utf-8".to_owned(),
+            delivery_mode: 1,
+            priority: Some(0),
+            expiration: None,
+        },
+        body,
+    })
+}
+
+/// Reads a result message; the task is named by the meta's `task_id`, else by `correlation_id`.
+fn decode_result(message: &Message) -> Result<ResultMeta, Error> {
+    let what = || {
+        format!(
+            "result message {}",
+            message.properties.correlation_id.as_deref().unwrap_or("?")
+        )
+    };
+    let decompressed;
+    let mut body = message.body.as_slice();
+    if let Some(scheme) = message.header("compression").and_then(|v| v.as_str()) {
+        decompressed = CompressionRegistry::default()
+            .get(scheme)?
+            .decompress(body, MAX_RESULT_SIZE)
+            .map_err(|e| Error::decode(what(), format!("{e:?}")))?;
+        body = &decompressed;
+    }
+    let content_type = match message.properties.content_type.as_str() {
+        "" => "application/json",
+        other => other,
+    };
+    let value = SerializerRegistry::default()
+        .get(content_type)?
+        .decode(body)
+        .map_err(|e| Error::decode(what(), e))?;
+    let Value::Object(mut meta) = value else {
+        return Err(Error::decode(what(), "the body is not a mapping"));
+    };
+    if !meta.contains_key("task_id") {
+        let id = message
+            .properties
+            .correlation_id
+            .clone()
+            .ok_or_else(|| Error::decode(what(), "neither task_id nor correlation_id"))?;
+        meta.insert("task_id".to_owned(), Value::String(id));
+    }
+    serde_json::from_value(Value::Object(meta)).map_err(|e| Error::decode(what(), e))
+}
+
+impl Results {
+    /// Keeps a state as the task's latest and passes it to the task's subscribers.
+    fn record(&mut self, meta: ResultMeta) {
+        let task_id = meta.task_id.clone();
+        let entry = self.entries.entry(task_id.clone()).or_default();
+        entry
+            .subscribers
+            .retain(|subscriber| subscriber.send(meta.clone()).is_ok());
+        let finishes = meta.status.is_ready()
+            && !entry
+                .latest
+                .as_ref()
+                .is_some_and(|latest| latest.status.is_ready());
+        entry.latest = Some(meta);
+        if finishes {
+            self.finished.push_back(task_id);
+            self.forget_oldest();
+        }
+    }
+
+    fn forget_oldest(&mut self) {
+        while self.finished.len() > KEPT_FINISHED {
+            let Some(task_id) = self.finished.pop_front() else {
+                break;
+            };
+            let unwatched = self.entries.get(&task_id).is_some_and(|entry| {
+                entry.subscribers.iter().all(|s| s.is_closed())
+                    && entry.latest.as_ref().is_some_and(|m| m.status.is_ready())
+            });
+            if unwatched {
+                self.entries.remove(&task_id);
+            }
+        }
+    }
+}
+
+impl ResultBackend for RpcBackend {
+    fn url(&self) -> &str {
+        "rpc://"
+    }
+
+    fn bind_client(&self, oid: &str) {
+        let mut name = self.reply_queue.lock().expect("reply queue name poisoned");
+        if *name != oid && self.declared.load(Ordering::Acquire) {
+            tracing::warn!(
+                reply_queue = %name,
+                oid,
+                "rpc:// backend already receiving results on another queue; results for {oid} \
+                 will not arrive here"
+            );
+            return;
+        }
+        *name = oid.to_owned();
+    }
+
+    fn prepare_client(&self) -> BoxFuture<'_, Result<(), Error>> {
+        Box::pin(async move {
+            if self.declared.load(Ordering::Acquire) {
+                return Ok(());
+            }
+            let queue = self.reply_queue();
+            self.broker
+                .declare_queue(&reply_queue_declaration(&queue))
+                .await
+                .map_err(|e| self.error(e))?;
+            self.declared.store(true, Ordering::Release);
+            Ok(())
+        })
+    }
+
+    fn store<'a>(
+        &'a self,
+        meta: ResultMeta,
+        reply_to: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<(), Error>> {
+        Box::pin(async move {
+            let Some(reply_to) = reply_to.filter(|r| !r.is_empty()) else {
+                tracing::warn!(task_id = %meta.task_id, state = %meta.status, "rpc:// cannot send a result without the caller's reply_to; dropped");
+                return Ok(());
+            };
+            let message = result_message(&meta)?;
+            self.broker
+                .publish("", reply_to, &message)
+                .await
+                .map_err(|e| self.error(e))
+        })
+    }
+
+    fn get<'a>(&'a self, task_id: &'a str) -> BoxFuture<'a, Result<Option<ResultMeta>, Error>> {
+        Box::pin(async move {
+            self.listen().await?;
+            Ok(self
+                .results()
+                .entries
+                .get(task_id)
+                .and_then(|entry| entry.latest.clone()))
+        })
+    }
+
+    fn subscribe<'a>(&'a self, task_id: &'a str) -> BoxFuture<'a, Result<ResultReceiver, Error>> {
+        Box::pin(async move {
+            self.listen().await?;
+            let (sender, receiver) = mpsc::unbounded_channel();
+            let mut results = self.results();
+            let entry = results.entries.entry(task_id.to_owned()).or_default();
+            if let Some(latest) = &entry.latest {
+                let _ = sender.send(latest.clone());
+            }
+            entry.subscribers.push(sender);
+            Ok(receiver)
+        })
+    }
+
+    fn forget<'a>(&'a self, task_id: &'a str) -> BoxFuture<'a, Result<(), Error>> {
+        self.results().entries.remove(task_id);
+        Box::pin(async { Ok(()) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::HeaderValue;
+    use crate::result::State;
+    use base64::Engine;
+    use serde_json::json;
+
+    fn fixture(name: &str) -> Value {
+        let path = format!(
+            "{}/../tests/fixtures/python/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    }
+
+    fn base64(value: &Value) -> Vec<u8> {
+        base64::engine::general_purpose::STANDARD
+            .decode(value.as_str().unwrap())
+            .unwrap()
+    }
+
+    /// A fixture result message as this crate receives it.
+    fn received(fixture: &Value) -> Message {
+        let properties = &fixture["properties"];
+        Message {
+            headers: Vec::new(),
+            properties: Properties {
+                correlation_id: properties["correlation_id"].as_str().map(str::to_owned),
+                reply_to: None,
+                content_type: fixture["content_type"].as_str().unwrap().to_owned(),
+                content_encoding: fixture["content_encoding"].as_str().unwrap().to_owned(),
+                delivery_mode: 1,
+                priority: Some(0),
+                expiration: None,
+            },
+            body: base64(&fixture["body_base64"]),
+        }
+    }
+
+    #[test]
+    fn python_results_decode_and_encode_back_to_the_same_bytes_and_properties() {
+        for name in [
+            "result_success_add.json",
+            "result_failure_valueerror.json",
+            "result_progress.json",
+            "result_progress_final_success.json",
+            "result_retry.json",
+        ] {
+            let fixture = fixture(name);
+            let message = received(&fixture);
+            let meta = decode_result(&message).unwrap();
+            assert_eq!(
+                meta.task_id,
+                fixture["properties"]["correlation_id"].as_str().unwrap()
+            );
+            let ours = result_message(&meta).unwrap();
+            assert_eq!(ours.body, message.body, "{name}: body");
+
+            let properties = crate::broker::amqp::basic_properties(&ours).unwrap();
+            let (raw, _) = cookie_factory::gen(
+                lapin::protocol::basic::gen_properties(&properties),
+                Vec::new(),
+            )
+            .unwrap();
+            assert_eq!(
+                raw,
+                base64(&fixture["properties_raw_base64"]),
+                "{name}: properties"
+            );
+        }
+    }
+
+    #[test]
+    fn a_result_without_task_id_is_matched_on_its_correlation_id() {
+        let mut message = received(&fixture("result_progress.json"));
+        message.body = br#"{"status": "PROGRESS", "result": {"progress": 50}}"#.to_vec();
+        message.properties.correlation_id = Some("the-id".to_owned());
+        let meta = decode_result(&message).unwrap();
+        assert_eq!(meta.task_id, "the-id");
+        assert_eq!(meta.status, State::Custom("PROGRESS".to_owned()));
+
+        message.body = b"[1]".to_vec();
+        assert!(decode_result(&message).is_err());
+    }
+
+    #[test]
+    fn compressed_results_are_read() {
+        let mut message = received(&fixture("result_success_add.json"));
+        use crate::compression::Compression;
+        message.body = crate::compression::Zlib.compress(&message.body).unwrap();
+        message.headers = vec![(
+            "compression".to_owned(),
+            HeaderValue::Str("application/x-gzip".to_owned()),
+        )];
+        assert_eq!(decode_result(&message).unwrap().result, json!(4));
+    }
+
+    #[test]
+    fn subscribers_get_the_latest_state_then_every_change_in_order() {
+        let mut results = Results::default();
+        let meta = |state: &str, result: Value| ResultMeta::new("t".into(), state.into(), result);
+        results.record(meta("STARTED", json!(null)));
+        let (sender, mut receiver) = mpsc::unbounded_channel();
+        let latest = results.entries["t"].latest.clone().unwrap();
+        sender.send(latest).unwrap();
+        results
+            .entries
+            .get_mut("t")
+            .unwrap()
+            .subscribers
+            .push(sender);
+        results.record(meta("PROGRESS", json!({"progress": 50})));
+        results.record(meta("SUCCESS", json!(4)));
+        let seen: Vec<String> = std::iter::from_fn(|| receiver.try_recv().ok())
+            .map(|m| m.status.to_string())
+            .collect();
+        assert_eq!(seen, ["STARTED", "PROGRESS", "SUCCESS"]);
+        assert_eq!(results.finished, ["t"]);
+    }
+
+    #[test]
+    fn only_the_latest_finished_results_are_kept() {
+        let mut results = Results::default();
+        for i in 0..KEPT_FINISHED + 5 {
+            results.record(ResultMeta::new(i.to_string(), State::Success, json!(i)));
+        }
+        assert_eq!(results.entries.len(), KEPT_FINISHED);
+        assert!(!results.entries.contains_key("0"));
+        assert!(results
+            .entries
+            .contains_key(&(KEPT_FINISHED + 4).to_string()));
+    }
+
+    #[test]
+    fn the_reply_queue_is_declared_as_celery_5_7_declares_it() {
+        let declaration = reply_queue_declaration("oid");
+        assert!(declaration.durable && declaration.auto_delete);
+        assert_eq!(declaration.exchange, "");
+        assert_eq!(
+            declaration.arguments.inner()["x-expires"],
+            AMQPValue::LongInt(86_400_000)
+        );
+        assert_eq!(declaration.arguments.inner().len(), 1);
+    }
+}

@@ -1,0 +1,683 @@
+//! The AMQP broker and the rpc:// backend against a real RabbitMQ at 127.0.0.1:5672
+//! (guest/guest). Skipped when it is not reachable, unless `CELERY_TEST_REQUIRE_SERVICES=1`.
+
+use std::io;
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use celery_core::backend::{ResultBackend, RpcBackend};
+use celery_core::broker::amqp::{AmqpBroker, AmqpOptions};
+use celery_core::broker::{Broker, BrokerErrorKind, Consumer, Delivery};
+use celery_core::protocol::{HeaderValue, Message, Properties, TaskHeaders};
+use celery_core::task::{Invocation, Task, TaskOptions};
+use celery_core::{CallOptions, Celery, Error, Queue, ResultMeta, State, TaskError};
+use serde_json::{json, Map, Value};
+
+const RABBITMQ: &str = "127.0.0.1:5672";
+const URL: &str = "amqp://guest:guest@127.0.0.1:5672//";
+const WAIT: Duration = Duration::from_secs(10);
+
+/// Whether RabbitMQ answers; says why a test is skipped when it does not.
+fn rabbitmq_available() -> bool {
+    let address = RABBITMQ.parse().expect("socket address");
+    match TcpStream::connect_timeout(&address, Duration::from_secs(2)) {
+        Ok(_) => true,
+        Err(error) => {
+            if std::env::var("CELERY_TEST_REQUIRE_SERVICES").as_deref() == Ok("1") {
+                panic!("RabbitMQ not reachable at {RABBITMQ} ({error}) and CELERY_TEST_REQUIRE_SERVICES=1");
+            }
+            eprintln!("skipped: RabbitMQ not reachable at {RABBITMQ} ({error})");
+            false
+        }
+    }
+}
+
+macro_rules! require_rabbitmq {
+    () => {
+        if !rabbitmq_available() {
+            return;
+        }
+    };
+}
+
+fn unique(what: &str) -> String {
+    format!("celery-rs-test-{what}-{}", uuid::Uuid::new_v4().simple())
+}
+
+async fn broker() -> AmqpBroker {
+    AmqpBroker::connect(URL).await.expect("connect to RabbitMQ")
+}
+
+fn message(body: &str) -> Message {
+    Message {
+        headers: Vec::new(),
+        properties: Properties {
+            content_type: "text/plain".to_owned(),
+            content_encoding: "utf-8".to_owned(),
+            delivery_mode: 2,
+            ..Properties::default()
+        },
+        body: body.as_bytes().to_vec(),
+    }
+}
+
+async fn next(consumer: &mut Box<dyn Consumer>) -> Delivery {
+    tokio::time::timeout(WAIT, consumer.next())
+        .await
+        .expect("a delivery in time")
+        .expect("the consumer goes on")
+        .expect("a delivery, not an error")
+}
+
+fn body(delivery: &Delivery) -> String {
+    String::from_utf8(delivery.message.body.clone()).unwrap()
+}
+
+/// Header tables come back in key order (AMQP tables are unordered).
+fn sorted(mut headers: Vec<(String, HeaderValue)>) -> Vec<(String, HeaderValue)> {
+    for (_, value) in &mut headers {
+        if let HeaderValue::Table(table) = value {
+            *table = sorted(std::mem::take(table));
+        }
+    }
+    headers.sort_by(|a, b| a.0.cmp(&b.0));
+    headers
+}
+
+async fn cleanup(broker: &AmqpBroker, queues: &[&str]) {
+    for queue in queues {
+        let _ = broker.delete_queue(queue).await;
+    }
+}
+
+#[tokio::test]
+async fn round_trip_keeps_headers_properties_and_body() {
+    require_rabbitmq!();
+    let broker = broker().await;
+    let name = unique("roundtrip");
+    let queue = Queue::new(&name);
+    broker.declare(&queue).await.unwrap();
+    // Redeclaring the same queue is fine.
+    broker.declare(&queue).await.unwrap();
+
+    let id = uuid::Uuid::new_v4().to_string();
+    let mut task_headers = TaskHeaders::new("tasks.add", &id);
+    task_headers.root_id = Some(id.clone());
+    task_headers.argsrepr = Some("('héllo ☃',)".to_owned());
+    task_headers.timelimit = (Some(10.0), Some(2.5));
+    task_headers.extra = vec![
+        ("big".to_owned(), HeaderValue::Int(1 << 40)),
+        ("negative".to_owned(), HeaderValue::Int(-7)),
+        (
+            "nested".to_owned(),
+            HeaderValue::Table(vec![
+                (
+                    "z".to_owned(),
+                    HeaderValue::List(vec![HeaderValue::Bool(true)]),
+                ),
+                ("a".to_owned(), HeaderValue::Null),
+            ]),
+        ),
+    ];
+    let sent = Message {
+        headers: task_headers.to_table(),
+        properties: Properties {
+            correlation_id: Some(id.clone()),
+            reply_to: Some("some-oid".to_owned()),
+            content_type: "application/json".to_owned(),
+            content_encoding: "utf-8".to_owned(),
+            delivery_mode: 2,
+            priority: Some(3),
+            expiration: Some("60000".to_owned()),
+        },
+        body: "[[\"h\\u00e9llo\"], {}, null]".as_bytes().to_vec(),
+    };
+    broker.publish("", &name, &sent).await.unwrap();
+    // Through the queue's own exchange too.
+    broker
+        .publish(&name, &name, &message("second"))
+        .await
+        .unwrap();
+
+    let mut consumer = broker
+        .consume(std::slice::from_ref(&queue), 10)
+        .await
+        .unwrap();
+    let first = next(&mut consumer).await;
+    assert_eq!(first.message.body, sent.body);
+    assert_eq!(first.message.properties, sent.properties);
+    assert_eq!(first.message.headers, sorted(sent.headers.clone()));
+    assert_eq!(
+        TaskHeaders::from_table(&first.message.headers)
+            .unwrap()
+            .argsrepr,
+        task_headers.argsrepr
+    );
+    assert_eq!(
+        (
+            first.info.exchange.as_str(),
+            first.info.routing_key.as_str()
+        ),
+        ("", name.as_str())
+    );
+    assert_eq!(first.info.priority, Some(3));
+    assert!(!first.info.redelivered);
+    first.acker.ack().await.unwrap();
+
+    let second = next(&mut consumer).await;
+    assert_eq!(body(&second), "second");
+    assert_eq!(second.info.exchange, name);
+    assert_eq!(second.message.properties.priority, None);
+    assert_eq!(second.message.properties.correlation_id, None);
+    second.acker.ack().await.unwrap();
+
+    consumer.cancel().await;
+    assert!(consumer.next().await.is_none());
+    drop(consumer);
+    cleanup(&broker, &[&name]).await;
+}
+
+#[tokio::test]
+async fn priority_queues_deliver_higher_priorities_first() {
+    require_rabbitmq!();
+    let broker = broker().await;
+    let name = unique("priority");
+    let queue = Queue::new(&name).max_priority(10);
+    broker.declare(&queue).await.unwrap();
+    for (text, priority) in [("low", 1), ("high", 9), ("mid", 5)] {
+        let mut message = message(text);
+        message.properties.priority = Some(priority);
+        broker.publish("", &name, &message).await.unwrap();
+    }
+    let mut consumer = broker
+        .consume(std::slice::from_ref(&queue), 1)
+        .await
+        .unwrap();
+    let mut order = Vec::new();
+    for _ in 0..3 {
+        let delivery = next(&mut consumer).await;
+        order.push(body(&delivery));
+        delivery.acker.ack().await.unwrap();
+    }
+    assert_eq!(order, ["high", "mid", "low"]);
+
+    // A declaration that differs from the existing queue is refused (406), and the broker stays
+    // usable afterwards.
+    let error = broker.declare(&Queue::new(&name)).await.unwrap_err();
+    assert_eq!(error.kind, BrokerErrorKind::Refused, "{error}");
+    assert!(error.to_string().contains("PRECONDITION"), "{error}");
+    broker.declare(&queue).await.unwrap();
+
+    drop(consumer);
+    cleanup(&broker, &[&name]).await;
+}
+
+#[tokio::test]
+async fn rejected_messages_are_requeued_or_dropped() {
+    require_rabbitmq!();
+    let broker = broker().await;
+    let name = unique("reject");
+    let queue = Queue::new(&name);
+    broker.declare(&queue).await.unwrap();
+    broker.publish("", &name, &message("again")).await.unwrap();
+    let mut consumer = broker
+        .consume(std::slice::from_ref(&queue), 1)
+        .await
+        .unwrap();
+    let first = next(&mut consumer).await;
+    assert!(!first.info.redelivered);
+    first.acker.reject(true).await.unwrap();
+    let second = next(&mut consumer).await;
+    assert_eq!(body(&second), "again");
+    assert!(second.info.redelivered);
+    second.acker.reject(false).await.unwrap();
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), consumer.next())
+            .await
+            .is_err(),
+        "a message rejected without requeue is gone"
+    );
+    drop(consumer);
+    assert_eq!(broker.purge(&name).await.unwrap(), 0);
+    cleanup(&broker, &[&name]).await;
+}
+
+#[tokio::test]
+async fn unacknowledged_messages_come_back_and_cancel_still_lets_running_tasks_ack() {
+    require_rabbitmq!();
+    let broker = broker().await;
+    let name = unique("unacked");
+    let queue = Queue::new(&name);
+    broker.declare(&queue).await.unwrap();
+    for text in ["running", "held", "prefetched"] {
+        broker.publish("", &name, &message(text)).await.unwrap();
+    }
+    let mut consumer = broker
+        .consume(std::slice::from_ref(&queue), 3)
+        .await
+        .unwrap();
+    let running = next(&mut consumer).await;
+    let held = next(&mut consumer).await;
+    assert_eq!(
+        (body(&running), body(&held)),
+        ("running".into(), "held".into())
+    );
+    // "prefetched" reached this process but was never handed out.
+
+    // The worker cancels on shutdown, then acknowledges the task that was running.
+    consumer.cancel().await;
+    assert!(consumer.next().await.is_none());
+    running.acker.ack().await.unwrap();
+    drop(consumer);
+    // The rest was never acknowledged: once the last delivery is dropped, the channel closes
+    // and the broker requeues both.
+    drop(held);
+
+    let mut again = broker
+        .consume(std::slice::from_ref(&queue), 2)
+        .await
+        .unwrap();
+    let mut back = Vec::new();
+    for _ in 0..2 {
+        let delivery = next(&mut again).await;
+        assert!(delivery.info.redelivered);
+        back.push(body(&delivery));
+        delivery.acker.ack().await.unwrap();
+    }
+    back.sort();
+    assert_eq!(back, ["held", "prefetched"]);
+    drop(again);
+    assert_eq!(broker.purge(&name).await.unwrap(), 0);
+    cleanup(&broker, &[&name]).await;
+}
+
+#[tokio::test]
+async fn purge_counts_the_ready_messages() {
+    require_rabbitmq!();
+    let broker = broker().await;
+    let name = unique("purge");
+    broker.declare(&Queue::new(&name)).await.unwrap();
+    for i in 0..3 {
+        broker
+            .publish("", &name, &message(&i.to_string()))
+            .await
+            .unwrap();
+    }
+    assert_eq!(broker.purge(&name).await.unwrap(), 3);
+    assert_eq!(broker.purge(&name).await.unwrap(), 0);
+    cleanup(&broker, &[&name]).await;
+}
+
+#[tokio::test]
+async fn publishing_with_and_without_confirms() {
+    require_rabbitmq!();
+    let confirmed = Arc::new(broker().await);
+    let unconfirmed = AmqpBroker::connect_with(URL, AmqpOptions::default().confirm_publish(false))
+        .await
+        .unwrap();
+    let name = unique("confirms");
+    let queue = Queue::new(&name);
+    confirmed.declare(&queue).await.unwrap();
+
+    // Many concurrent publishes share the pooled channels.
+    let mut publishes = tokio::task::JoinSet::new();
+    for i in 0..50 {
+        let (broker, name) = (confirmed.clone(), name.clone());
+        publishes.spawn(async move { broker.publish("", &name, &message(&format!("c{i}"))).await });
+    }
+    while let Some(published) = publishes.join_next().await {
+        published.unwrap().unwrap();
+    }
+    for i in 0..5 {
+        unconfirmed
+            .publish("", &name, &message(&format!("u{i}")))
+            .await
+            .unwrap();
+    }
+    let mut consumer = confirmed
+        .consume(std::slice::from_ref(&queue), 100)
+        .await
+        .unwrap();
+    let mut seen = 0;
+    while seen < 55 {
+        next(&mut consumer).await.acker.ack().await.unwrap();
+        seen += 1;
+    }
+
+    // With confirms, a message to a missing exchange is an error (404 closes the channel)...
+    let error = confirmed
+        .publish(&unique("no-such-exchange"), "x", &message("lost"))
+        .await
+        .unwrap_err();
+    assert_eq!(error.kind, BrokerErrorKind::Refused, "{error}");
+    // ...and the next publish goes through a fresh channel.
+    confirmed
+        .publish("", &name, &message("after"))
+        .await
+        .unwrap();
+    assert_eq!(body(&next(&mut consumer).await), "after");
+
+    drop(consumer);
+    cleanup(&confirmed, &[&name]).await;
+}
+
+#[tokio::test]
+async fn consuming_a_missing_queue_is_refused() {
+    require_rabbitmq!();
+    let broker = broker().await;
+    let error = match broker.consume(&[Queue::new(unique("missing"))], 1).await {
+        Err(error) => error,
+        Ok(_) => panic!("consuming a missing queue must fail"),
+    };
+    assert_eq!(error.kind, BrokerErrorKind::Refused, "{error}");
+}
+
+#[tokio::test]
+async fn an_unreachable_broker_is_a_connection_error_quickly() {
+    // Needs no RabbitMQ: nothing listens on port 1.
+    let started = Instant::now();
+    let broker =
+        AmqpBroker::new("amqp://guest:secret@127.0.0.1:1//", AmqpOptions::default()).unwrap();
+    assert_eq!(broker.url(), "amqp://guest:**@127.0.0.1:1//");
+    let error = broker.publish("", "q", &message("x")).await.unwrap_err();
+    assert_eq!(error.kind, BrokerErrorKind::Connection, "{error}");
+    assert!(error.to_string().contains("127.0.0.1:1"), "{error}");
+    assert!(!error.to_string().contains("secret"), "{error}");
+    match AmqpBroker::connect("amqp://guest@127.0.0.1:1//").await {
+        Err(Error::Broker(error)) => assert_eq!(error.kind, BrokerErrorKind::Connection),
+        other => panic!("expected a connection error, got {other:?}"),
+    }
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+/// A TCP proxy to RabbitMQ whose connections the test can cut.
+struct Proxy {
+    port: u16,
+    sockets: Arc<Mutex<Vec<TcpStream>>>,
+}
+
+impl Proxy {
+    fn start() -> io::Result<Proxy> {
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        let port = listener.local_addr()?.port();
+        let sockets: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
+        let registry = sockets.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { return };
+                let Ok(server) = TcpStream::connect(RABBITMQ) else {
+                    continue;
+                };
+                let (Ok(client_read), Ok(server_read)) = (client.try_clone(), server.try_clone())
+                else {
+                    continue;
+                };
+                registry
+                    .lock()
+                    .unwrap()
+                    .extend([client.try_clone().unwrap(), server.try_clone().unwrap()]);
+                let (mut client_write, mut server_write) = (client, server);
+                let (mut client_read, mut server_read) = (client_read, server_read);
+                std::thread::spawn(move || io::copy(&mut client_read, &mut server_write));
+                std::thread::spawn(move || io::copy(&mut server_read, &mut client_write));
+            }
+        });
+        Ok(Proxy { port, sockets })
+    }
+
+    fn url(&self) -> String {
+        format!("amqp://guest:guest@127.0.0.1:{}//", self.port)
+    }
+
+    /// Drops every connection, as a network failure or a broker restart would.
+    fn cut(&self) {
+        for socket in self.sockets.lock().unwrap().drain(..) {
+            let _ = socket.shutdown(Shutdown::Both);
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_lost_connection_is_reopened_for_publishers_and_consumers() {
+    require_rabbitmq!();
+    let direct = broker().await;
+    let proxy = Proxy::start().unwrap();
+    let through_proxy = AmqpBroker::connect(&proxy.url()).await.unwrap();
+    let name = unique("reconnect");
+    let queue = Queue::new(&name);
+    through_proxy.declare(&queue).await.unwrap();
+    let mut consumer = through_proxy
+        .consume(std::slice::from_ref(&queue), 5)
+        .await
+        .unwrap();
+    through_proxy
+        .publish("", &name, &message("before"))
+        .await
+        .unwrap();
+    let before = next(&mut consumer).await;
+    assert_eq!(body(&before), "before");
+    before.acker.ack().await.unwrap();
+
+    proxy.cut();
+
+    // The consumer reports the loss, then consumes again.
+    direct.publish("", &name, &message("after")).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut errors = 0;
+    let after = loop {
+        assert!(Instant::now() < deadline, "no delivery after reconnecting");
+        match tokio::time::timeout(WAIT, consumer.next()).await {
+            Ok(Some(Ok(delivery))) => break delivery,
+            Ok(Some(Err(error))) => {
+                assert!(error.kind.is_recoverable(), "{error}");
+                errors += 1;
+            }
+            Ok(None) => panic!("the consumer ended"),
+            Err(_) => panic!("the consumer neither delivered nor reported"),
+        }
+    };
+    assert!(errors >= 1);
+    assert_eq!(body(&after), "after");
+    after.acker.ack().await.unwrap();
+
+    // A publisher gets at most a recoverable error, then goes through a new connection.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match through_proxy
+            .publish("", &name, &message("published"))
+            .await
+        {
+            Ok(()) => break,
+            Err(error) => {
+                assert!(error.kind.is_recoverable(), "{error}");
+                assert!(
+                    Instant::now() < deadline,
+                    "publishing never recovered: {error}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    assert_eq!(body(&next(&mut consumer).await), "published");
+
+    drop(consumer);
+    cleanup(&direct, &[&name]).await;
+}
+
+fn state(status: &str, result: Value) -> ResultMeta {
+    ResultMeta::new(String::new(), State::from(status), result)
+}
+
+#[tokio::test]
+async fn rpc_results_reach_the_client_in_order() {
+    require_rabbitmq!();
+    let client = RpcBackend::new(URL).unwrap();
+    let oid = unique("oid");
+    client.bind_client(&oid);
+    assert_eq!(client.reply_queue(), oid);
+    client.prepare_client().await.unwrap();
+    let worker = RpcBackend::new(URL).unwrap();
+
+    let task_id = uuid::Uuid::new_v4().to_string();
+    assert!(client.get(&task_id).await.unwrap().is_none());
+    let mut updates = client.subscribe(&task_id).await.unwrap();
+    for (status, result) in [
+        ("PROGRESS", json!({"progress": 50})),
+        ("PROGRESS", json!({"progress": 90})),
+        ("SUCCESS", json!(4)),
+    ] {
+        let mut meta = state(status, result);
+        meta.task_id = task_id.clone();
+        worker.store(meta, Some(&oid)).await.unwrap();
+    }
+    let mut seen = Vec::new();
+    while seen.len() < 3 {
+        let meta = tokio::time::timeout(WAIT, updates.recv())
+            .await
+            .expect("a state in time")
+            .expect("the backend goes on");
+        seen.push((meta.status.to_string(), meta.result));
+    }
+    assert_eq!(
+        seen,
+        [
+            ("PROGRESS".to_owned(), json!({"progress": 50})),
+            ("PROGRESS".to_owned(), json!({"progress": 90})),
+            ("SUCCESS".to_owned(), json!(4)),
+        ]
+    );
+    let latest = client.get(&task_id).await.unwrap().unwrap();
+    assert_eq!(latest.status, State::Success);
+
+    // A state that arrived before anyone subscribed is the first thing a subscriber sees.
+    let early = uuid::Uuid::new_v4().to_string();
+    let mut meta = state(
+        "FAILURE",
+        json!({"exc_type": "ValueError", "exc_message": ["boom"], "exc_module": "builtins"}),
+    );
+    meta.task_id = early.clone();
+    worker.store(meta, Some(&oid)).await.unwrap();
+    let deadline = Instant::now() + WAIT;
+    while client.get(&early).await.unwrap().is_none() {
+        assert!(Instant::now() < deadline, "the result never arrived");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut late = client.subscribe(&early).await.unwrap();
+    assert_eq!(late.recv().await.unwrap().status, State::Failure);
+
+    // Without a reply_to there is nowhere to send a result: skipped, not an error.
+    worker
+        .store(state("SUCCESS", json!(1)), None)
+        .await
+        .unwrap();
+
+    client.forget(&task_id).await.unwrap();
+    assert!(client.get(&task_id).await.unwrap().is_none());
+    cleanup(&broker().await, &[&oid]).await;
+}
+
+struct Add;
+
+impl Task for Add {
+    const NAME: &'static str = "tests.amqp.add";
+    type Output = i64;
+    const OPTIONS: TaskOptions = TaskOptions::DEFAULT;
+    const PARAMS: &'static [&'static str] = &["x", "y"];
+
+    fn run(
+        mut invocation: Invocation,
+    ) -> celery_core::BoxFuture<'static, Result<Value, TaskError>> {
+        Box::pin(async move {
+            let mut args = invocation.bind(Self::PARAMS)?;
+            let x: i64 = args.take(0)?;
+            let y: i64 = args.take(1)?;
+            Ok(json!(x + y))
+        })
+    }
+}
+
+struct Fail;
+
+impl Task for Fail {
+    const NAME: &'static str = "tests.amqp.fail";
+    type Output = ();
+    const OPTIONS: TaskOptions = TaskOptions::DEFAULT;
+    const PARAMS: &'static [&'static str] = &[];
+
+    fn run(_invocation: Invocation) -> celery_core::BoxFuture<'static, Result<Value, TaskError>> {
+        Box::pin(async { Err(TaskError::new("ValueError", "boom")) })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_on_rabbitmq_with_rpc_results_runs_tasks() {
+    require_rabbitmq!();
+    let app = Celery::builder("t")
+        .broker_url(URL)
+        .result_backend("rpc://")
+        .build()
+        .unwrap();
+    app.register(Add);
+    app.register(Fail);
+    let queue = unique("app");
+    let worker = app
+        .worker()
+        .queues([queue.clone()])
+        .concurrency(2)
+        .start()
+        .await
+        .unwrap();
+
+    let result = app
+        .send_task(
+            Add::NAME,
+            vec![json!(2)],
+            Map::from_iter([("y".to_owned(), json!(2))]),
+            CallOptions::new().queue(&queue),
+        )
+        .await
+        .unwrap();
+    let sum: Value = result.get().timeout(WAIT).await.unwrap();
+    assert_eq!(sum, json!(4));
+    assert_eq!(result.state().await.unwrap(), State::Success);
+
+    let failed = app
+        .send_task(
+            Fail::NAME,
+            Vec::new(),
+            Map::new(),
+            CallOptions::new().queue(&queue),
+        )
+        .await
+        .unwrap();
+    match failed.get().timeout(WAIT).await {
+        Err(Error::TaskFailed { exception, .. }) => {
+            assert_eq!(exception.exc_type, "ValueError");
+            assert_eq!(exception.message(), "boom");
+        }
+        other => panic!("expected the task's failure, got {other:?}"),
+    }
+
+    tokio::time::timeout(WAIT, worker.shutdown())
+        .await
+        .expect("the worker stops");
+    cleanup(&broker().await, &[&queue, app.oid()]).await;
+}
+
+#[tokio::test]
+async fn bad_credentials_and_unknown_vhosts_are_refused_not_retried() {
+    require_rabbitmq!();
+    for url in [
+        "amqp://guest:wrong-password@127.0.0.1:5672//",
+        "amqp://guest:guest@127.0.0.1:5672/celery-rs-no-such-vhost",
+    ] {
+        match AmqpBroker::connect(url).await {
+            Err(Error::Broker(error)) => {
+                assert_eq!(error.kind, BrokerErrorKind::Refused, "{error}");
+                assert!(!error.to_string().contains("wrong-password"), "{error}");
+            }
+            other => panic!("{url}: expected a refusal, got {other:?}"),
+        }
+    }
+}
