@@ -1,0 +1,95 @@
+//! kombu's json: `application/json`, `utf-8`.
+
+use serde::Serialize;
+use serde_json::Value;
+
+use super::Serializer;
+
+/// kombu's json: Python's `json.dumps` separators (`", "`, `": "`) and ASCII-only output, so
+/// that the bytes match what a Python client writes.
+pub struct Json;
+
+impl Json {
+    /// Encodes any serde value directly, without building a [`Value`] tree first.
+    pub fn to_vec<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, serde_json::Error> {
+        let mut out = Vec::with_capacity(128);
+        let mut serializer = serde_json::Serializer::with_formatter(&mut out, PythonFormatter);
+        value.serialize(&mut serializer)?;
+        Ok(out)
+    }
+}
+
+impl Serializer for Json {
+    fn name(&self) -> &str {
+        "json"
+    }
+    fn content_type(&self) -> &str {
+        "application/json"
+    }
+    fn content_encoding(&self) -> &str {
+        "utf-8"
+    }
+    fn encode(&self, value: &Value) -> Result<Vec<u8>, String> {
+        Json::to_vec(value).map_err(|e| e.to_string())
+    }
+    fn decode(&self, bytes: &[u8]) -> Result<Value, String> {
+        serde_json::from_slice(bytes).map_err(|e| e.to_string())
+    }
+}
+
+/// A `serde_json` formatter producing Python's default `json.dumps` layout.
+struct PythonFormatter;
+
+impl serde_json::ser::Formatter for PythonFormatter {
+    fn begin_array_value<W: ?Sized + std::io::Write>(
+        &mut self,
+        writer: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
+        if first {
+            Ok(())
+        } else {
+            writer.write_all(b", ")
+        }
+    }
+
+    fn begin_object_key<W: ?Sized + std::io::Write>(
+        &mut self,
+        writer: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
+        if first {
+            Ok(())
+        } else {
+            writer.write_all(b", ")
+        }
+    }
+
+    fn begin_object_value<W: ?Sized + std::io::Write>(
+        &mut self,
+        writer: &mut W,
+    ) -> std::io::Result<()> {
+        writer.write_all(b": ")
+    }
+
+    fn write_string_fragment<W: ?Sized + std::io::Write>(
+        &mut self,
+        writer: &mut W,
+        fragment: &str,
+    ) -> std::io::Result<()> {
+        if fragment.is_ascii() {
+            return writer.write_all(fragment.as_bytes());
+        }
+        let mut units = [0u16; 2];
+        for ch in fragment.chars() {
+            if ch.is_ascii() {
+                writer.write_all(&[ch as u8])?;
+            } else {
+                for unit in ch.encode_utf16(&mut units) {
+                    write!(writer, "\\u{unit:04x}")?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
