@@ -1167,3 +1167,34 @@ async fn task_routes_send_tasks_by_name_unless_the_call_or_the_task_says_otherwi
     add::s(1, 1).apply_async_with(&app).await.unwrap();
     assert_eq!(route(&broker).1, "celery", "no route: the default queue");
 }
+
+#[tokio::test]
+async fn a_held_producer_sends_many_and_delivery_mode_is_an_option() {
+    let broker = RecordingBroker::new("producer");
+    let app = Celery::builder("producer")
+        .broker(broker.clone())
+        .result_backend(common::memory_url("producer"))
+        .build()
+        .unwrap();
+    app.register(add::Task);
+    let worker = app.worker().start().await.unwrap();
+    let producer = app.producer();
+    let mut results = Vec::new();
+    for i in 0..5 {
+        results.push(producer.apply_async(add::s(i, i)).await.unwrap());
+    }
+    for (i, result) in results.iter().enumerate() {
+        assert_eq!(result.get().timeout(WAIT).await.unwrap(), 2 * i as i32);
+    }
+    assert_eq!(
+        broker.last().2.properties.delivery_mode,
+        2,
+        "persistent by default"
+    );
+    producer
+        .apply_async(add::s(1, 1).with_options(CallOptions::new().persistent(false)))
+        .await
+        .unwrap();
+    assert_eq!(broker.last().2.properties.delivery_mode, 1);
+    worker.shutdown().await;
+}

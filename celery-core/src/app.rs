@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use serde_json::{Map, Value};
 
 use crate::backend::{self, ResultBackend};
+use crate::broker::AmqpOptions;
 use crate::broker::{self, Broker};
 use crate::calling::{CallOptions, RetryPolicy};
 use crate::compression::CompressionRegistry;
@@ -54,6 +55,12 @@ pub struct Config {
     pub worker_concurrency: usize,
     /// Unacknowledged messages per unit of concurrency.
     pub worker_prefetch_multiplier: u16,
+    /// Channels kept open for publishing (RabbitMQ).
+    pub broker_pool_limit: usize,
+    /// Wait for RabbitMQ to confirm each published message (publisher confirms).
+    pub broker_confirm_publish: bool,
+    /// Seconds to wait for a broker connection.
+    pub broker_connection_timeout: f64,
     /// A decompressed message body larger than this is refused.
     pub message_max_body_size: usize,
 }
@@ -84,6 +91,9 @@ impl Default for Config {
             worker_concurrency: std::thread::available_parallelism().map_or(2, usize::from),
             worker_prefetch_multiplier: 4,
             message_max_body_size: 64 * 1024 * 1024,
+            broker_pool_limit: 10,
+            broker_confirm_publish: true,
+            broker_connection_timeout: 4.0,
         }
     }
 }
@@ -387,7 +397,16 @@ impl Builder {
     pub fn build(self) -> Result<Celery, Error> {
         let broker = match self.broker {
             Some(broker) => broker,
-            None => broker::from_url(&self.config.broker_url)?,
+            None => {
+                let options = AmqpOptions {
+                    pool_limit: self.config.broker_pool_limit,
+                    confirm_publish: self.config.broker_confirm_publish,
+                    connect_timeout: std::time::Duration::from_secs_f64(
+                        self.config.broker_connection_timeout,
+                    ),
+                };
+                broker::from_url(&self.config.broker_url, options)?
+            }
         };
         let backend = match self.backend {
             Some(backend) => backend,

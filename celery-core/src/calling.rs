@@ -222,6 +222,12 @@ pub struct ApplyOptions {
     pub group_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient")]
     pub group_index: Option<i64>,
+    /// 2 (persistent, the default) or 1 (transient: lost if the broker restarts).
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient_delivery_mode"
+    )]
+    pub delivery_mode: Option<u8>,
     /// The queue results go to (the rpc backend's reply queue); default: this app's.
     #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient")]
     pub reply_to: Option<String>,
@@ -266,7 +272,8 @@ impl ApplyOptions {
             group_id,
             group_index,
             retries,
-            reply_to
+            reply_to,
+            delivery_mode
         );
         self.link.extend(other.link);
         self.link_error.extend(other.link_error);
@@ -336,6 +343,18 @@ fn lenient_expires<'de, D: Deserializer<'de>>(
         .as_f64()
         .map(Expires::After)
         .or_else(|| datetime_from_value(&value).map(Expires::At)))
+}
+
+/// A delivery mode as a number or kombu's name for it.
+fn lenient_delivery_mode<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<u8>, D::Error> {
+    Ok(match Value::deserialize(deserializer)? {
+        Value::Number(n) => n.as_u64().and_then(|n| u8::try_from(n).ok()),
+        Value::String(name) if name == "persistent" => Some(2),
+        Value::String(name) if name == "transient" => Some(1),
+        _ => None,
+    })
 }
 
 fn lenient_policy<'de, D: Deserializer<'de>>(
@@ -453,6 +472,13 @@ impl<R> CallOptions<R> {
     /// 0–255; RabbitMQ honours it on queues declared with `x-max-priority`.
     pub fn priority(mut self, priority: u8) -> Self {
         self.options.priority = Some(priority);
+        self
+    }
+
+    /// `false` sends the message transient (delivery mode 1): faster, but lost if the broker
+    /// restarts before a worker takes it.
+    pub fn persistent(mut self, persistent: bool) -> Self {
+        self.options.delivery_mode = Some(if persistent { 2 } else { 1 });
         self
     }
 

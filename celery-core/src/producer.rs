@@ -29,6 +29,16 @@ impl Producer {
         Producer { app }
     }
 
+    /// Sends a typed signature through this publisher (Celery's `apply_async(producer=…)`).
+    pub async fn apply_async<R, K: crate::signature::Applicable>(
+        &self,
+        signature: crate::signature::Signature<R, K>,
+    ) -> Result<crate::result::AsyncResult<R>, Error> {
+        let (raw, defaults) = signature.into_parts()?;
+        let id = self.send(raw, &defaults).await?;
+        Ok(crate::result::AsyncResult::new(id, self.app.clone()))
+    }
+
     /// Routes, encodes and publishes a signature; returns the task id.
     pub async fn send(
         &self,
@@ -165,7 +175,7 @@ impl Producer {
                 ),
                 content_type: serializer.content_type().to_owned(),
                 content_encoding: serializer.content_encoding().to_owned(),
-                delivery_mode: 2,
+                delivery_mode: options.delivery_mode.unwrap_or(2),
                 priority: options.priority.or(config.task_default_priority),
                 expiration,
             },

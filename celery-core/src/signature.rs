@@ -343,9 +343,7 @@ impl<R, K: Applicable> Signature<R, K> {
 
     /// Sends the task through the given app.
     pub async fn apply_async_with(self, app: &Celery) -> Result<AsyncResult<R>, Error> {
-        let (raw, defaults) = self.into_parts()?;
-        let id = app.producer().send(raw, &defaults).await?;
-        Ok(AsyncResult::new(id, app.clone()))
+        app.producer().apply_async(self).await
     }
 }
 

@@ -10,7 +10,7 @@ use crate::BoxFuture;
 pub mod amqp;
 pub mod memory;
 
-pub use amqp::AmqpBroker;
+pub use amqp::{AmqpBroker, AmqpOptions};
 pub use memory::MemoryBroker;
 
 /// What kind of failure a broker error is; publish retry policies select on it.
@@ -127,13 +127,15 @@ impl fmt::Debug for Delivery {
 
 /// Opens the broker a URL names: `memory://[name]`, or `amqp://user:password@host:port/vhost`
 /// (also `pyamqp://`), which connects on first use.
-pub fn from_url(url: &str) -> Result<std::sync::Arc<dyn Broker>, crate::error::Error> {
+pub fn from_url(
+    url: &str,
+    options: AmqpOptions,
+) -> Result<std::sync::Arc<dyn Broker>, crate::error::Error> {
     match url.split_once("://").map(|(scheme, _)| scheme) {
         Some("memory") => Ok(MemoryBroker::shared(url)),
-        Some("amqp" | "amqps" | "pyamqp") => Ok(std::sync::Arc::new(AmqpBroker::new(
-            url,
-            amqp::AmqpOptions::default(),
-        )?)),
+        Some("amqp" | "amqps" | "pyamqp") => {
+            Ok(std::sync::Arc::new(AmqpBroker::new(url, options)?))
+        }
         _ => Err(crate::error::Error::Config(format!(
             "unsupported broker URL {url:?} (supported: memory://, amqp://)"
         ))),
