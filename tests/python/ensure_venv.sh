@@ -19,8 +19,13 @@ py="$venv/bin/python"
 want="$(sed -n 's/^[[:space:]]*celery[[:space:]]*==[[:space:]]*\([^[:space:];#]*\).*/\1/p' "$req" | head -n1)"
 want="${want:-5.7.0}"
 
+# The requirements as last installed: a changed requirements.txt reinstalls.
+stamp="$venv/.requirements.sha256"
+wanted_stamp="$(sha256sum "$req" | cut -d' ' -f1)"
+
 is_ready() {
     [ -x "$py" ] || return 1
+    [ "$(cat "$stamp" 2>/dev/null)" = "$wanted_stamp" ] || return 1
     # celery imports lazily, so this takes ~50 ms.
     "$py" -c 'import sys, celery; sys.exit(celery.__version__ != sys.argv[1])' \
         "$want" >/dev/null 2>&1
@@ -32,6 +37,7 @@ if ! is_ready; then
         "${PYTHON:-python3}" -m venv "$venv" >&2
     fi
     "$py" -m pip install --disable-pip-version-check -q -r "$req" >&2
+    echo "$wanted_stamp" >"$stamp"
     if ! is_ready; then
         echo "ensure_venv: celery==$want still not importable from $py" >&2
         exit 1

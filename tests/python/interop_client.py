@@ -15,6 +15,8 @@ from celery.exceptions import TaskRevokedError
 from interop_tasks import PRIORITY_QUEUE, QUEUE, app
 
 TIMEOUT = 20
+SERIALIZERS = ["json", "msgpack", "yaml", "pickle"]
+COMPRESSIONS = ["none", "gzip", "bzip2", "lzma", "brotli", "zstd"]
 
 
 def sig(name, *args, **options):
@@ -83,6 +85,20 @@ def run(scenario):
     if scenario == "ignore_result":
         result = sig("tasks.record", 7, "ignored").apply_async(ignore_result=True)
         return {"id": result.id}
+    if scenario == "codec_matrix":
+        value = json.loads(sys.argv[2])
+        outcomes = {}
+        for serializer in SERIALIZERS:
+            for compression in COMPRESSIONS:
+                options = {"serializer": serializer}
+                if compression != "none":
+                    options["compression"] = compression
+                try:
+                    result = sig("tasks.echo", value).apply_async(**options)
+                    outcomes["%s/%s" % (serializer, compression)] = result.get(timeout=TIMEOUT)
+                except Exception as exc:  # noqa: BLE001 - reported to the Rust test
+                    outcomes["%s/%s" % (serializer, compression)] = "error: %r" % (exc,)
+        return outcomes
     if scenario == "state":
         return {"state": app.AsyncResult(sys.argv[2]).state}
     raise SystemExit("unknown scenario %r" % scenario)

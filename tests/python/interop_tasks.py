@@ -27,7 +27,8 @@ app.conf.update(
         Queue(PRIORITY_QUEUE, Exchange(PRIORITY_QUEUE), routing_key=PRIORITY_QUEUE,
               queue_arguments={"x-max-priority": 10}),
     ],
-    accept_content=["json"],
+    accept_content=["json", "msgpack", "yaml", "pickle"],
+    result_accept_content=["json", "msgpack", "yaml", "pickle"],
     worker_hijack_root_logger=False,
     broker_connection_retry_on_startup=True,
 )
@@ -70,3 +71,8 @@ def record(value, tag):
 @app.task(name="tasks.on_error")
 def on_error(request, exc, traceback):
     record_line("errback:%s:%s" % (request.id, type(exc).__name__))
+
+
+@app.task(name="tasks.echo")
+def echo(value):
+    return value
