@@ -14,6 +14,7 @@
 //! The broker and result backend come from `--broker` / `--result-backend`, or the
 //! `CELERY_BROKER_URL` / `CELERY_RESULT_BACKEND` environment variables, or the builder.
 
+use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -135,7 +136,7 @@ pub async fn run_with(cli: Cli, mut builder: Builder, register: impl FnOnce(&Cel
     };
     app.set_current();
     register(&app);
-    match execute(&app, cli.command).await {
+    match execute(&app, cli.command, &mut std::io::stdout()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => fail(&error),
     }
@@ -163,7 +164,12 @@ fn parse_json(what: &str, text: &str) -> Result<Value, Error> {
     serde_json::from_str(text).map_err(|e| Error::Config(format!("{what} is not valid JSON: {e}")))
 }
 
-async fn execute(app: &Celery, command: Command) -> Result<(), Error> {
+/// Runs one command on an app, writing what Celery would print to `out`.
+pub async fn execute(
+    app: &Celery,
+    command: Command,
+    out: &mut (dyn Write + Send),
+) -> Result<(), Error> {
     match command {
         Command::Worker {
             queues,
@@ -245,14 +251,14 @@ async fn execute(app: &Celery, command: Command) -> Result<(), Error> {
                 options = options.compression(name);
             }
             let result = app.send_task(&name, args, kwargs, options).await?;
-            println!("{}", result.id());
+            writeln!(out, "{}", result.id()).map_err(output_error)?;
             if wait {
-                print_result(&result, timeout).await?;
+                print_result(&result, timeout, out).await?;
             }
             Ok(())
         }
         Command::Result { task_id, timeout } => {
-            print_result(&app.result::<Value>(task_id), timeout).await
+            print_result(&app.result::<Value>(task_id), timeout, out).await
         }
         Command::Purge { queues, force } => {
             let queues = if queues.is_empty() {
@@ -261,22 +267,27 @@ async fn execute(app: &Celery, command: Command) -> Result<(), Error> {
                 queues
             };
             if !force && !confirm(&queues) {
-                println!("purge cancelled");
+                writeln!(out, "purge cancelled").map_err(output_error)?;
                 return Ok(());
             }
             let mut total = 0;
             for queue in &queues {
                 total += app.broker().purge(queue).await?;
             }
-            println!(
+            writeln!(
+                out,
                 "Purged {total} message{} from {} known task queue{}.",
                 plural(total),
                 queues.len(),
                 plural(queues.len() as u64)
-            );
-            Ok(())
+            )
+            .map_err(output_error)
         }
     }
+}
+
+fn output_error(error: std::io::Error) -> Error {
+    Error::Config(format!("cannot write the output: {error}"))
 }
 
 fn plural(count: u64) -> &'static str {
@@ -296,12 +307,13 @@ fn confirm(queues: &[String]) -> bool {
 async fn print_result(
     result: &crate::result::AsyncResult<Value>,
     timeout: f64,
+    out: &mut (dyn Write + Send),
 ) -> Result<(), Error> {
     let value: Value = result
         .get()
         .timeout(Duration::from_secs_f64(timeout))
         .await?;
-    println!("{value}");
+    writeln!(out, "{value}").map_err(output_error)?;
     Ok(())
 }
 
@@ -399,12 +411,12 @@ mod tests {
             wait: false,
             timeout: 1.0,
         };
-        execute(&app, call).await.unwrap();
+        execute(&app, call, &mut Vec::new()).await.unwrap();
         let purge = Command::Purge {
             queues: vec!["cli-q".into()],
             force: true,
         };
-        execute(&app, purge).await.unwrap();
+        execute(&app, purge, &mut Vec::new()).await.unwrap();
         assert_eq!(
             app.broker().purge("cli-q").await.unwrap(),
             0,
@@ -439,7 +451,7 @@ mod tests {
             wait: false,
             timeout: 1.0,
         };
-        assert!(execute(&app, bad)
+        assert!(execute(&app, bad, &mut Vec::new())
             .await
             .unwrap_err()
             .to_string()
