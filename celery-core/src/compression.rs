@@ -1,6 +1,16 @@
 //! Compression of message bodies (Celery's `compression` option and `task_compression` setting).
 //!
-//! The `compression` header names the scheme by MIME type; receivers also accept the short names.
+//! The `compression` header names the scheme by MIME type; receivers also accept the short names
+//! (kombu's aliases):
+//!
+//! | name | aliases | `compression` header |
+//! |---|---|---|
+//! | `zlib` | `gzip` | `application/x-gzip` (zlib data, not a gzip file) |
+//! | `bzip2` | `bzip`, `bz2` | `application/x-bz2` |
+//! | `lzma` | `xz` | `application/x-lzma` (the xz format) |
+//! | `brotli` | | `application/x-brotli` |
+//! | `zstd` | `zstandard` | `application/zstd` |
+//!
 //! Decompression is bounded so that a compression bomb is refused rather than allocated.
 
 use std::collections::HashMap;
@@ -27,9 +37,24 @@ pub trait Compression: Send + Sync + 'static {
 /// Why a body could not be decompressed.
 #[derive(Debug)]
 pub enum DecompressError {
+    /// The output would exceed the limit.
     TooLarge,
+    /// The body is not valid data of the scheme.
     Corrupt(String),
 }
+
+impl std::fmt::Display for DecompressError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DecompressError::TooLarge => {
+                f.write_str("the decompressed body exceeds the size limit")
+            }
+            DecompressError::Corrupt(reason) => write!(f, "corrupt compressed body: {reason}"),
+        }
+    }
+}
+
+impl std::error::Error for DecompressError {}
 
 /// Reads at most `limit` bytes from a decoder and reports whether more were left.
 pub fn read_bounded(mut reader: impl Read, limit: usize) -> Result<Vec<u8>, DecompressError> {
@@ -45,7 +70,8 @@ pub fn read_bounded(mut reader: impl Read, limit: usize) -> Result<Vec<u8>, Deco
     Ok(out)
 }
 
-/// kombu's "gzip"/"zlib": zlib-format data (`78 9c …`) under `application/x-gzip`.
+/// kombu's "gzip"/"zlib": zlib-format data (`78 9c …`, Python's `zlib.compress`) under
+/// `application/x-gzip`.
 pub struct Zlib;
 
 impl Compression for Zlib {
@@ -69,6 +95,119 @@ impl Compression for Zlib {
     }
 }
 
+/// kombu's "bzip2": Python's `bz2.compress` (level 9) under `application/x-bz2`; concatenated
+/// streams are read as one, as `bz2.decompress` does.
+pub struct Bzip2;
+
+impl Compression for Bzip2 {
+    fn name(&self) -> &str {
+        "bzip2"
+    }
+    fn aliases(&self) -> &[&str] {
+        &["bzip", "bz2"]
+    }
+    fn content_type(&self) -> &str {
+        "application/x-bz2"
+    }
+    fn compress(&self, body: &[u8]) -> Result<Vec<u8>, String> {
+        let mut encoder = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::best());
+        encoder.write_all(body).map_err(|e| e.to_string())?;
+        encoder.finish().map_err(|e| e.to_string())
+    }
+    fn decompress(&self, body: &[u8], limit: usize) -> Result<Vec<u8>, DecompressError> {
+        read_bounded(bzip2::read::MultiBzDecoder::new(body), limit)
+    }
+}
+
+/// kombu's "lzma": Python's `lzma.compress` — the xz format, preset 6, CRC64 check — under
+/// `application/x-lzma`. Like `lzma.decompress`, it reads concatenated xz streams and the legacy
+/// `.lzma` format too.
+pub struct Lzma;
+
+/// The dictionary memory an lzma body may ask for: enough for `xz -9` (64 MiB), so that a
+/// header claiming a huge dictionary is refused rather than allocated.
+const LZMA_MEMORY_LIMIT_KIB: u32 = 96 * 1024;
+
+const XZ_MAGIC: &[u8] = b"\xfd7zXZ\x00";
+
+impl Compression for Lzma {
+    fn name(&self) -> &str {
+        "lzma"
+    }
+    fn aliases(&self) -> &[&str] {
+        &["xz"]
+    }
+    fn content_type(&self) -> &str {
+        "application/x-lzma"
+    }
+    fn compress(&self, body: &[u8]) -> Result<Vec<u8>, String> {
+        let options = lzma_rust2::XzOptions::with_preset(6);
+        let mut encoder =
+            lzma_rust2::XzWriter::new(Vec::new(), options).map_err(|e| e.to_string())?;
+        encoder.write_all(body).map_err(|e| e.to_string())?;
+        encoder.finish().map_err(|e| e.to_string())
+    }
+    fn decompress(&self, body: &[u8], limit: usize) -> Result<Vec<u8>, DecompressError> {
+        if body.starts_with(XZ_MAGIC) {
+            let reader = lzma_rust2::XzReader::new_mem_limit(body, true, LZMA_MEMORY_LIMIT_KIB);
+            read_bounded(reader, limit)
+        } else {
+            let reader = lzma_rust2::LzmaReader::new_mem_limit(body, LZMA_MEMORY_LIMIT_KIB, None)
+                .map_err(|e| DecompressError::Corrupt(e.to_string()))?;
+            read_bounded(reader, limit)
+        }
+    }
+}
+
+/// kombu's "brotli": the `brotli` package's `compress` defaults (quality 11, window 22) under
+/// `application/x-brotli`.
+pub struct Brotli;
+
+impl Compression for Brotli {
+    fn name(&self) -> &str {
+        "brotli"
+    }
+    fn content_type(&self) -> &str {
+        "application/x-brotli"
+    }
+    fn compress(&self, body: &[u8]) -> Result<Vec<u8>, String> {
+        let mut out = Vec::new();
+        {
+            let mut encoder = brotli::CompressorWriter::new(&mut out, 4096, 11, 22);
+            encoder.write_all(body).map_err(|e| e.to_string())?;
+            encoder.flush().map_err(|e| e.to_string())?;
+        }
+        Ok(out)
+    }
+    fn decompress(&self, body: &[u8], limit: usize) -> Result<Vec<u8>, DecompressError> {
+        read_bounded(brotli::Decompressor::new(body, 4096), limit)
+    }
+}
+
+/// kombu's "zstd": `compression.zstd` (`backports.zstd` before Python 3.14) at its default level 3,
+/// under `application/zstd`; concatenated frames are read as one.
+pub struct Zstd;
+
+impl Compression for Zstd {
+    fn name(&self) -> &str {
+        "zstd"
+    }
+    fn aliases(&self) -> &[&str] {
+        &["zstandard"]
+    }
+    fn content_type(&self) -> &str {
+        "application/zstd"
+    }
+    fn compress(&self, body: &[u8]) -> Result<Vec<u8>, String> {
+        zstd::bulk::compress(body, 3).map_err(|e| e.to_string())
+    }
+    fn decompress(&self, body: &[u8], limit: usize) -> Result<Vec<u8>, DecompressError> {
+        let decoder = zstd::stream::read::Decoder::with_buffer(body)
+            .map_err(|e| DecompressError::Corrupt(e.to_string()))?;
+        read_bounded(decoder, limit)
+    }
+}
+
 /// The compression schemes an app knows.
 #[derive(Clone)]
 pub struct CompressionRegistry {
@@ -83,6 +222,10 @@ impl Default for CompressionRegistry {
             index: Arc::default(),
         };
         registry.register(Zlib);
+        registry.register(Bzip2);
+        registry.register(Lzma);
+        registry.register(Brotli);
+        registry.register(Zstd);
         registry
     }
 }
@@ -123,23 +266,96 @@ impl CompressionRegistry {
 mod tests {
     use super::*;
 
+    fn schemes() -> Vec<Box<dyn Compression>> {
+        vec![
+            Box::new(Zlib),
+            Box::new(Bzip2),
+            Box::new(Lzma),
+            Box::new(Brotli),
+            Box::new(Zstd),
+        ]
+    }
+
     #[test]
-    fn zlib_writes_zlib_format_and_round_trips() {
-        let data = b"[[2, 2], {}, null]".repeat(10);
-        let packed = Zlib.compress(&data).unwrap();
-        assert_eq!(&packed[..2], &[0x78, 0x9c]);
-        assert_eq!(Zlib.decompress(&packed, 1 << 20).unwrap(), data);
+    fn every_scheme_round_trips_and_writes_its_format() {
+        let data = b"[[2, 2], {}, null]".repeat(100);
+        for (scheme, magic) in schemes().iter().zip([
+            &b"\x78\x9c"[..],
+            b"BZh9",
+            b"\xfd7zXZ\x00\x00\x04",
+            b"",
+            b"\x28\xb5\x2f\xfd",
+        ]) {
+            let packed = scheme.compress(&data).unwrap();
+            assert!(
+                packed.starts_with(magic),
+                "{}: {packed:02x?}",
+                scheme.name()
+            );
+            assert!(packed.len() < data.len() / 4, "{}", scheme.name());
+            assert_eq!(scheme.decompress(&packed, 1 << 20).unwrap(), data);
+            assert_eq!(
+                scheme
+                    .decompress(&scheme.compress(b"").unwrap(), 16)
+                    .unwrap(),
+                b""
+            );
+        }
     }
 
     #[test]
     fn a_bomb_is_refused_not_allocated() {
-        let packed = Zlib.compress(&vec![0u8; 10 << 20]).unwrap();
+        let zeros = vec![0u8; 4 << 20];
+        for scheme in schemes() {
+            let packed = scheme.compress(&zeros).unwrap();
+            assert!(packed.len() < 64 << 10, "{}", scheme.name());
+            assert!(
+                matches!(
+                    scheme.decompress(&packed, 1 << 20),
+                    Err(DecompressError::TooLarge)
+                ),
+                "{}",
+                scheme.name()
+            );
+            // Exactly at the limit is fine.
+            assert_eq!(
+                scheme.decompress(&packed, zeros.len()).unwrap().len(),
+                zeros.len()
+            );
+        }
+    }
+
+    #[test]
+    fn corrupt_and_truncated_bodies_are_errors() {
+        let data = b"some body that is long enough to be worth compressing".repeat(20);
+        for scheme in schemes() {
+            let result = scheme.decompress(b"definitely not compressed data", 1 << 20);
+            assert!(
+                matches!(result, Err(DecompressError::Corrupt(_))),
+                "{}: {result:?}",
+                scheme.name()
+            );
+            let packed = scheme.compress(&data).unwrap();
+            let truncated = &packed[..packed.len() - 4];
+            let result = scheme.decompress(truncated, 1 << 20);
+            assert!(
+                matches!(result, Err(DecompressError::Corrupt(_))),
+                "{} truncated: {result:?}",
+                scheme.name()
+            );
+        }
+    }
+
+    #[test]
+    fn lzma_reads_the_legacy_lzma_format_and_refuses_huge_dictionaries() {
+        // lzma.compress(b"hello", format=lzma.FORMAT_ALONE)
+        let alone = b"]\x00\x00\x80\x00\xff\xff\xff\xff\xff\xff\xff\xff\x004\x19I\xee\x8eh!\xff\xff\xff\xb9\xe0\x00\x00";
+        assert_eq!(Lzma.decompress(alone, 100).unwrap(), b"hello");
+        // The same header claiming a 4 GiB dictionary.
+        let mut greedy = alone.to_vec();
+        greedy[1..5].copy_from_slice(&[0xff, 0xff, 0xff, 0xff]);
         assert!(matches!(
-            Zlib.decompress(&packed, 1 << 20),
-            Err(DecompressError::TooLarge)
-        ));
-        assert!(matches!(
-            Zlib.decompress(b"not zlib", 100),
+            Lzma.decompress(&greedy, 100),
             Err(DecompressError::Corrupt(_))
         ));
     }
@@ -147,14 +363,21 @@ mod tests {
     #[test]
     fn names_aliases_and_mime_types_resolve() {
         let registry = CompressionRegistry::default();
-        for name in ["zlib", "gzip", "application/x-gzip"] {
-            assert_eq!(registry.get(name).unwrap().name(), "zlib");
+        for (names, canonical) in [
+            (&["zlib", "gzip", "application/x-gzip"][..], "zlib"),
+            (&["bzip2", "bzip", "bz2", "application/x-bz2"], "bzip2"),
+            (&["lzma", "xz", "application/x-lzma"], "lzma"),
+            (&["brotli", "application/x-brotli"], "brotli"),
+            (&["zstd", "zstandard", "application/zstd"], "zstd"),
+        ] {
+            for name in names {
+                assert_eq!(registry.get(name).unwrap().name(), canonical, "{name}");
+            }
         }
-        assert!(registry
-            .get("snappy")
-            .err()
-            .unwrap()
-            .to_string()
-            .contains("unknown compression"));
+        let err = registry.get("snappy").err().unwrap().to_string();
+        assert_eq!(
+            err,
+            "unknown compression \"snappy\" (known: brotli, bzip2, lzma, zlib, zstd)"
+        );
     }
 }

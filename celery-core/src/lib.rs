@@ -18,6 +18,7 @@ pub mod routing;
 pub mod serializer;
 pub mod signature;
 pub mod task;
+pub mod types;
 pub mod worker;
 
 use std::future::Future;

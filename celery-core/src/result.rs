@@ -348,7 +348,7 @@ impl<'a, R: DeserializeOwned + Send + 'a> Get<'a, R> {
 }
 
 fn decode_success<R: DeserializeOwned>(meta: ResultMeta) -> Result<R, Error> {
-    serde_json::from_value(meta.result)
+    crate::serializer::kombu::from_value(meta.result)
         .map_err(|e| Error::decode(format!("the result of task {}", meta.task_id), e))
 }
 

@@ -407,7 +407,7 @@ impl BoundArgs {
     pub fn take<T: DeserializeOwned>(&mut self, index: usize) -> Result<T, TaskError> {
         let param = self.params[index];
         match self.slots[index].take() {
-            Some(value) => serde_json::from_value(value).map_err(|e| {
+            Some(value) => crate::serializer::kombu::from_value(value).map_err(|e| {
                 type_error(format!(
                     "{}() argument '{param}' has the wrong type: {e}",
                     self.task

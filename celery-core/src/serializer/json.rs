@@ -93,3 +93,20 @@ impl serde_json::ser::Formatter for PythonFormatter {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn json_matches_python_json_dumps() {
+        let value = json!([[2, 2], {"a": "héllo ☃ 😀", "b": "\u{0}\u{1f}"}, {"callbacks": null}]);
+        let text = String::from_utf8(Json.encode(&value).unwrap()).unwrap();
+        assert_eq!(
+            text,
+            r#"[[2, 2], {"a": "h\u00e9llo \u2603 \ud83d\ude00", "b": "\u0000\u001f"}, {"callbacks": null}]"#
+        );
+        assert_eq!(Json.decode(text.as_bytes()).unwrap(), value);
+    }
+}

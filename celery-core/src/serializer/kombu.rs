@@ -15,9 +15,11 @@
 //! | `bytes` (other) | `base64` | standard base64 |
 //!
 //! The wrapper types of [`crate::types`] write and read these forms; [`unwrap_plain`] turns
-//! them into plain values for types that only know strings (`chrono`, `uuid::Uuid`).
+//! them into plain values for types that only know strings (`chrono`, `uuid::Uuid`), and
+//! [`from_value`] decodes a typed value with that as a fallback.
 
 use base64::Engine as _;
+use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 /// The key naming the Python type.
@@ -111,6 +113,18 @@ pub fn unwrap_plain(value: Value) -> Value {
             Value::Object(map.into_iter().map(|(k, v)| (k, unwrap_plain(v))).collect())
         }
         scalar => scalar,
+    }
+}
+
+/// `serde_json::from_value`, falling back to the [`unwrap_plain`] form when the value holds kombu
+/// special values and `T` cannot read them as they are — so that a task parameter typed
+/// `chrono::DateTime<Utc>`, `chrono::NaiveDate` or `uuid::Uuid` accepts what a Python client
+/// sends. Types that know the kombu form ([`crate::types`], `serde_json::Value`) get it unchanged.
+pub fn from_value<T: DeserializeOwned>(value: Value) -> Result<T, serde_json::Error> {
+    match T::deserialize(&value) {
+        Ok(decoded) => Ok(decoded),
+        Err(error) if !contains_special(&value) => Err(error),
+        Err(_) => serde_json::from_value(unwrap_plain(value)),
     }
 }
 

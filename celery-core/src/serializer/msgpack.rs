@@ -3,7 +3,7 @@
 use std::fmt;
 
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
-use serde::ser::{Error as _, Serialize, Serializer as _};
+use serde::ser::{Error as _, Serialize};
 use serde_json::{Map, Value};
 
 use super::{kombu, python_float_repr, Serializer};
@@ -68,7 +68,9 @@ const MAX_PREALLOCATED: usize = 4096;
 
 impl<'de> Deserialize<'de> for KombuValue {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(KombuValueVisitor).map(KombuValue)
+        deserializer
+            .deserialize_any(KombuValueVisitor)
+            .map(KombuValue)
     }
 }
 
@@ -191,7 +193,8 @@ mod tests {
     #[test]
     fn reads_what_python_msgpack_writes() {
         // msgpack.packb({1: b"\xff", None: [True, 1.5], "k": "\u00e9"}, use_bin_type=True)
-        let packed = b"\x83\x01\xc4\x01\xff\xc0\x92\xc3\xcb?\xf8\x00\x00\x00\x00\x00\x00\xa1k\xa2\xc3\xa9";
+        let packed =
+            b"\x83\x01\xc4\x01\xff\xc0\x92\xc3\xcb?\xf8\x00\x00\x00\x00\x00\x00\xa1k\xa2\xc3\xa9";
         assert_eq!(
             Msgpack.decode(packed).unwrap(),
             json!({"1": {"__type__": "base64", "__value__": "/w=="},
