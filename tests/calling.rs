@@ -1198,3 +1198,78 @@ async fn a_held_producer_sends_many_and_delivery_mode_is_an_option() {
     assert_eq!(broker.last().2.properties.delivery_mode, 1);
     worker.shutdown().await;
 }
+
+/// A toy serializer: json written backwards.
+struct BackwardsJson;
+
+impl celery::serializer::Serializer for BackwardsJson {
+    fn name(&self) -> &str {
+        "backwards-json"
+    }
+    fn content_type(&self) -> &str {
+        "application/x-backwards-json"
+    }
+    fn content_encoding(&self) -> &str {
+        "utf-8"
+    }
+    fn encode(&self, value: &Value) -> Result<Vec<u8>, String> {
+        let mut bytes = serde_json::to_vec(value).map_err(|e| e.to_string())?;
+        bytes.reverse();
+        Ok(bytes)
+    }
+    fn decode(&self, bytes: &[u8]) -> Result<Value, String> {
+        let mut bytes = bytes.to_vec();
+        bytes.reverse();
+        serde_json::from_slice(&bytes).map_err(|e| e.to_string())
+    }
+}
+
+impl celery::serializer::NamedSerializer for BackwardsJson {
+    const NAME: &'static str = "backwards-json";
+}
+
+#[task(name = "tests.custom_codec", serializer = BackwardsJson)]
+async fn custom_codec(text: String) -> String {
+    text.to_uppercase()
+}
+
+#[tokio::test]
+async fn a_registered_serializer_is_usable_by_type_in_attributes_and_by_name_in_options() {
+    let broker = RecordingBroker::new("custom-codec");
+    let app = Celery::builder("custom")
+        .broker(broker.clone())
+        .result_backend(common::memory_url("custom-codec"))
+        .accept_content(["json", "backwards-json"])
+        .build()
+        .unwrap();
+    app.serializers().register(BackwardsJson);
+    app.register(custom_codec::Task).register(add::Task);
+    let worker = app.worker().start().await.unwrap();
+    let result = custom_codec::s("abc".into())
+        .apply_async_with(&app)
+        .await
+        .unwrap();
+    assert_eq!(result.get().timeout(WAIT).await.unwrap(), "ABC");
+    assert_eq!(
+        broker.last().2.properties.content_type,
+        "application/x-backwards-json"
+    );
+    let by_name = add::s(1, 2).with_options(CallOptions::new().serializer("backwards-json"));
+    assert_eq!(
+        by_name
+            .apply_async_with(&app)
+            .await
+            .unwrap()
+            .get()
+            .timeout(WAIT)
+            .await
+            .unwrap(),
+        3
+    );
+    assert_eq!(
+        broker.last().2.body.first(),
+        Some(&b']'),
+        "written backwards"
+    );
+    worker.shutdown().await;
+}

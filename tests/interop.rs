@@ -582,7 +582,9 @@ async fn every_serializer_and_compression_works_both_ways() {
     if !common::rabbitmq(TEST) {
         return;
     }
-    let Some(python) = common::python_celery(TEST) else { return };
+    let Some(python) = common::python_celery(TEST) else {
+        return;
+    };
     let sample = codec_sample();
 
     // Python client -> Rust worker.
@@ -596,7 +598,13 @@ async fn every_serializer_and_compression_works_both_ways() {
         .build()
         .unwrap();
     app.register(echo::Task);
-    let worker = app.worker().queues([to_rust.main.clone()]).concurrency(4).start().await.unwrap();
+    let worker = app
+        .worker()
+        .queues([to_rust.main.clone()])
+        .concurrency(4)
+        .start()
+        .await
+        .unwrap();
     let outcomes = side.client(&["codec_matrix", &sample.to_string()]).await;
     for serializer in SERIALIZERS {
         for compression in COMPRESSIONS {
@@ -610,7 +618,7 @@ async fn every_serializer_and_compression_works_both_ways() {
     // Rust client -> Python worker.
     let to_python = Queues::new("interop-codec-py");
     let side = PythonSide::new(python, &to_python, temp_dir("interop-codec-py"));
-    let _python_worker = side.worker(&[to_python.main.clone()], &[]);
+    let _python_worker = side.worker(std::slice::from_ref(&to_python.main), &[]);
     let client = Celery::builder("codec-client")
         .broker_url(RABBITMQ_URL)
         .result_backend("rpc://")
@@ -619,16 +627,32 @@ async fn every_serializer_and_compression_works_both_ways() {
         .build()
         .unwrap();
     let warm_up = echo::s(json!(0)).apply_async_with(&client).await.unwrap();
-    assert_eq!(warm_up.get().timeout(Duration::from_secs(60)).await.unwrap(), json!(0));
+    assert_eq!(
+        warm_up
+            .get()
+            .timeout(Duration::from_secs(60))
+            .await
+            .unwrap(),
+        json!(0)
+    );
     for serializer in SERIALIZERS {
         for compression in COMPRESSIONS {
             let mut options = CallOptions::new().serializer(serializer);
             if compression != "none" {
                 options = options.compression(compression);
             }
-            let result = echo::s(sample.clone()).with_options(options).apply_async_with(&client).await.unwrap();
+            let result = echo::s(sample.clone())
+                .with_options(options)
+                .apply_async_with(&client)
+                .await
+                .unwrap();
             let echoed = result.get().timeout(WAIT).await;
-            assert_eq!(echoed.unwrap_or_else(|e| panic!("Rust -> Python worker with {serializer}/{compression}: {e}")), sample);
+            assert_eq!(
+                echoed.unwrap_or_else(|e| panic!(
+                    "Rust -> Python worker with {serializer}/{compression}: {e}"
+                )),
+                sample
+            );
         }
     }
     side.cleanup().await;

@@ -19,6 +19,18 @@ use std::sync::{Arc, RwLock};
 
 use crate::error::Error;
 
+/// The name of a user's compression type, so that `#[task(compression = MyScheme)]` can use it:
+/// the macro reads the name at compile time, and the app must have it registered at run time.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a compression type",
+    label = "not a compression",
+    note = "name a built-in compression as a string (\"gzip\", \"bzip2\", \"lzma\", \"brotli\", \"zstd\"), or implement `celery::compression::NamedCompression` for your `Compression` type"
+)]
+pub trait NamedCompression: Compression {
+    /// The name it is registered under; the same as [`Compression::name`].
+    const NAME: &'static str;
+}
+
 /// A compression scheme that can be registered by name.
 pub trait Compression: Send + Sync + 'static {
     /// The short name used in settings and options (`"zlib"`).

@@ -50,8 +50,10 @@ pub mod prelude {
 #[doc(hidden)]
 pub mod __private {
     pub use crate::calling::CallOptions;
+    pub use crate::compression::NamedCompression;
     pub use crate::error::{Error, ExceptionInfo, TaskError};
     pub use crate::result::AsyncResult;
+    pub use crate::serializer::NamedSerializer;
     pub use crate::signature::{ArgList, Complete, Errback, Immutable, Partial, Signature};
     pub use crate::task::glue::{
         assert_argument, assert_output, output, output_fallible, run_blocking,

@@ -82,11 +82,18 @@ pub struct TaskAttrs {
     pub options: TaskOptions,
 }
 
+/// A serializer or compression: one Celery knows by name, or a user's type registered with the
+/// app (`serializer = my_codecs::Cbor`), whose name the type gives.
+pub enum Codec {
+    Builtin(&'static str),
+    Custom(syn::Path),
+}
+
 /// The options that become the task's `TaskOptions`; `None` keeps the app's default.
 #[derive(Default)]
 pub struct TaskOptions {
-    pub serializer: Option<&'static str>,
-    pub compression: Option<&'static str>,
+    pub serializer: Option<Codec>,
+    pub compression: Option<Codec>,
     pub ignore_result: Option<bool>,
     pub queue: Option<String>,
     pub routing_key: Option<String>,
@@ -142,10 +149,8 @@ impl TaskAttrs {
             "bind" => self.bind = arg.flag().filter(|set| *set).map(|_| meta.span()),
             "errback" => self.errback = arg.flag().filter(|set| *set).map(|_| meta.span()),
             "crate" => self.krate = arg.crate_path(),
-            "serializer" => options.serializer = arg.one_of(SERIALIZERS, "a serializer", "json"),
-            "compression" => {
-                options.compression = arg.one_of(COMPRESSIONS, "a compression", "gzip")
-            }
+            "serializer" => options.serializer = arg.codec(SERIALIZERS, "a serializer", "json"),
+            "compression" => options.compression = arg.codec(COMPRESSIONS, "a compression", "gzip"),
             "ignore_result" => options.ignore_result = arg.flag(),
             "acks_late" => options.acks_late = arg.flag(),
             "track_started" => options.track_started = arg.flag(),
@@ -313,6 +318,21 @@ impl Arg<'_> {
     }
 
     /// A string that must be one of `table`'s names (case-insensitive); returns its short name.
+    /// A built-in codec by name, or the path of a user's codec type.
+    fn codec(
+        &self,
+        table: &[(&'static str, &'static str)],
+        what: &str,
+        example: &str,
+    ) -> Option<Codec> {
+        if let Meta::NameValue(pair) = self.meta {
+            if let Expr::Path(path) = &pair.value {
+                return Some(Codec::Custom(path.path.clone()));
+            }
+        }
+        self.one_of(table, what, example).map(Codec::Builtin)
+    }
+
     fn one_of(
         &self,
         table: &[(&'static str, &'static str)],
@@ -331,7 +351,7 @@ impl Arg<'_> {
         self.cx.error_spanned_by(
             &value,
             format!(
-                "`{}` is not {what} Celery knows; use one of {}, or a content type: {}",
+                "`{}` is not {what} Celery knows; use one of {}, a content type: {}, or the path of a type you registered",
                 value.value(),
                 names.join(", "),
                 content_types.join(", "),
@@ -487,8 +507,11 @@ mod tests {
         let krate = attrs.krate.unwrap();
         assert_eq!(quote!(#krate).to_string(), ":: celery_core");
         let options = attrs.options;
-        assert_eq!(options.serializer, Some("msgpack"));
-        assert_eq!(options.compression, Some("gzip"));
+        assert!(matches!(
+            options.serializer,
+            Some(Codec::Builtin("msgpack"))
+        ));
+        assert!(matches!(options.compression, Some(Codec::Builtin("gzip"))));
         assert_eq!(options.ignore_result, Some(true));
         assert_eq!(options.queue.as_deref(), Some("math"));
         assert_eq!(options.routing_key.as_deref(), Some("math.add"));
@@ -510,12 +533,16 @@ mod tests {
         ] {
             let (attrs, errors) = parse(quote!(serializer = #written));
             assert!(errors.is_empty());
-            assert_eq!(attrs.options.serializer, Some(short));
+            assert!(
+                matches!(attrs.options.serializer, Some(Codec::Builtin(name)) if name == short)
+            );
         }
         for (written, short) in [("bz2", "bz2"), ("application/x-bz2", "bzip2"), ("XZ", "xz")] {
             let (attrs, errors) = parse(quote!(compression = #written));
             assert!(errors.is_empty());
-            assert_eq!(attrs.options.compression, Some(short));
+            assert!(
+                matches!(attrs.options.compression, Some(Codec::Builtin(name)) if name == short)
+            );
         }
     }
 

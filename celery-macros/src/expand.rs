@@ -8,7 +8,7 @@ use syn::spanned::Spanned;
 use syn::visit_mut::{self, VisitMut};
 use syn::{Ident, Item, Path, PathSegment, Type, TypePath, Visibility};
 
-use crate::attr::{TaskAttrs, TaskOptions};
+use crate::attr::{Codec, TaskAttrs, TaskOptions};
 use crate::check;
 use crate::ctxt::Ctxt;
 use crate::model::{Return, Task};
@@ -265,18 +265,36 @@ impl VisitMut for FromParent {
     }
 }
 
+/// A codec's name: the built-in one written, or the one a user's codec type declares (which
+/// fails to compile, at the path, when the type is not a codec).
+fn codec(p: &TokenStream, codec: &Option<Codec>, trait_name: TokenStream) -> Option<TokenStream> {
+    let name = match codec.as_ref()? {
+        Codec::Builtin(name) => quote!(#name),
+        Codec::Custom(path) => {
+            let span = path.span();
+            quote_spanned!(span=> <#path as #p::#trait_name>::NAME)
+        }
+    };
+    Some(quote!(::core::option::Option::Some(#name)))
+}
+
 /// `TaskOptions { queue: Some("q"), ..TaskOptions::DEFAULT }`, listing only the options given.
 fn options(p: &TokenStream, options: &TaskOptions) -> TokenStream {
     let some = |value: TokenStream| quote!(::core::option::Option::Some(#value));
     let string = |value: &Option<String>| value.as_deref().map(|value| some(quote!(#value)));
-    let str = |value: Option<&str>| value.map(|value| some(quote!(#value)));
     let flag = |value: Option<bool>| value.map(|value| some(quote!(#value)));
     let seconds = |value: Option<f64>| {
         value.map(|value| some(Literal::f64_suffixed(value).into_token_stream()))
     };
     let fields = [
-        ("serializer", str(options.serializer)),
-        ("compression", str(options.compression)),
+        (
+            "serializer",
+            codec(p, &options.serializer, quote!(NamedSerializer)),
+        ),
+        (
+            "compression",
+            codec(p, &options.compression, quote!(NamedCompression)),
+        ),
         ("ignore_result", flag(options.ignore_result)),
         ("queue", string(&options.queue)),
         ("routing_key", string(&options.routing_key)),

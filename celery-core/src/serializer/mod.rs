@@ -48,6 +48,18 @@ pub use msgpack::Msgpack;
 pub use pickle::{Pickle, PICKLE_PROTOCOL};
 pub use yaml::Yaml;
 
+/// The name of a user's serializer type, so that `#[task(serializer = MyCodec)]` can use it:
+/// the macro reads the name at compile time, and the app must have it registered at run time.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a serializer type",
+    label = "not a serializer",
+    note = "name a built-in serializer as a string (\"json\", \"msgpack\", \"yaml\", \"pickle\"), or implement `celery::serializer::NamedSerializer` for your `Serializer` type"
+)]
+pub trait NamedSerializer: Serializer {
+    /// The name it is registered under; the same as [`Serializer::name`].
+    const NAME: &'static str;
+}
+
 /// A serializer that can be registered by name and chosen per task or per call.
 pub trait Serializer: Send + Sync + 'static {
     /// The short name used in settings and options (`"json"`).
