@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use serde_json::{Map, Value};
 
-use crate::backend::{self, ResultBackend};
+use crate::backend::{self, ResultBackend, ResultCodec};
 use crate::broker::AmqpOptions;
 use crate::broker::{self, Broker};
 use crate::calling::{CallOptions, RetryPolicy};
@@ -426,7 +426,19 @@ impl Builder {
         }
         let hostname = gethostname::gethostname().to_string_lossy().into_owned();
         let oid = uuid::Uuid::new_v4().to_string();
-        backend.bind_client(&oid);
+        let codec = ResultCodec {
+            serializers: serializers.clone(),
+            compressions: compressions.clone(),
+            serializer: self.config.result_serializer.clone(),
+            compression: self.config.result_compression.clone(),
+            accept: self
+                .config
+                .result_accept_content
+                .clone()
+                .unwrap_or_else(|| self.config.accept_content.clone()),
+            max_body: self.config.message_max_body_size,
+        };
+        backend.bind_client(&oid, &codec);
         Ok(Celery {
             inner: Arc::new(AppInner {
                 main: self.main,

@@ -13,14 +13,13 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::{ResultBackend, ResultReceiver};
+use super::{ResultBackend, ResultCodec, ResultReceiver};
 use crate::broker::amqp::{AmqpBroker, AmqpConsumer, AmqpOptions, Declaration};
 use crate::broker::{Broker, BrokerError, Consumer};
-use crate::compression::CompressionRegistry;
 use crate::error::Error;
 use crate::protocol::{Message, Properties};
 use crate::result::ResultMeta;
-use crate::serializer::{Json, SerializerRegistry};
+
 use crate::BoxFuture;
 
 /// Celery's `result_expires` (one day): the reply queue's `x-expires`, in milliseconds.
@@ -29,15 +28,13 @@ const REPLY_QUEUE_EXPIRES_MS: i32 = 86_400_000;
 /// How many finished results are remembered for `state()`/`get()` after they arrived.
 const KEPT_FINISHED: usize = 10_000;
 
-/// Largest result body accepted once decompressed.
-const MAX_RESULT_SIZE: usize = 64 * 1024 * 1024;
-
 /// Results as messages to the caller's reply queue.
 pub struct RpcBackend {
     broker: AmqpBroker,
     /// The reply queue: the app's id once [`bind_client`](ResultBackend::bind_client) names it.
     reply_queue: Mutex<String>,
     declared: AtomicBool,
+    codec: std::sync::RwLock<ResultCodec>,
     results: Arc<Mutex<Results>>,
     listener: tokio::sync::Mutex<Option<JoinHandle<()>>>,
 }
@@ -66,6 +63,7 @@ impl RpcBackend {
             broker,
             reply_queue: Mutex::new(uuid::Uuid::new_v4().to_string()),
             declared: AtomicBool::new(false),
+            codec: Default::default(),
             results: Arc::default(),
             listener: tokio::sync::Mutex::new(None),
         })
@@ -103,7 +101,8 @@ impl RpcBackend {
             .await
             .map_err(|e| self.error(e))?;
         self.declared.store(true, Ordering::Release);
-        *listener = Some(tokio::spawn(receive(consumer, self.results.clone())));
+        let codec = self.codec.read().expect("result codec poisoned").clone();
+        *listener = Some(tokio::spawn(receive(consumer, self.results.clone(), codec)));
         Ok(())
     }
 }
@@ -135,7 +134,7 @@ fn reply_queue_declaration(name: &str) -> Declaration {
 }
 
 /// Receives result messages until the backend is dropped.
-async fn receive(mut consumer: AmqpConsumer, results: Arc<Mutex<Results>>) {
+async fn receive(mut consumer: AmqpConsumer, results: Arc<Mutex<Results>>, codec: ResultCodec) {
     while let Some(delivery) = consumer.next().await {
         let delivery = match delivery {
             Ok(delivery) => delivery,
@@ -144,9 +143,30 @@ async fn receive(mut consumer: AmqpConsumer, results: Arc<Mutex<Results>>) {
                 continue;
             }
         };
-        match decode_result(&delivery.message) {
+        match decode_result(&codec, &delivery.message) {
             Ok(meta) => results.lock().expect("rpc results poisoned").record(meta),
-            Err(error) => tracing::warn!(%error, "rpc:// dropped a result message"),
+            Err(error) => {
+                tracing::error!(%error, "rpc:// refused a result message");
+                // Whoever waits for that task learns why, instead of waiting forever.
+                if let Some(task_id) = delivery.message.properties.correlation_id.clone() {
+                    let exception = crate::error::ExceptionInfo::new(
+                        if matches!(error, Error::ContentDisallowed(_)) {
+                            "ContentDisallowed"
+                        } else {
+                            "DecodeError"
+                        },
+                        "kombu.exceptions",
+                        error.to_string(),
+                    );
+                    let meta = ResultMeta::exception(
+                        task_id,
+                        crate::result::State::Failure,
+                        &exception,
+                        None,
+                    );
+                    results.lock().expect("rpc results poisoned").record(meta);
+                }
+            }
         }
         if let Err(error) = delivery.acker.ack().await {
             tracing::debug!(%error, "rpc:// result not acknowledged");
@@ -156,48 +176,42 @@ async fn receive(mut consumer: AmqpConsumer, results: Arc<Mutex<Results>>) {
 
 /// A result message as Celery's worker sends it: the meta as JSON, `correlation_id` = task id,
 /// transient, priority 0, an empty header table and no `reply_to`.
-fn result_message(meta: &ResultMeta) -> Result<Message, Error> {
-    let body = Json::to_vec(meta).map_err(|e| Error::encode("task result", e))?;
+fn result_message(codec: &ResultCodec, meta: &ResultMeta) -> Result<Message, Error> {
+    let encoded = codec.encode(meta)?;
+    let headers = encoded
+        .compression
+        .map(|scheme| {
+            vec![(
+                "compression".to_owned(),
+                crate::protocol::HeaderValue::Str(scheme),
+            )]
+        })
+        .unwrap_or_default();
     Ok(Message {
-        headers: Vec::new(),
+        headers,
         properties: Properties {
             correlation_id: Some(meta.task_id.clone()),
             reply_to: None,
-            content_type: "application/json".to_owned(),
-            content_encoding: "utf-8".to_owned(),
+            content_type: encoded.content_type,
+            content_encoding: encoded.content_encoding,
             delivery_mode: 1,
             priority: Some(0),
             expiration: None,
         },
-        body,
+        body: encoded.body,
     })
 }
 
 /// Reads a result message; the task is named by the meta's `task_id`, else by `correlation_id`.
-fn decode_result(message: &Message) -> Result<ResultMeta, Error> {
+fn decode_result(codec: &ResultCodec, message: &Message) -> Result<ResultMeta, Error> {
     let what = || {
         format!(
             "result message {}",
             message.properties.correlation_id.as_deref().unwrap_or("?")
         )
     };
-    let decompressed;
-    let mut body = message.body.as_slice();
-    if let Some(scheme) = message.header("compression").and_then(|v| v.as_str()) {
-        decompressed = CompressionRegistry::default()
-            .get(scheme)?
-            .decompress(body, MAX_RESULT_SIZE)
-            .map_err(|e| Error::decode(what(), format!("{e:?}")))?;
-        body = &decompressed;
-    }
-    let content_type = match message.properties.content_type.as_str() {
-        "" => "application/json",
-        other => other,
-    };
-    let value = SerializerRegistry::default()
-        .get(content_type)?
-        .decode(body)
-        .map_err(|e| Error::decode(what(), e))?;
+    let compression = message.header("compression").and_then(|v| v.as_str());
+    let value = codec.decode(&message.properties.content_type, compression, &message.body)?;
     let Value::Object(mut meta) = value else {
         return Err(Error::decode(what(), "the body is not a mapping"));
     };
@@ -253,7 +267,8 @@ impl ResultBackend for RpcBackend {
         "rpc://"
     }
 
-    fn bind_client(&self, oid: &str) {
+    fn bind_client(&self, oid: &str, codec: &ResultCodec) {
+        *self.codec.write().expect("result codec poisoned") = codec.clone();
         let mut name = self.reply_queue.lock().expect("reply queue name poisoned");
         if *name != oid && self.declared.load(Ordering::Acquire) {
             tracing::warn!(
@@ -292,7 +307,8 @@ impl ResultBackend for RpcBackend {
                 tracing::warn!(task_id = %meta.task_id, state = %meta.status, "rpc:// cannot send a result without the caller's reply_to; dropped");
                 return Ok(());
             };
-            let message = result_message(&meta)?;
+            let message =
+                result_message(&self.codec.read().expect("result codec poisoned"), &meta)?;
             self.broker
                 .publish("", reply_to, &message)
                 .await
@@ -382,12 +398,12 @@ mod tests {
         ] {
             let fixture = fixture(name);
             let message = received(&fixture);
-            let meta = decode_result(&message).unwrap();
+            let meta = decode_result(&ResultCodec::default(), &message).unwrap();
             assert_eq!(
                 meta.task_id,
                 fixture["properties"]["correlation_id"].as_str().unwrap()
             );
-            let ours = result_message(&meta).unwrap();
+            let ours = result_message(&ResultCodec::default(), &meta).unwrap();
             assert_eq!(ours.body, message.body, "{name}: body");
 
             let properties = crate::broker::amqp::basic_properties(&ours).unwrap();
@@ -409,12 +425,12 @@ mod tests {
         let mut message = received(&fixture("result_progress.json"));
         message.body = br#"{"status": "PROGRESS", "result": {"progress": 50}}"#.to_vec();
         message.properties.correlation_id = Some("the-id".to_owned());
-        let meta = decode_result(&message).unwrap();
+        let meta = decode_result(&ResultCodec::default(), &message).unwrap();
         assert_eq!(meta.task_id, "the-id");
         assert_eq!(meta.status, State::Custom("PROGRESS".to_owned()));
 
         message.body = b"[1]".to_vec();
-        assert!(decode_result(&message).is_err());
+        assert!(decode_result(&ResultCodec::default(), &message).is_err());
     }
 
     #[test]
@@ -426,7 +442,12 @@ mod tests {
             "compression".to_owned(),
             HeaderValue::Str("application/x-gzip".to_owned()),
         )];
-        assert_eq!(decode_result(&message).unwrap().result, json!(4));
+        assert_eq!(
+            decode_result(&ResultCodec::default(), &message)
+                .unwrap()
+                .result,
+            json!(4)
+        );
     }
 
     #[test]

@@ -1,0 +1,71 @@
+//! Results through rpc:// on RabbitMQ: `result_serializer` and `result_compression` choose how
+//! a worker writes them, and `result_accept_content` which ones a client reads.
+
+mod common;
+
+use std::time::Duration;
+
+use celery::prelude::*;
+use common::RABBITMQ_URL;
+
+#[task(name = "results.add")]
+async fn add(x: i64, y: i64) -> i64 {
+    x + y
+}
+
+fn app(queue: &str, configure: impl FnOnce(&mut celery::Config)) -> Celery {
+    Celery::builder("results")
+        .broker_url(RABBITMQ_URL)
+        .result_backend("rpc://")
+        .task_default_queue(queue)
+        .configure(configure)
+        .build()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn result_serializer_compression_and_accept_content() {
+    if !common::rabbitmq("result_serializer_compression_and_accept_content") {
+        return;
+    }
+    let queue = common::unique_name("results");
+    let worker_app = app(&queue, |c| {
+        c.result_serializer = "msgpack".into();
+        c.result_compression = Some("zstd".into());
+    });
+    worker_app.register(add::Task);
+    let worker = worker_app.worker().start().await.unwrap();
+
+    let accepting = app(&queue, |c| {
+        c.result_accept_content = Some(vec!["json".into(), "msgpack".into()])
+    });
+    let result = add::s(2, 3).apply_async_with(&accepting).await.unwrap();
+    assert_eq!(
+        result.get().timeout(Duration::from_secs(20)).await.unwrap(),
+        5
+    );
+
+    let json_only = app(&queue, |_| {});
+    let refused = add::s(1, 1).apply_async_with(&json_only).await.unwrap();
+    let error = refused
+        .get()
+        .timeout(Duration::from_secs(20))
+        .await
+        .unwrap_err();
+    let exception = error
+        .exception()
+        .expect("a refused result reaches the caller as a failure");
+    assert_eq!(exception.exc_type, "ContentDisallowed");
+    assert!(
+        exception.message().contains("application/x-msgpack"),
+        "{exception}"
+    );
+
+    worker.shutdown().await;
+    celery::broker::AmqpBroker::connect(RABBITMQ_URL)
+        .await
+        .unwrap()
+        .delete_queue(&queue)
+        .await
+        .unwrap();
+}
