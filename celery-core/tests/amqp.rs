@@ -519,7 +519,7 @@ async fn rpc_results_reach_the_client_in_order() {
     require_rabbitmq!();
     let client = RpcBackend::new(URL).unwrap();
     let oid = unique("oid");
-    client.bind_client(&oid);
+    client.bind_client(&oid, &celery_core::backend::ResultCodec::default());
     assert_eq!(client.reply_queue(), oid);
     client.prepare_client().await.unwrap();
     let worker = RpcBackend::new(URL).unwrap();
