@@ -13,6 +13,11 @@ pub struct Queue {
     pub auto_delete: bool,
     /// `x-max-priority`: makes RabbitMQ honour message priorities up to this value.
     pub max_priority: Option<u8>,
+    /// `x-dead-letter-exchange`: where RabbitMQ sends the messages rejected from this queue
+    /// (a worker rejects those it cannot run).
+    pub dead_letter_exchange: Option<String>,
+    /// `x-dead-letter-routing-key`: their routing key there; by default they keep their own.
+    pub dead_letter_routing_key: Option<String>,
 }
 
 impl Queue {
@@ -28,11 +33,25 @@ impl Queue {
             durable: true,
             auto_delete: false,
             max_priority: None,
+            dead_letter_exchange: None,
+            dead_letter_routing_key: None,
         }
     }
 
     pub fn max_priority(mut self, max_priority: u8) -> Self {
         self.max_priority = Some(max_priority);
+        self
+    }
+
+    /// Sends the messages rejected from this queue to `exchange` (`x-dead-letter-exchange`).
+    pub fn dead_letter_exchange(mut self, exchange: impl Into<String>) -> Self {
+        self.dead_letter_exchange = Some(exchange.into());
+        self
+    }
+
+    /// The routing key of dead-lettered messages (`x-dead-letter-routing-key`).
+    pub fn dead_letter_routing_key(mut self, routing_key: impl Into<String>) -> Self {
+        self.dead_letter_routing_key = Some(routing_key.into());
         self
     }
 

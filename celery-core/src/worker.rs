@@ -288,11 +288,8 @@ async fn reject_unusable(
     if let Some(task_id) = &unusable.task_id {
         let meta =
             ResultMeta::exception(task_id.clone(), State::Failure, &unusable.exception, None);
-        if let Err(error) = runtime
-            .app
-            .backend()
-            .store(meta, message.properties.reply_to.as_deref())
-            .await
+        if let Err(error) =
+            store_retrying(&runtime.app, meta, message.properties.reply_to.as_deref()).await
         {
             tracing::error!(%error, id = %task_id, "could not store the FAILURE of a rejected message");
         }
@@ -438,13 +435,31 @@ async fn store(runtime: &Runtime, request: &Request, mut meta: ResultMeta) {
         meta.retries = Some(request.retries);
         meta.queue = Some(request.delivery_info.routing_key.clone());
     }
-    if let Err(error) = runtime
-        .app
-        .backend()
-        .store(meta, request.reply_to.as_deref())
-        .await
-    {
+    if let Err(error) = store_retrying(&runtime.app, meta, request.reply_to.as_deref()).await {
         tracing::error!(%error, id = %request.id, "could not store the task's state");
+    }
+}
+
+/// Stores a state, retrying while the backend cannot be reached, as Celery's rpc backend
+/// publishes results (`max_retries` 20, the first retry at once, then one a second): a result
+/// is not lost to a broker outage shorter than that.
+async fn store_retrying(
+    app: &Celery,
+    meta: ResultMeta,
+    reply_to: Option<&str>,
+) -> Result<(), Error> {
+    const RETRIES: u32 = 20;
+    let mut retries = 0;
+    loop {
+        match app.backend().store(meta.clone(), reply_to).await {
+            Err(error @ Error::Backend { .. }) if retries < RETRIES => {
+                let wait = Duration::from_secs(u64::from(retries > 0));
+                tracing::warn!(%error, id = %meta.task_id, retry = retries + 1, "could not store the task's state, retrying");
+                tokio::time::sleep(wait).await;
+                retries += 1;
+            }
+            done => return done,
+        }
     }
 }
 
@@ -470,7 +485,13 @@ async fn execute(
     let mut acker = Some(acker);
     if !acks_late {
         if let Some(acker) = acker.take() {
-            settle(acker.ack().await, &request.id);
+            // Acknowledged at start, a task runs at most once: when the acknowledgement fails
+            // (the connection is lost), the broker delivers the message again, so it must not
+            // run here too.
+            if let Err(error) = acker.ack().await {
+                tracing::warn!(%error, task = %request.task, id = %request.id, "could not acknowledge the message, not running it: the broker delivers it again");
+                return;
+            }
         }
     }
     let ignore_result = request.ignore_result

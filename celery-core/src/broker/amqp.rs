@@ -450,8 +450,9 @@ pub(crate) struct Declaration {
 }
 
 impl From<&Queue> for Declaration {
-    /// The arguments kombu sends for the queue: `x-max-priority` (as py-amqp's `I`) only when
-    /// set, so that redeclaring a queue Python declared never fails.
+    /// The arguments kombu sends for the queue: `x-max-priority` (as py-amqp's `I`) and
+    /// `x-dead-letter-exchange`/`-routing-key` (as `S`) only when set, so that redeclaring a
+    /// queue Python declared never fails.
     fn from(queue: &Queue) -> Self {
         let mut arguments = FieldTable::default();
         if let Some(max) = queue.max_priority {
@@ -459,6 +460,18 @@ impl From<&Queue> for Declaration {
                 ShortString::from("x-max-priority"),
                 AMQPValue::LongInt(i32::from(max)),
             );
+        }
+        let dead_letter = [
+            ("x-dead-letter-exchange", &queue.dead_letter_exchange),
+            ("x-dead-letter-routing-key", &queue.dead_letter_routing_key),
+        ];
+        for (name, value) in dead_letter {
+            if let Some(value) = value {
+                arguments.insert(
+                    ShortString::from(name),
+                    AMQPValue::LongString(LongString::from(value.as_bytes())),
+                );
+            }
         }
         Declaration {
             queue: queue.name.clone(),
@@ -1348,5 +1361,24 @@ mod tests {
             priority.arguments.inner()["x-max-priority"],
             AMQPValue::LongInt(10)
         );
+    }
+
+    #[test]
+    fn dead_letter_arguments_are_declared_as_long_strings_when_set() {
+        let queue = Queue::new("q")
+            .dead_letter_exchange("dlx")
+            .dead_letter_routing_key("dead");
+        let declaration = Declaration::from(&queue);
+        let arguments = declaration.arguments.inner();
+        assert_eq!(
+            arguments["x-dead-letter-exchange"],
+            AMQPValue::LongString("dlx".into())
+        );
+        assert_eq!(
+            arguments["x-dead-letter-routing-key"],
+            AMQPValue::LongString("dead".into())
+        );
+        let only_exchange = Declaration::from(&Queue::new("q").dead_letter_exchange("dlx"));
+        assert_eq!(only_exchange.arguments.inner().len(), 1);
     }
 }
