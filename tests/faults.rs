@@ -532,8 +532,8 @@ async fn bad_messages_on_rabbitmq_fail_clearly_are_dead_lettered_and_the_worker_
         (unknown_scheme, "DecodeError", "unknown compression"),
         (no_task, "DecodeError", "missing header \"task\""),
     ];
-    // Well-formed messages whose arguments do not fit the task: the task runs and fails with
-    // TypeError, as in Celery; that is a task failure (acknowledged), not a rejected message.
+    // Well-formed messages whose arguments do not fit the task: they cannot run anywhere, so they
+    // are rejected like the others, with TypeError stored.
     let misfits = [
         (
             message(
@@ -597,14 +597,13 @@ async fn bad_messages_on_rabbitmq_fail_clearly_are_dead_lettered_and_the_worker_
         .await
         .expect("the worker stops");
 
-    // Each bad message was rejected, and RabbitMQ dead-lettered it; the good one and the
-    // misfits (acknowledged failures) were not.
+    // Each bad message was rejected, and RabbitMQ dead-lettered it; the good one was not.
     let mut consumer = broker
         .consume(std::slice::from_ref(&dead_queue), 0)
         .await
         .unwrap();
     let mut dead_ids = BTreeSet::new();
-    for _ in 0..=cases.len() {
+    for _ in 0..=cases.len() + misfits.len() {
         let delivery = tokio::time::timeout(LONG, consumer.next())
             .await
             .expect("a dead-lettered message")
@@ -632,6 +631,7 @@ async fn bad_messages_on_rabbitmq_fail_clearly_are_dead_lettered_and_the_worker_
     }
     let mut expected: BTreeSet<String> = cases
         .iter()
+        .chain(&misfits)
         .map(|(message, _, _)| message.properties.correlation_id.clone().unwrap())
         .collect();
     expected.insert("<no id>".to_owned());

@@ -16,7 +16,7 @@ use crate::result::AsyncResult;
 use crate::routing::{Queue, TaskRoute};
 use crate::serializer::SerializerRegistry;
 use crate::signature::RawSignature;
-use crate::task::{Invocation, Task, TaskOptions};
+use crate::task::{Invocation, Task, TaskFuture, TaskOptions};
 use crate::worker::WorkerBuilder;
 
 /// The app's settings, under Celery's names and with Celery's defaults.
@@ -105,7 +105,7 @@ pub struct RegisteredTask {
     pub options: TaskOptions,
     pub params: &'static [&'static str],
     pub is_errback: bool,
-    pub(crate) run: fn(Invocation) -> crate::BoxFuture<'static, Result<Value, TaskError>>,
+    pub(crate) run: fn(Invocation) -> Result<TaskFuture, TaskError>,
 }
 
 /// A Celery app: what `delay`, `apply_async`, `send_task` and workers go through.

@@ -59,8 +59,8 @@ pub mod __private {
         assert_argument, assert_output, output, output_fallible, run_blocking,
     };
     pub use crate::task::{
-        BoundArgs, Fallible, Invocation, Request, Task, TaskArgument, TaskContext, TaskOptions,
-        TaskOutput,
+        BoundArgs, Fallible, Invocation, Request, Task, TaskArgument, TaskContext, TaskFuture,
+        TaskOptions, TaskOutput,
     };
     pub use serde_json::Value;
 

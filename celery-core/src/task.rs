@@ -26,9 +26,13 @@ pub trait Task: Send + Sync + 'static {
     const PARAMS: &'static [&'static str];
     /// Whether the task is an errback taking `(request, exc, traceback)` first.
     const IS_ERRBACK: bool = false;
-    /// Runs the task for a received message.
-    fn run(invocation: Invocation) -> crate::BoxFuture<'static, Result<Value, TaskError>>;
+    /// Reads the arguments of a received message and returns the run of the task; an error here
+    /// means the message cannot be run (its arguments do not fit the task).
+    fn run(invocation: Invocation) -> Result<TaskFuture, TaskError>;
 }
+
+/// A task's run, once its arguments are read: it returns the encoded result.
+pub type TaskFuture = crate::BoxFuture<'static, Result<Value, TaskError>>;
 
 /// The options a task's attributes set; `None` falls back to the app's settings.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -21,7 +21,7 @@ use crate::error::{Error, ExceptionInfo, TaskError, TaskErrorKind};
 use crate::protocol::{format_datetime, Body, Message, TaskHeaders, TaskMessage};
 use crate::result::{ResultMeta, State};
 use crate::signature::RawSignature;
-use crate::task::{DeliveryInfo, Invocation, Request, TaskContext, TaskOptions};
+use crate::task::{DeliveryInfo, Invocation, Request, TaskContext, TaskFuture, TaskOptions};
 
 /// Configures and starts a [`Worker`].
 pub struct WorkerBuilder {
@@ -482,6 +482,35 @@ async fn execute(
     let app = &runtime.app;
     let config = app.config();
     let acks_late = task.options.acks_late.unwrap_or(config.task_acks_late);
+    let mut invocation = Invocation::new(
+        TaskContext::new(request.clone(), Some(app.clone()), &task.options),
+        request.args.clone(),
+        request.kwargs.clone(),
+    );
+    if task.is_errback {
+        invocation.errback = errback_input_from_message(app, &mut invocation).await;
+    }
+    // The arguments are read before the message is acknowledged: a message whose arguments do
+    // not fit the task cannot run anywhere, so it is rejected (dead-lettered) like any other
+    // message that cannot be run, with its FAILURE stored.
+    let run = match prepare(task, invocation) {
+        Ok(run) => run,
+        Err(error) => {
+            let exception = error
+                .exception()
+                .cloned()
+                .unwrap_or_else(|| ExceptionInfo::builtin("TypeError", error.to_string()));
+            tracing::error!(task = %request.task, id = %request.id, error = %exception, "rejecting message whose arguments do not fit the task");
+            store(
+                runtime,
+                &request,
+                ResultMeta::exception(request.id.clone(), State::Failure, &exception, None),
+            )
+            .await;
+            settle(acker.reject(false).await, &request.id);
+            return;
+        }
+    };
     let mut acker = Some(acker);
     if !acks_late {
         if let Some(acker) = acker.take() {
@@ -513,21 +542,13 @@ async fn execute(
         .await;
     }
 
-    let mut invocation = Invocation::new(
-        TaskContext::new(request.clone(), Some(app.clone()), &task.options),
-        request.args.clone(),
-        request.kwargs.clone(),
-    );
-    if task.is_errback {
-        invocation.errback = errback_input_from_message(app, &mut invocation).await;
-    }
     let started = Instant::now();
     let hard_limit = request
         .timelimit
         .0
         .or(task.options.time_limit)
         .or(config.task_time_limit);
-    let outcome = run_task(task, invocation, hard_limit).await;
+    let outcome = run_task(run, hard_limit).await;
     let runtime_s = started.elapsed().as_secs_f64();
 
     match outcome.map_err(|error| *error.kind) {
@@ -575,13 +596,15 @@ async fn execute(
     }
 }
 
-async fn run_task(
-    task: &RegisteredTask,
-    invocation: Invocation,
-    hard_limit: Option<f64>,
-) -> Result<Value, TaskError> {
+/// Reads a task's arguments; a panic there is the task's failure, not the worker's.
+fn prepare(task: &RegisteredTask, invocation: Invocation) -> Result<TaskFuture, TaskError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (task.run)(invocation)))
+        .unwrap_or_else(|payload| Err(panic_error(payload)))
+}
+
+async fn run_task(run: TaskFuture, hard_limit: Option<f64>) -> Result<Value, TaskError> {
     // Spawned so that a panic becomes the task's failure instead of taking the worker down.
-    let mut handle = tokio::spawn((task.run)(invocation));
+    let mut handle = tokio::spawn(run);
     let joined = match hard_limit {
         None => (&mut handle).await,
         Some(seconds) => {
@@ -755,7 +778,11 @@ async fn send_errbacks(
                 let mut invocation =
                     Invocation::new(context, errback.args.clone(), errback.kwargs.clone());
                 invocation.errback = Some((request.clone(), exception.clone(), traceback.clone()));
-                if let Err(error) = run_task(&task, invocation, task.options.time_limit).await {
+                let outcome = match prepare(&task, invocation) {
+                    Ok(run) => run_task(run, task.options.time_limit).await,
+                    Err(error) => Err(error),
+                };
+                if let Err(error) = outcome {
                     tracing::error!(errback = %errback.task, id = %request.id, error = %error, "errback failed");
                 }
             }

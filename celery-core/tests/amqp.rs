@@ -590,15 +590,11 @@ impl Task for Add {
     const OPTIONS: TaskOptions = TaskOptions::DEFAULT;
     const PARAMS: &'static [&'static str] = &["x", "y"];
 
-    fn run(
-        mut invocation: Invocation,
-    ) -> celery_core::BoxFuture<'static, Result<Value, TaskError>> {
-        Box::pin(async move {
-            let mut args = invocation.bind(Self::PARAMS)?;
-            let x: i64 = args.take(0)?;
-            let y: i64 = args.take(1)?;
-            Ok(json!(x + y))
-        })
+    fn run(mut invocation: Invocation) -> Result<celery_core::task::TaskFuture, TaskError> {
+        let mut args = invocation.bind(Self::PARAMS)?;
+        let x: i64 = args.take(0)?;
+        let y: i64 = args.take(1)?;
+        Ok(Box::pin(async move { Ok(json!(x + y)) }))
     }
 }
 
@@ -610,8 +606,10 @@ impl Task for Fail {
     const OPTIONS: TaskOptions = TaskOptions::DEFAULT;
     const PARAMS: &'static [&'static str] = &[];
 
-    fn run(_invocation: Invocation) -> celery_core::BoxFuture<'static, Result<Value, TaskError>> {
-        Box::pin(async { Err(TaskError::new("ValueError", "boom")) })
+    fn run(_invocation: Invocation) -> Result<celery_core::task::TaskFuture, TaskError> {
+        Ok(Box::pin(async {
+            Err(TaskError::new("ValueError", "boom"))
+        }))
     }
 }
 

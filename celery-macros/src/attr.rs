@@ -574,8 +574,8 @@ mod tests {
         assert!(errors[3].starts_with("`xml` is not a serializer Celery knows"));
         assert!(errors[4].starts_with("`lz4` is not a compression Celery knows; use one of gzip"));
         assert!(errors[4].ends_with(
-            "or a content type: application/x-gzip, application/x-bz2, application/x-lzma, \
-             application/x-brotli, application/zstd"
+            "a content type: application/x-gzip, application/x-bz2, application/x-lzma, \
+             application/x-brotli, application/zstd, or the path of a type you registered"
         ));
         assert!(errors[5].starts_with("`bind` is a flag"));
         assert_eq!(errors[6], "`expires` must be more than 0 seconds");

@@ -164,7 +164,7 @@ fn module(task: &Task) -> TokenStream {
 
                 fn run(
                     mut #invocation: #p::Invocation,
-                ) -> #p::BoxFuture<::core::result::Result<#p::Value, #p::TaskError>> {
+                ) -> ::core::result::Result<#p::TaskFuture, #p::TaskError> {
                     #run
                 }
             }
@@ -375,7 +375,8 @@ fn argument_gate(ty: &Type) -> TokenStream {
     quote_spanned!(ty.span()=> __argument::<#ty>())
 }
 
-/// The body of `Task::run`: fill in the parameters, call the function, encode its result.
+/// The body of `Task::run`: fill in the parameters, then a future that calls the function and
+/// encodes its result.
 fn run_body(
     p: &TokenStream,
     task: &Task,
@@ -441,14 +442,14 @@ fn run_body(
         Return::Unit => quote_spanned!(task.ret_span()=> ()),
     };
     let encode = quote_spanned!(task.ret_span()=> (__output::<#encoded>()));
+    // Arguments are read before the returned future runs, so that a message whose arguments do
+    // not fit is refused before the worker acknowledges it.
     quote! {
-        ::std::boxed::Box::pin(async move {
-            #context
-            #errback
-            #bind
-            #(#message_args)*
-            #encode(#value)
-        })
+        #context
+        #errback
+        #bind
+        #(#message_args)*
+        ::core::result::Result::Ok(::std::boxed::Box::pin(async move { #encode(#value) }))
     }
 }
 

@@ -26,6 +26,6 @@ async fn main() {
     let request = Request { id: "abc".into(), task: "whoami".into(), ..Request::default() };
     let invocation =
         Invocation::new(TaskContext::eager(request), vec!["hello".into()], Default::default());
-    let result = <whoami::Task as Task>::run(invocation).await.unwrap();
+    let result = <whoami::Task as Task>::run(invocation).unwrap().await.unwrap();
     assert_eq!(result, Value::from("hello from abc"));
 }

@@ -16,6 +16,6 @@ async fn main() {
     let context = TaskContext::eager(Request { task: "mul".into(), ..Request::default() });
     let args = vec![Value::from(6), Value::from(7)];
     let invocation = Invocation::new(context, args, Default::default());
-    let result = <mul::Task as Task>::run(invocation).await.unwrap();
+    let result = <mul::Task as Task>::run(invocation).unwrap().await.unwrap();
     assert_eq!(result, Value::from(42));
 }

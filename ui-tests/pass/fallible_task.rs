@@ -37,7 +37,7 @@ pub async fn read_len(path: String) -> std::io::Result<u64> {
 
 async fn run<T: Task>(args: Vec<Value>) -> Result<Value, TaskError> {
     let context = TaskContext::eager(Request { task: T::NAME.into(), ..Request::default() });
-    T::run(Invocation::new(context, args, Default::default())).await
+    T::run(Invocation::new(context, args, Default::default()))?.await
 }
 
 #[tokio::main]

@@ -40,7 +40,7 @@ async fn main() {
 
     let context = TaskContext::eager(Request { task: "collide".into(), ..Request::default() });
     let args = vec![1.into(), serde_json::json!({"id": 2}), 3.into(), Value::Array(vec![])];
-    let result = <collide::Task>::run(Invocation::new(context, args, Default::default())).await;
+    let result = <collide::Task>::run(Invocation::new(context, args, Default::default())).unwrap().await;
     assert_eq!(result.unwrap(), Value::from(6));
 }
 
