@@ -14,6 +14,9 @@ use tasks::{add, divide, long_job, mul, on_error};
 async fn main() -> Result<(), Error> {
     tracing_subscriber::fmt()
         .with_max_level(tracing_subscriber::filter::LevelFilter::WARN)
+        .with_ansi(false)
+        .with_target(false)
+        .without_time()
         .init();
 
     // An app on the embedded broker, made current so that `add::delay(...)` needs nothing else.
