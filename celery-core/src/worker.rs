@@ -142,7 +142,15 @@ async fn consume(runtime: Arc<Runtime>, mut consumer: Box<dyn Consumer>, base_pr
             _ = stopping(&mut shutdown) => break,
             Some(change) = held_rx.recv() => {
                 held += i64::from(change);
-                let prefetch = if base_prefetch == 0 { 0 } else { (i64::from(base_prefetch) + held).clamp(1, i64::from(u16::MAX)) as u16 };
+                // Past what AMQP's prefetch count can say, no limit at all, as kombu does:
+                // clamping would stall a worker holding that many ETA messages.
+                let wanted = i64::from(base_prefetch) + held;
+                let prefetch = match u16::try_from(wanted) {
+                    _ if base_prefetch == 0 => 0,
+                    Ok(count) => count.max(1),
+                    Err(_) if wanted < 1 => 1,
+                    Err(_) => 0,
+                };
                 if let Err(error) = consumer.set_prefetch(prefetch).await {
                     tracing::warn!(%error, "could not change the prefetch count");
                 }
