@@ -654,8 +654,8 @@ impl<'a> Machine<'a> {
     }
 }
 
-/// Python's `raw-unicode-escape` (the UNICODE opcode): `\u` escapes of 4 hex digits and `\U` escapes of 8,
-/// other byte a Latin-1 character.
+/// Python's `raw-unicode-escape` (the UNICODE opcode): `\u` escapes of 4 hex digits and `\U`
+/// escapes of 8, every other byte a Latin-1 character.
 fn raw_unicode_escape(bytes: &[u8]) -> Result<String, String> {
     let mut out = String::with_capacity(bytes.len());
     let mut i = 0;
