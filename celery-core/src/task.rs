@@ -225,7 +225,7 @@ impl TaskContext {
         let request = &self.inner.request;
         let record = ResultMeta::new(request.id.clone(), state.into(), meta);
         app.backend()
-            .store(record, request.reply_to.as_deref())
+            .store(&record, request.reply_to.as_deref())
             .await
     }
 

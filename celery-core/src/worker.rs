@@ -459,7 +459,7 @@ async fn store_retrying(
     const RETRIES: u32 = 20;
     let mut retries = 0;
     loop {
-        match app.backend().store(meta.clone(), reply_to).await {
+        match app.backend().store(&meta, reply_to).await {
             Err(error @ Error::Backend { .. }) if retries < RETRIES => {
                 let wait = Duration::from_secs(u64::from(retries > 0));
                 tracing::warn!(%error, id = %meta.task_id, retry = retries + 1, "could not store the task's state, retrying");

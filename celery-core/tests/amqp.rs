@@ -534,7 +534,7 @@ async fn rpc_results_reach_the_client_in_order() {
     ] {
         let mut meta = state(status, result);
         meta.task_id = task_id.clone();
-        worker.store(meta, Some(&oid)).await.unwrap();
+        worker.store(&meta, Some(&oid)).await.unwrap();
     }
     let mut seen = Vec::new();
     while seen.len() < 3 {
@@ -562,7 +562,7 @@ async fn rpc_results_reach_the_client_in_order() {
         json!({"exc_type": "ValueError", "exc_message": ["boom"], "exc_module": "builtins"}),
     );
     meta.task_id = early.clone();
-    worker.store(meta, Some(&oid)).await.unwrap();
+    worker.store(&meta, Some(&oid)).await.unwrap();
     let deadline = Instant::now() + WAIT;
     while client.get(&early).await.unwrap().is_none() {
         assert!(Instant::now() < deadline, "the result never arrived");
@@ -573,7 +573,7 @@ async fn rpc_results_reach_the_client_in_order() {
 
     // Without a reply_to there is nowhere to send a result: skipped, not an error.
     worker
-        .store(state("SUCCESS", json!(1)), None)
+        .store(&state("SUCCESS", json!(1)), None)
         .await
         .unwrap();
 

@@ -58,7 +58,7 @@ impl ResultBackend for MemoryBackend {
 
     fn store<'a>(
         &'a self,
-        meta: ResultMeta,
+        meta: &'a ResultMeta,
         _reply_to: Option<&'a str>,
     ) -> BoxFuture<'a, Result<(), Error>> {
         let mut entries = self.entries();
@@ -66,7 +66,7 @@ impl ResultBackend for MemoryBackend {
         entry
             .subscribers
             .retain(|subscriber| subscriber.send(meta.clone()).is_ok());
-        entry.latest = Some(meta);
+        entry.latest = Some(meta.clone());
         Box::pin(async { Ok(()) })
     }
 
@@ -106,7 +106,7 @@ mod tests {
         let backend = MemoryBackend::new("memory://t");
         backend
             .store(
-                ResultMeta::new("a".into(), State::Started, json!(null)),
+                &ResultMeta::new("a".into(), State::Started, json!(null)),
                 None,
             )
             .await
@@ -115,14 +115,14 @@ mod tests {
         for progress in [50, 90] {
             backend
                 .store(
-                    ResultMeta::new("a".into(), "PROGRESS".into(), json!({"progress": progress})),
+                    &ResultMeta::new("a".into(), "PROGRESS".into(), json!({"progress": progress})),
                     None,
                 )
                 .await
                 .unwrap();
         }
         backend
-            .store(ResultMeta::new("a".into(), State::Success, json!(4)), None)
+            .store(&ResultMeta::new("a".into(), State::Success, json!(4)), None)
             .await
             .unwrap();
         let seen: Vec<String> = std::iter::from_fn(|| updates.try_recv().ok())

@@ -26,7 +26,7 @@ pub trait ResultBackend: Send + Sync + 'static {
     /// state there).
     fn store<'a>(
         &'a self,
-        meta: ResultMeta,
+        meta: &'a ResultMeta,
         reply_to: Option<&'a str>,
     ) -> BoxFuture<'a, Result<(), Error>>;
 

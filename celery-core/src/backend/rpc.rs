@@ -299,7 +299,7 @@ impl ResultBackend for RpcBackend {
 
     fn store<'a>(
         &'a self,
-        meta: ResultMeta,
+        meta: &'a ResultMeta,
         reply_to: Option<&'a str>,
     ) -> BoxFuture<'a, Result<(), Error>> {
         Box::pin(async move {
@@ -307,8 +307,7 @@ impl ResultBackend for RpcBackend {
                 tracing::warn!(task_id = %meta.task_id, state = %meta.status, "rpc:// cannot send a result without the caller's reply_to; dropped");
                 return Ok(());
             };
-            let message =
-                result_message(&self.codec.read().expect("result codec poisoned"), &meta)?;
+            let message = result_message(&self.codec.read().expect("result codec poisoned"), meta)?;
             self.broker
                 .publish("", reply_to, &message)
                 .await
