@@ -132,28 +132,28 @@ struct Runtime {
 async fn consume(runtime: Arc<Runtime>, mut consumer: Box<dyn Consumer>, base_prefetch: u16) {
     let mut shutdown = runtime.shutdown.clone();
     let mut jobs = JoinSet::new();
-    // ETA messages stay unacknowledged while they wait, so the prefetch limit is raised by one
-    // for each of them: other messages keep flowing (Celery's qos.increment_eventually).
-    let (held_tx, mut held_rx) = mpsc::unbounded_channel::<i32>();
-    let mut held: i64 = 0;
+    // Messages whose ETA is ahead wait here, unacknowledged, in one timer-ordered set rather
+    // than as a parked task each (a few hundred bytes a message instead of kilobytes).
+    let (held_tx, mut held_rx) = mpsc::unbounded_channel::<Held>();
+    let mut held = EtaSchedule::default();
     loop {
+        let next_due = held.next_due();
         tokio::select! {
             biased;
             _ = stopping(&mut shutdown) => break,
-            Some(change) = held_rx.recv() => {
-                held += i64::from(change);
-                // Past what AMQP's prefetch count can say, no limit at all, as kombu does:
-                // clamping would stall a worker holding that many ETA messages.
-                let wanted = i64::from(base_prefetch) + held;
-                let prefetch = match u16::try_from(wanted) {
-                    _ if base_prefetch == 0 => 0,
-                    Ok(count) => count.max(1),
-                    Err(_) if wanted < 1 => 1,
-                    Err(_) => 0,
-                };
-                if let Err(error) = consumer.set_prefetch(prefetch).await {
-                    tracing::warn!(%error, "could not change the prefetch count");
+            Some(message) = held_rx.recv() => {
+                held.insert(message);
+                // Many arrive together: one prefetch change for all of them.
+                while let Ok(message) = held_rx.try_recv() {
+                    held.insert(message);
                 }
+                change_prefetch(consumer.as_mut(), base_prefetch, held.len()).await;
+            }
+            _ = tokio::time::sleep_until(next_due.unwrap_or_else(tokio::time::Instant::now)), if next_due.is_some() => {
+                for message in held.take_due(tokio::time::Instant::now()) {
+                    jobs.spawn(resume_held(runtime.clone(), message));
+                }
+                change_prefetch(consumer.as_mut(), base_prefetch, held.len()).await;
             }
             Some(finished) = jobs.join_next(), if !jobs.is_empty() => {
                 if let Err(error) = finished {
@@ -178,7 +178,93 @@ async fn consume(runtime: Arc<Runtime>, mut consumer: Box<dyn Consumer>, base_pr
             tracing::error!(%error, "a message handler ended abnormally");
         }
     }
+    // Handlers that were deciding to hold a message have sent it by now.
+    while let Ok(message) = held_rx.try_recv() {
+        held.insert(message);
+    }
+    for message in held.drain() {
+        let (request, acker) = message.into_parts();
+        requeue(acker, &request).await;
+    }
     tracing::info!(hostname = %runtime.hostname, "worker stopped");
+}
+
+/// ETA messages stay unacknowledged while they wait, so the prefetch limit is raised by one for
+/// each of them: other messages keep flowing (Celery's `qos.increment_eventually`).
+async fn change_prefetch(consumer: &mut dyn Consumer, base_prefetch: u16, held: usize) {
+    let prefetch = prefetch_with_held(base_prefetch, held);
+    if let Err(error) = consumer.set_prefetch(prefetch).await {
+        tracing::warn!(%error, "could not change the prefetch count");
+    }
+}
+
+/// The prefetch count with `held` ETA messages: past what AMQP's prefetch count can say, no
+/// limit at all, as kombu does (clamping would stall a worker holding that many).
+fn prefetch_with_held(base_prefetch: u16, held: usize) -> u16 {
+    if base_prefetch == 0 {
+        return 0;
+    }
+    u16::try_from(usize::from(base_prefetch) + held).unwrap_or(0)
+}
+
+/// A message held until its ETA: its request kept compact (MessagePack) and its acker.
+struct Held {
+    due: tokio::time::Instant,
+    request: Box<[u8]>,
+    acker: Box<dyn Acker>,
+}
+
+impl Held {
+    fn new(due: tokio::time::Instant, request: &Request, acker: Box<dyn Acker>) -> Self {
+        let request = rmp_serde::to_vec(request)
+            .expect("a request always encodes as MessagePack")
+            .into_boxed_slice();
+        Held {
+            due,
+            request,
+            acker,
+        }
+    }
+
+    fn into_parts(self) -> (Request, Box<dyn Acker>) {
+        let request = rmp_serde::from_slice(&self.request)
+            .expect("a request encoded by Held::new always decodes");
+        (request, self.acker)
+    }
+}
+
+/// The held ETA messages in due order.
+#[derive(Default)]
+struct EtaSchedule {
+    /// Keyed by due time, then arrival, so that equal ETAs keep their order.
+    messages: std::collections::BTreeMap<(tokio::time::Instant, u64), Held>,
+    arrivals: u64,
+}
+
+impl EtaSchedule {
+    fn insert(&mut self, message: Held) {
+        self.arrivals += 1;
+        self.messages.insert((message.due, self.arrivals), message);
+    }
+
+    fn len(&self) -> usize {
+        self.messages.len()
+    }
+
+    fn next_due(&self) -> Option<tokio::time::Instant> {
+        self.messages.first_key_value().map(|((due, _), _)| *due)
+    }
+
+    fn take_due(&mut self, now: tokio::time::Instant) -> Vec<Held> {
+        let later = self.messages.split_off(&(now, u64::MAX));
+        std::mem::replace(&mut self.messages, later)
+            .into_values()
+            .collect()
+    }
+
+    fn drain(&mut self) -> impl Iterator<Item = Held> {
+        std::mem::take(&mut self.messages).into_values()
+    }
 }
 
 /// Resolves once the worker is asked to stop.
@@ -193,7 +279,7 @@ struct Unusable {
     exception: ExceptionInfo,
 }
 
-async fn handle(runtime: Arc<Runtime>, delivery: Delivery, held_tx: mpsc::UnboundedSender<i32>) {
+async fn handle(runtime: Arc<Runtime>, delivery: Delivery, held_tx: mpsc::UnboundedSender<Held>) {
     let Delivery {
         message,
         info,
@@ -201,17 +287,20 @@ async fn handle(runtime: Arc<Runtime>, delivery: Delivery, held_tx: mpsc::Unboun
     } = delivery;
     let decoded = match decode_message(&runtime.app, &message) {
         Ok(decoded) => decoded,
-        Err(unusable) => return reject_unusable(&runtime, &message, *unusable, acker).await,
+        Err(unusable) => {
+            return Box::pin(reject_unusable(&runtime, &message, *unusable, acker)).await;
+        }
     };
-    let Some(task) = runtime.app.task(&decoded.headers.task) else {
+    if runtime.app.task(&decoded.headers.task).is_none() {
         let name = decoded.headers.task.clone();
         let unusable = Unusable {
             task_id: Some(decoded.headers.id.clone()),
             task: Some(name.clone()),
             exception: ExceptionInfo::celery("NotRegistered", format!("'{name}'")),
         };
-        return reject_unusable(&runtime, &message, unusable, acker).await;
-    };
+        return Box::pin(reject_unusable(&runtime, &message, unusable, acker)).await;
+    }
+    drop(message);
     let request = request_of(&runtime, decoded, info);
     tracing::info!(task = %request.task, id = %request.id, "Task received");
 
@@ -224,20 +313,28 @@ async fn handle(runtime: Arc<Runtime>, delivery: Delivery, held_tx: mpsc::Unboun
             .to_std()
             .unwrap_or_default();
         if !wait.is_zero() {
-            let _ = held_tx.send(1);
-            let mut shutdown = runtime.shutdown.clone();
-            let stopped = tokio::select! {
-                _ = tokio::time::sleep(wait) => false,
-                _ = stopping(&mut shutdown) => true,
-            };
-            let _ = held_tx.send(-1);
-            if stopped {
+            let due = tokio::time::Instant::now() + wait;
+            if let Err(refused) = held_tx.send(Held::new(due, &request, acker)) {
+                // The worker is stopping: the message goes back to its queue.
+                let (_, acker) = refused.0.into_parts();
                 return requeue(acker, &request).await;
             }
+            return;
         }
     }
+    run_when_free(runtime, request, acker).await;
+}
+
+/// Runs a held message once its ETA has come.
+async fn resume_held(runtime: Arc<Runtime>, message: Held) {
+    let (request, acker) = message.into_parts();
+    run_when_free(runtime, request, acker).await;
+}
+
+/// Waits for a free slot and runs the task, unless it expired meanwhile.
+async fn run_when_free(runtime: Arc<Runtime>, request: Request, acker: Box<dyn Acker>) {
     if is_expired(&request) {
-        return revoke_expired(&runtime, &request, acker).await;
+        return Box::pin(revoke_expired(&runtime, &request, acker)).await;
     }
     let mut shutdown = runtime.shutdown.clone();
     let slot = tokio::select! {
@@ -248,9 +345,16 @@ async fn handle(runtime: Arc<Runtime>, delivery: Delivery, held_tx: mpsc::Unboun
         return requeue(acker, &request).await;
     };
     if is_expired(&request) {
-        return revoke_expired(&runtime, &request, acker).await;
+        return Box::pin(revoke_expired(&runtime, &request, acker)).await;
     }
-    execute(&runtime, &task, request, acker).await;
+    match runtime.app.task(&request.task) {
+        Some(task) => Box::pin(execute(&runtime, &task, request, acker)).await,
+        // Checked when the message came, and a registry only grows; but never loop on it.
+        None => {
+            let exception = ExceptionInfo::celery("NotRegistered", format!("'{}'", request.task));
+            Box::pin(reject_with_failure(&runtime, &request, exception, acker)).await;
+        }
+    }
 }
 
 fn is_expired(request: &Request) -> bool {
@@ -306,6 +410,22 @@ async fn reject_unusable(
         acker.reject(false).await,
         unusable.task_id.as_deref().unwrap_or("?"),
     );
+}
+
+/// Rejects (dead-letters) a decoded message that cannot run, with its FAILURE stored.
+async fn reject_with_failure(
+    runtime: &Runtime,
+    request: &Request,
+    exception: ExceptionInfo,
+    acker: Box<dyn Acker>,
+) {
+    store(
+        runtime,
+        request,
+        ResultMeta::exception(request.id.clone(), State::Failure, &exception, None),
+    )
+    .await;
+    settle(acker.reject(false).await, &request.id);
 }
 
 fn settle(result: Result<(), crate::broker::BrokerError>, task_id: &str) {
@@ -509,14 +629,7 @@ async fn execute(
                 .cloned()
                 .unwrap_or_else(|| ExceptionInfo::builtin("TypeError", error.to_string()));
             tracing::error!(task = %request.task, id = %request.id, error = %exception, "rejecting message whose arguments do not fit the task");
-            store(
-                runtime,
-                &request,
-                ResultMeta::exception(request.id.clone(), State::Failure, &exception, None),
-            )
-            .await;
-            settle(acker.reject(false).await, &request.id);
-            return;
+            return reject_with_failure(runtime, &request, exception, acker).await;
         }
     };
     let mut acker = Some(acker);
@@ -804,5 +917,84 @@ async fn send_errbacks(
                 send_follow_up(app, signature, request).await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::broker::BrokerError;
+    use crate::BoxFuture;
+
+    struct NoAcker;
+
+    impl Acker for NoAcker {
+        fn ack(self: Box<Self>) -> BoxFuture<'static, Result<(), BrokerError>> {
+            Box::pin(async { Ok(()) })
+        }
+        fn reject(self: Box<Self>, _: bool) -> BoxFuture<'static, Result<(), BrokerError>> {
+            Box::pin(async { Ok(()) })
+        }
+    }
+
+    fn held(id: &str, due: tokio::time::Instant) -> Held {
+        let request = Request {
+            id: id.to_owned(),
+            task: "tasks.add".to_owned(),
+            args: vec![serde_json::json!(2), serde_json::json!({"x": [1.5, null]})],
+            eta: Some("2026-11-24T00:00:00+00:00".to_owned()),
+            callbacks: vec![RawSignature::new("tasks.mul")],
+            ..Request::default()
+        };
+        Held::new(due, &request, Box::new(NoAcker))
+    }
+
+    #[test]
+    fn a_held_request_comes_back_unchanged() {
+        let now = tokio::time::Instant::now();
+        let request = Request {
+            id: "a".to_owned(),
+            task: "tasks.add".to_owned(),
+            args: vec![serde_json::json!(2), serde_json::json!({"x": [1.5, null]})],
+            eta: Some("2026-11-24T00:00:00+00:00".to_owned()),
+            callbacks: vec![RawSignature::new("tasks.mul")],
+            ..Request::default()
+        };
+        let (back, _) = Held::new(now, &request, Box::new(NoAcker)).into_parts();
+        assert_eq!(back, request);
+    }
+
+    #[test]
+    fn held_messages_come_due_in_eta_order_and_ties_in_arrival_order() {
+        let now = tokio::time::Instant::now();
+        let second = Duration::from_secs(1);
+        let mut schedule = EtaSchedule::default();
+        schedule.insert(held("late", now + 3 * second));
+        schedule.insert(held("first", now + second));
+        schedule.insert(held("second", now + second));
+        schedule.insert(held("middle", now + 2 * second));
+        assert_eq!(schedule.next_due(), Some(now + second));
+        assert!(schedule.take_due(now).is_empty());
+        let ids = |due: Vec<Held>| -> Vec<String> {
+            due.into_iter().map(|h| h.into_parts().0.id).collect()
+        };
+        assert_eq!(
+            ids(schedule.take_due(now + 2 * second)),
+            ["first", "second", "middle"]
+        );
+        assert_eq!(schedule.len(), 1);
+        assert_eq!(schedule.next_due(), Some(now + 3 * second));
+        assert_eq!(ids(schedule.drain().collect()), ["late"]);
+        assert_eq!(schedule.next_due(), None);
+    }
+
+    #[test]
+    fn each_held_message_raises_the_prefetch_until_amqp_cannot_say_it() {
+        assert_eq!(prefetch_with_held(8, 0), 8);
+        assert_eq!(prefetch_with_held(8, 100), 108);
+        assert_eq!(prefetch_with_held(8, 65_527), 65_535);
+        // 0 is "no limit", as kombu sends past the largest count.
+        assert_eq!(prefetch_with_held(8, 65_528), 0);
+        assert_eq!(prefetch_with_held(0, 10), 0);
     }
 }

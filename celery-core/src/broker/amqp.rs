@@ -16,8 +16,8 @@ use std::time::Duration;
 use futures_core::Stream;
 use lapin::options::{
     BasicCancelOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
-    BasicRejectOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
-    QueueDeclareOptions, QueueDeleteOptions, QueuePurgeOptions,
+    ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+    QueueDeleteOptions, QueuePurgeOptions,
 };
 use lapin::types::{AMQPValue, FieldArray, FieldTable, LongString, ShortString};
 use lapin::uri::{AMQPAuthority, AMQPQueryString, AMQPScheme, AMQPUri, AMQPUserInfo};
@@ -26,6 +26,9 @@ use lapin::{
     ExchangeKind,
 };
 
+mod acks;
+
+use self::acks::AckBatcher;
 use super::{Acker, Broker, BrokerError, BrokerErrorKind, Consumer, Delivery};
 use crate::error::Error;
 use crate::protocol::{HeaderValue, Headers, Message, Properties};
@@ -511,6 +514,7 @@ struct Session {
     channel: Channel,
     consumers: Vec<Option<lapin::Consumer>>,
     next: usize,
+    acks: AckBatcher,
 }
 
 impl AmqpConsumer {
@@ -563,6 +567,7 @@ impl AmqpConsumer {
             consumers.push(Some(consumer));
         }
         Ok(Session {
+            acks: AckBatcher::start(channel.clone()),
             channel,
             consumers,
             next: 0,
@@ -575,8 +580,9 @@ impl AmqpConsumer {
         Duration::from_millis(250 << exponent)
     }
 
-    fn delivery(&self, channel: &Channel, delivery: lapin::message::Delivery) -> Delivery {
+    fn delivery(acks: &AckBatcher, delivery: lapin::message::Delivery) -> Delivery {
         let lapin::message::Delivery {
+            delivery_tag,
             exchange,
             routing_key,
             redelivered,
@@ -595,7 +601,9 @@ impl AmqpConsumer {
             },
             message,
             acker: Box::new(AmqpAcker {
-                pending: Some((acker, channel.clone())),
+                tag: delivery_tag,
+                pending: Some(acker),
+                acks: acks.clone(),
             }),
         }
     }
@@ -660,9 +668,11 @@ impl Consumer for AmqpConsumer {
                     }
                 };
                 let item = std::future::poll_fn(|cx| session.poll_next(cx)).await;
-                let channel = session.channel.clone();
                 let error = match item {
-                    Some(Ok(delivery)) => return Some(Ok(self.delivery(&channel, delivery))),
+                    Some(Ok(delivery)) => {
+                        session.acks.delivered(delivery.delivery_tag);
+                        return Some(Ok(Self::delivery(&session.acks, delivery)));
+                    }
                     Some(Err(error)) => self.shared.error("consume", error),
                     None if self.cancelled => return None,
                     None => BrokerError::new(
@@ -714,64 +724,38 @@ impl Consumer for AmqpConsumer {
     }
 }
 
-/// Acknowledges one delivery on its channel, which it keeps open. Dropped without an answer, it
-/// puts the message back in its queue.
+/// Acknowledges or rejects one delivery through its channel's [`AckBatcher`], which keeps the
+/// channel open until then. Dropped without an answer, it puts the message back in its queue.
 struct AmqpAcker {
-    pending: Option<(lapin::Acker, Channel)>,
-}
-
-impl AmqpAcker {
-    fn settle(&mut self, requeue: Option<bool>) -> BoxFuture<'static, Result<(), BrokerError>> {
-        let pending = self.pending.take();
-        Box::pin(async move {
-            let Some((acker, _channel)) = pending else {
-                return Ok(());
-            };
-            let (action, done) = match requeue {
-                None => ("acknowledge", acker.ack(Default::default()).await),
-                Some(requeue) => ("reject", acker.reject(BasicRejectOptions { requeue }).await),
-            };
-            match done {
-                Ok(true) => Ok(()),
-                Ok(false) => Err(BrokerError::new(
-                    BrokerErrorKind::Channel,
-                    format!(
-                        "cannot {action} the message: its channel is closed, the broker \
-                         delivers it again"
-                    ),
-                )),
-                Err(error) => Err(amqp_error(format_args!("{action} a message"), &error)),
-            }
-        })
-    }
+    tag: u64,
+    pending: Option<lapin::Acker>,
+    acks: AckBatcher,
 }
 
 impl Acker for AmqpAcker {
     fn ack(mut self: Box<Self>) -> BoxFuture<'static, Result<(), BrokerError>> {
-        self.settle(None)
+        let queued = match self.pending.take() {
+            Some(acker) => self.acks.ack(self.tag, acker),
+            None => Ok(()),
+        };
+        Box::pin(std::future::ready(queued))
     }
 
     fn reject(mut self: Box<Self>, requeue: bool) -> BoxFuture<'static, Result<(), BrokerError>> {
-        self.settle(Some(requeue))
+        let queued = match self.pending.take() {
+            Some(acker) => self.acks.reject(self.tag, acker, requeue),
+            None => Ok(()),
+        };
+        Box::pin(std::future::ready(queued))
     }
 }
 
 impl Drop for AmqpAcker {
     fn drop(&mut self) {
-        if self.pending.is_none() {
-            return;
-        }
-        let requeue = self.settle(Some(true));
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => {
-                runtime.spawn(async move {
-                    if let Err(error) = requeue.await {
-                        tracing::debug!(%error, "could not requeue a dropped delivery");
-                    }
-                });
+        if let Some(acker) = self.pending.take() {
+            if let Err(error) = self.acks.reject(self.tag, acker, true) {
+                tracing::debug!(%error, "could not requeue a dropped delivery");
             }
-            // Without a runtime the channel's closing requeues it.
-            Err(_) => drop(requeue),
         }
     }
 }

@@ -1,0 +1,361 @@
+//! Acknowledgements of one consumer channel, sent in batches.
+//!
+//! RabbitMQ spends about as much on an acknowledgement as on a delivery, so a worker acking
+//! every message on its own drains at less than half the rate it could. AMQP's `basic.ack` with
+//! `multiple` settles every delivery up to a tag at once; this module sends one for each run of
+//! acknowledged deliveries at the front of the channel's unsettled window.
+//!
+//! One task per channel (the settler) owns the window and is the only sender of acks and
+//! rejects on it, which keeps them in order: a `multiple` ack never covers a delivery that is
+//! still running, held for its ETA or rejected. It gathers what arrives while the runtime is
+//! busy (it yields once before sending), so a busy worker sends few frames and an idle one
+//! sends each acknowledgement at once.
+//!
+//! Deliveries settled behind one that is still unsettled (an ETA message held for a day, a long
+//! task) are sent on their own, so that they do not count against the prefetch limit.
+
+use std::collections::VecDeque;
+
+use lapin::options::{BasicAckOptions, BasicRejectOptions};
+use lapin::Channel;
+use tokio::sync::mpsc;
+
+use crate::broker::{BrokerError, BrokerErrorKind};
+
+/// What happens to a delivery.
+#[derive(Debug, PartialEq)]
+enum Outcome {
+    Ack,
+    Reject { requeue: bool },
+}
+
+/// What the settler hears of; `A` is lapin's acker (a plain marker in the tests).
+enum Event<A> {
+    /// A delivery handed to the worker, in the channel's delivery-tag order.
+    Delivered(u64),
+    Settled {
+        tag: u64,
+        acker: A,
+        outcome: Outcome,
+    },
+}
+
+/// The sending side, one per consumer session; cheap to clone into each delivery's acker.
+#[derive(Clone)]
+pub(super) struct AckBatcher {
+    events: mpsc::UnboundedSender<Event<lapin::Acker>>,
+}
+
+impl AckBatcher {
+    /// Starts the settler of `channel`. It keeps the channel open until every delivery it was
+    /// told of is settled and every [`AckBatcher`] clone is dropped, then ends.
+    pub(super) fn start(channel: Channel) -> Self {
+        let (events, receiver) = mpsc::unbounded_channel();
+        tokio::spawn(settle_loop(channel, receiver));
+        AckBatcher { events }
+    }
+
+    /// Registers a delivery before it is handed out; tags must come in increasing order.
+    pub(super) fn delivered(&self, tag: u64) {
+        // The settler only ends once every sender is gone, and `self` is one.
+        let _ = self.events.send(Event::Delivered(tag));
+    }
+
+    /// Queues the acknowledgement or rejection of a delivery. An error means the channel is
+    /// already closed: the broker delivers the message again.
+    fn settle(&self, tag: u64, acker: lapin::Acker, outcome: Outcome) -> Result<(), BrokerError> {
+        let action = match outcome {
+            Outcome::Ack => "acknowledge",
+            Outcome::Reject { .. } => "reject",
+        };
+        let closed = || {
+            BrokerError::new(
+                BrokerErrorKind::Channel,
+                format!(
+                    "cannot {action} the message: its channel is closed, the broker delivers it \
+                     again"
+                ),
+            )
+        };
+        if !acker.usable() {
+            return Err(closed());
+        }
+        self.events
+            .send(Event::Settled {
+                tag,
+                acker,
+                outcome,
+            })
+            .map_err(|_| closed())
+    }
+
+    pub(super) fn ack(&self, tag: u64, acker: lapin::Acker) -> Result<(), BrokerError> {
+        self.settle(tag, acker, Outcome::Ack)
+    }
+
+    pub(super) fn reject(
+        &self,
+        tag: u64,
+        acker: lapin::Acker,
+        requeue: bool,
+    ) -> Result<(), BrokerError> {
+        self.settle(tag, acker, Outcome::Reject { requeue })
+    }
+}
+
+/// A delivery in the window: unsettled, or settled and waiting to be sent.
+struct Slot<A> {
+    tag: u64,
+    settled: Option<(A, Outcome)>,
+}
+
+/// The channel's unsettled deliveries in tag order, and what to send for them.
+struct Window<A> {
+    slots: VecDeque<Slot<A>>,
+}
+
+/// A frame to send, in order.
+#[derive(Debug, PartialEq)]
+enum Frame<A> {
+    /// `basic.ack` up to and including this delivery when `multiple`, else of it alone.
+    Ack {
+        acker: A,
+        multiple: bool,
+    },
+    Reject {
+        acker: A,
+        requeue: bool,
+    },
+}
+
+impl<A> Window<A> {
+    fn new() -> Self {
+        Window {
+            slots: VecDeque::new(),
+        }
+    }
+
+    fn apply(&mut self, event: Event<A>) {
+        match event {
+            Event::Delivered(tag) => self.slots.push_back(Slot { tag, settled: None }),
+            Event::Settled {
+                tag,
+                acker,
+                outcome,
+            } => {
+                let index = self.slots.partition_point(|slot| slot.tag < tag);
+                match self.slots.get_mut(index) {
+                    Some(slot) if slot.tag == tag && slot.settled.is_none() => {
+                        slot.settled = Some((acker, outcome));
+                    }
+                    // Not registered (cannot happen through `AmqpConsumer`) or settled twice:
+                    // acking a tag twice would close the channel, so the second answer is
+                    // dropped.
+                    _ => tracing::warn!(tag, "a delivery was settled twice or never registered"),
+                }
+            }
+        }
+    }
+
+    /// Takes what can be sent now: each run of acknowledged deliveries at the front of the
+    /// window as one `multiple` ack, rejections in their place, and settled deliveries behind
+    /// the first unsettled one on their own.
+    fn take_frames(&mut self) -> Vec<Frame<A>> {
+        let mut frames = Vec::new();
+        let mut run: Option<A> = None;
+        while self
+            .slots
+            .front()
+            .is_some_and(|slot| slot.settled.is_some())
+        {
+            let Some((acker, outcome)) = self.slots.pop_front().and_then(|slot| slot.settled)
+            else {
+                break;
+            };
+            match outcome {
+                Outcome::Ack => run = Some(acker),
+                Outcome::Reject { requeue } => {
+                    // The run so far goes out first and stops there: no `multiple` ack may
+                    // cover a rejected delivery.
+                    if let Some(acker) = run.take() {
+                        frames.push(Frame::Ack {
+                            acker,
+                            multiple: true,
+                        });
+                    }
+                    frames.push(Frame::Reject { acker, requeue });
+                }
+            }
+        }
+        if let Some(acker) = run {
+            frames.push(Frame::Ack {
+                acker,
+                multiple: true,
+            });
+        }
+        if self.slots.iter().any(|slot| slot.settled.is_some()) {
+            let slots = std::mem::take(&mut self.slots);
+            for slot in slots {
+                match slot.settled {
+                    None => self.slots.push_back(slot),
+                    Some((acker, Outcome::Ack)) => frames.push(Frame::Ack {
+                        acker,
+                        multiple: false,
+                    }),
+                    Some((acker, Outcome::Reject { requeue })) => {
+                        frames.push(Frame::Reject { acker, requeue })
+                    }
+                }
+            }
+        }
+        frames
+    }
+}
+
+async fn settle_loop(channel: Channel, mut events: mpsc::UnboundedReceiver<Event<lapin::Acker>>) {
+    let mut window = Window::new();
+    while let Some(event) = events.recv().await {
+        window.apply(event);
+        // Let the tasks that are ready run first: what they settle joins this batch.
+        tokio::task::yield_now().await;
+        while let Ok(event) = events.try_recv() {
+            window.apply(event);
+        }
+        for frame in window.take_frames() {
+            send(frame).await;
+        }
+    }
+    // Every sender is gone; deliveries never settled go back to their queue when the channel
+    // closes, which dropping it here does.
+    drop(channel);
+}
+
+async fn send(frame: Frame<lapin::Acker>) {
+    let (action, sent) = match frame {
+        Frame::Ack { acker, multiple } => {
+            ("acknowledge", acker.ack(BasicAckOptions { multiple }).await)
+        }
+        Frame::Reject { acker, requeue } => {
+            ("reject", acker.reject(BasicRejectOptions { requeue }).await)
+        }
+    };
+    match sent {
+        Ok(true) => {}
+        // The channel closed meanwhile: the broker delivers the messages again.
+        Ok(false) => tracing::debug!(action, "the channel closed before a settlement was sent"),
+        Err(error) => {
+            tracing::warn!(%error, action, "could not settle messages; the broker delivers them again")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A window where the acker of each delivery is its tag.
+    fn window(delivered: impl IntoIterator<Item = u64>) -> Window<u64> {
+        let mut window = Window::new();
+        for tag in delivered {
+            window.apply(Event::Delivered(tag));
+        }
+        window
+    }
+
+    fn ack(window: &mut Window<u64>, tag: u64) {
+        window.apply(Event::Settled {
+            tag,
+            acker: tag,
+            outcome: Outcome::Ack,
+        });
+    }
+
+    fn reject(window: &mut Window<u64>, tag: u64, requeue: bool) {
+        window.apply(Event::Settled {
+            tag,
+            acker: tag,
+            outcome: Outcome::Reject { requeue },
+        });
+    }
+
+    fn multiple(tag: u64) -> Frame<u64> {
+        Frame::Ack {
+            acker: tag,
+            multiple: true,
+        }
+    }
+
+    fn single(tag: u64) -> Frame<u64> {
+        Frame::Ack {
+            acker: tag,
+            multiple: false,
+        }
+    }
+
+    #[test]
+    fn a_run_of_acks_at_the_front_is_one_multiple_ack() {
+        let mut window = window(1..=5);
+        for tag in 1..=3 {
+            ack(&mut window, tag);
+        }
+        assert_eq!(window.take_frames(), vec![multiple(3)]);
+        assert_eq!(window.take_frames(), vec![]);
+        ack(&mut window, 5);
+        ack(&mut window, 4);
+        assert_eq!(window.take_frames(), vec![multiple(5)]);
+        assert!(window.slots.is_empty());
+    }
+
+    #[test]
+    fn a_multiple_ack_never_covers_an_unsettled_delivery() {
+        // 2 is held (an ETA message): 1 goes as a multiple ack, 3 and 4 on their own.
+        let mut window = window(1..=4);
+        for tag in [1, 3, 4] {
+            ack(&mut window, tag);
+        }
+        assert_eq!(
+            window.take_frames(),
+            vec![multiple(1), single(3), single(4)]
+        );
+        assert_eq!(window.slots.len(), 1);
+        ack(&mut window, 2);
+        assert_eq!(window.take_frames(), vec![multiple(2)]);
+    }
+
+    #[test]
+    fn rejections_keep_their_place_between_acks() {
+        let mut window = window(1..=6);
+        ack(&mut window, 1);
+        ack(&mut window, 2);
+        reject(&mut window, 3, false);
+        ack(&mut window, 4);
+        reject(&mut window, 6, true);
+        assert_eq!(
+            window.take_frames(),
+            vec![
+                multiple(2),
+                Frame::Reject {
+                    acker: 3,
+                    requeue: false
+                },
+                multiple(4),
+                Frame::Reject {
+                    acker: 6,
+                    requeue: true
+                },
+            ]
+        );
+        assert_eq!(window.slots.iter().map(|s| s.tag).collect::<Vec<_>>(), [5]);
+    }
+
+    #[test]
+    fn a_second_answer_for_a_delivery_is_dropped() {
+        let mut window = window(1..=2);
+        ack(&mut window, 2);
+        reject(&mut window, 2, true);
+        ack(&mut window, 7);
+        assert_eq!(window.take_frames(), vec![single(2)]);
+        ack(&mut window, 1);
+        assert_eq!(window.take_frames(), vec![multiple(1)]);
+    }
+}
