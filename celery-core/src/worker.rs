@@ -136,6 +136,7 @@ async fn consume(runtime: Arc<Runtime>, mut consumer: Box<dyn Consumer>, base_pr
     // than as a parked task each (a few hundred bytes a message instead of kilobytes).
     let (held_tx, mut held_rx) = mpsc::unbounded_channel::<Held>();
     let mut held = EtaSchedule::default();
+    let mut prefetch = base_prefetch;
     loop {
         let next_due = held.next_due();
         tokio::select! {
@@ -147,13 +148,13 @@ async fn consume(runtime: Arc<Runtime>, mut consumer: Box<dyn Consumer>, base_pr
                 while let Ok(message) = held_rx.try_recv() {
                     held.insert(message);
                 }
-                change_prefetch(consumer.as_mut(), base_prefetch, held.len()).await;
+                change_prefetch(consumer.as_mut(), &mut prefetch, base_prefetch, held.len()).await;
             }
             _ = tokio::time::sleep_until(next_due.unwrap_or_else(tokio::time::Instant::now)), if next_due.is_some() => {
                 for message in held.take_due(tokio::time::Instant::now()) {
                     jobs.spawn(resume_held(runtime.clone(), message));
                 }
-                change_prefetch(consumer.as_mut(), base_prefetch, held.len()).await;
+                change_prefetch(consumer.as_mut(), &mut prefetch, base_prefetch, held.len()).await;
             }
             Some(finished) = jobs.join_next(), if !jobs.is_empty() => {
                 if let Err(error) = finished {
@@ -191,10 +192,21 @@ async fn consume(runtime: Arc<Runtime>, mut consumer: Box<dyn Consumer>, base_pr
 
 /// ETA messages stay unacknowledged while they wait, so the prefetch limit is raised by one for
 /// each of them: other messages keep flowing (Celery's `qos.increment_eventually`).
-async fn change_prefetch(consumer: &mut dyn Consumer, base_prefetch: u16, held: usize) {
-    let prefetch = prefetch_with_held(base_prefetch, held);
-    if let Err(error) = consumer.set_prefetch(prefetch).await {
-        tracing::warn!(%error, "could not change the prefetch count");
+/// Each change is a round trip to the broker, during which no delivery is taken: only a new
+/// count is sent (past 65,535 held, the count stays "no limit").
+async fn change_prefetch(
+    consumer: &mut dyn Consumer,
+    current: &mut u16,
+    base_prefetch: u16,
+    held: usize,
+) {
+    let wanted = prefetch_with_held(base_prefetch, held);
+    if wanted == *current {
+        return;
+    }
+    match consumer.set_prefetch(wanted).await {
+        Ok(()) => *current = wanted,
+        Err(error) => tracing::warn!(%error, "could not change the prefetch count"),
     }
 }
 
@@ -236,15 +248,51 @@ impl Held {
 /// The held ETA messages in due order.
 #[derive(Default)]
 struct EtaSchedule {
-    /// Keyed by due time, then arrival, so that equal ETAs keep their order.
-    messages: std::collections::BTreeMap<(tokio::time::Instant, u64), Held>,
+    /// A heap rather than a tree: a few dozen bytes a message instead of over a hundred.
+    messages: std::collections::BinaryHeap<Scheduled>,
     arrivals: u64,
+}
+
+/// A held message in the heap: the earliest due first, equal ETAs in arrival order.
+struct Scheduled {
+    arrival: u64,
+    message: Held,
+}
+
+impl Scheduled {
+    fn key(&self) -> (tokio::time::Instant, u64) {
+        (self.message.due, self.arrival)
+    }
+}
+
+impl PartialEq for Scheduled {
+    fn eq(&self, other: &Self) -> bool {
+        self.key() == other.key()
+    }
+}
+
+impl Eq for Scheduled {}
+
+impl PartialOrd for Scheduled {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Scheduled {
+    /// Reversed: `BinaryHeap` is a max-heap and the earliest must come out first.
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        other.key().cmp(&self.key())
+    }
 }
 
 impl EtaSchedule {
     fn insert(&mut self, message: Held) {
         self.arrivals += 1;
-        self.messages.insert((message.due, self.arrivals), message);
+        self.messages.push(Scheduled {
+            arrival: self.arrivals,
+            message,
+        });
     }
 
     fn len(&self) -> usize {
@@ -252,18 +300,23 @@ impl EtaSchedule {
     }
 
     fn next_due(&self) -> Option<tokio::time::Instant> {
-        self.messages.first_key_value().map(|((due, _), _)| *due)
+        self.messages.peek().map(|scheduled| scheduled.message.due)
     }
 
     fn take_due(&mut self, now: tokio::time::Instant) -> Vec<Held> {
-        let later = self.messages.split_off(&(now, u64::MAX));
-        std::mem::replace(&mut self.messages, later)
-            .into_values()
-            .collect()
+        let mut due = Vec::new();
+        while self.next_due().is_some_and(|next| next <= now) {
+            due.extend(self.messages.pop().map(|scheduled| scheduled.message));
+        }
+        due
     }
 
     fn drain(&mut self) -> impl Iterator<Item = Held> {
-        std::mem::take(&mut self.messages).into_values()
+        std::mem::take(&mut self.messages)
+            .into_sorted_vec()
+            .into_iter()
+            .rev()
+            .map(|scheduled| scheduled.message)
     }
 }
 

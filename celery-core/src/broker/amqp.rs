@@ -588,7 +588,6 @@ impl AmqpConsumer {
             redelivered,
             properties,
             data,
-            acker,
             ..
         } = delivery;
         let message = message_from(&properties, data);
@@ -600,9 +599,11 @@ impl AmqpConsumer {
                 redelivered,
             },
             message,
+            // lapin's own acker is not used: acknowledgements go through the batcher, which
+            // sends one `multiple` ack for many deliveries.
             acker: Box::new(AmqpAcker {
                 tag: delivery_tag,
-                pending: Some(acker),
+                pending: true,
                 acks: acks.clone(),
             }),
         }
@@ -728,23 +729,23 @@ impl Consumer for AmqpConsumer {
 /// channel open until then. Dropped without an answer, it puts the message back in its queue.
 struct AmqpAcker {
     tag: u64,
-    pending: Option<lapin::Acker>,
+    pending: bool,
     acks: AckBatcher,
 }
 
 impl Acker for AmqpAcker {
     fn ack(mut self: Box<Self>) -> BoxFuture<'static, Result<(), BrokerError>> {
-        let queued = match self.pending.take() {
-            Some(acker) => self.acks.ack(self.tag, acker),
-            None => Ok(()),
+        let queued = match std::mem::take(&mut self.pending) {
+            true => self.acks.ack(self.tag),
+            false => Ok(()),
         };
         Box::pin(std::future::ready(queued))
     }
 
     fn reject(mut self: Box<Self>, requeue: bool) -> BoxFuture<'static, Result<(), BrokerError>> {
-        let queued = match self.pending.take() {
-            Some(acker) => self.acks.reject(self.tag, acker, requeue),
-            None => Ok(()),
+        let queued = match std::mem::take(&mut self.pending) {
+            true => self.acks.reject(self.tag, requeue),
+            false => Ok(()),
         };
         Box::pin(std::future::ready(queued))
     }
@@ -752,8 +753,8 @@ impl Acker for AmqpAcker {
 
 impl Drop for AmqpAcker {
     fn drop(&mut self) {
-        if let Some(acker) = self.pending.take() {
-            if let Err(error) = self.acks.reject(self.tag, acker, true) {
+        if self.pending {
+            if let Err(error) = self.acks.reject(self.tag, true) {
                 tracing::debug!(%error, "could not requeue a dropped delivery");
             }
         }

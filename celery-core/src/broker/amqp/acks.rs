@@ -17,25 +17,26 @@
 use std::collections::VecDeque;
 
 use lapin::options::{BasicAckOptions, BasicRejectOptions};
+use std::sync::Arc;
+
 use lapin::Channel;
 use tokio::sync::mpsc;
 
 use crate::broker::{BrokerError, BrokerErrorKind};
 
 /// What happens to a delivery.
-#[derive(Debug, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 enum Outcome {
     Ack,
     Reject { requeue: bool },
 }
 
-/// What the settler hears of; `A` is lapin's acker (a plain marker in the tests).
-enum Event<A> {
+/// What the settler hears of.
+enum Event {
     /// A delivery handed to the worker, in the channel's delivery-tag order.
     Delivered(u64),
     Settled {
         tag: u64,
-        acker: A,
         outcome: Outcome,
     },
 }
@@ -43,7 +44,13 @@ enum Event<A> {
 /// The sending side, one per consumer session; cheap to clone into each delivery's acker.
 #[derive(Clone)]
 pub(super) struct AckBatcher {
-    events: mpsc::UnboundedSender<Event<lapin::Acker>>,
+    inner: Arc<Batcher>,
+}
+
+struct Batcher {
+    events: mpsc::UnboundedSender<Event>,
+    /// To tell whether the channel is still open when a delivery is settled.
+    channel: Channel,
 }
 
 impl AckBatcher {
@@ -51,19 +58,21 @@ impl AckBatcher {
     /// told of is settled and every [`AckBatcher`] clone is dropped, then ends.
     pub(super) fn start(channel: Channel) -> Self {
         let (events, receiver) = mpsc::unbounded_channel();
-        tokio::spawn(settle_loop(channel, receiver));
-        AckBatcher { events }
+        tokio::spawn(settle_loop(channel.clone(), receiver));
+        AckBatcher {
+            inner: Arc::new(Batcher { events, channel }),
+        }
     }
 
     /// Registers a delivery before it is handed out; tags must come in increasing order.
     pub(super) fn delivered(&self, tag: u64) {
         // The settler only ends once every sender is gone, and `self` is one.
-        let _ = self.events.send(Event::Delivered(tag));
+        let _ = self.inner.events.send(Event::Delivered(tag));
     }
 
     /// Queues the acknowledgement or rejection of a delivery. An error means the channel is
     /// already closed: the broker delivers the message again.
-    fn settle(&self, tag: u64, acker: lapin::Acker, outcome: Outcome) -> Result<(), BrokerError> {
+    fn settle(&self, tag: u64, outcome: Outcome) -> Result<(), BrokerError> {
         let action = match outcome {
             Outcome::Ack => "acknowledge",
             Outcome::Reject { .. } => "reject",
@@ -77,76 +86,59 @@ impl AckBatcher {
                 ),
             )
         };
-        if !acker.usable() {
+        if !self.inner.channel.status().connected() {
             return Err(closed());
         }
-        self.events
-            .send(Event::Settled {
-                tag,
-                acker,
-                outcome,
-            })
+        self.inner
+            .events
+            .send(Event::Settled { tag, outcome })
             .map_err(|_| closed())
     }
 
-    pub(super) fn ack(&self, tag: u64, acker: lapin::Acker) -> Result<(), BrokerError> {
-        self.settle(tag, acker, Outcome::Ack)
+    pub(super) fn ack(&self, tag: u64) -> Result<(), BrokerError> {
+        self.settle(tag, Outcome::Ack)
     }
 
-    pub(super) fn reject(
-        &self,
-        tag: u64,
-        acker: lapin::Acker,
-        requeue: bool,
-    ) -> Result<(), BrokerError> {
-        self.settle(tag, acker, Outcome::Reject { requeue })
+    pub(super) fn reject(&self, tag: u64, requeue: bool) -> Result<(), BrokerError> {
+        self.settle(tag, Outcome::Reject { requeue })
     }
 }
 
 /// A delivery in the window: unsettled, or settled and waiting to be sent.
-struct Slot<A> {
+struct Slot {
     tag: u64,
-    settled: Option<(A, Outcome)>,
+    settled: Option<Outcome>,
 }
 
 /// The channel's unsettled deliveries in tag order, and what to send for them.
-struct Window<A> {
-    slots: VecDeque<Slot<A>>,
+#[derive(Default)]
+struct Window {
+    slots: VecDeque<Slot>,
 }
 
 /// A frame to send, in order.
 #[derive(Debug, PartialEq)]
-enum Frame<A> {
+enum Frame {
     /// `basic.ack` up to and including this delivery when `multiple`, else of it alone.
     Ack {
-        acker: A,
+        tag: u64,
         multiple: bool,
     },
     Reject {
-        acker: A,
+        tag: u64,
         requeue: bool,
     },
 }
 
-impl<A> Window<A> {
-    fn new() -> Self {
-        Window {
-            slots: VecDeque::new(),
-        }
-    }
-
-    fn apply(&mut self, event: Event<A>) {
+impl Window {
+    fn apply(&mut self, event: Event) {
         match event {
             Event::Delivered(tag) => self.slots.push_back(Slot { tag, settled: None }),
-            Event::Settled {
-                tag,
-                acker,
-                outcome,
-            } => {
+            Event::Settled { tag, outcome } => {
                 let index = self.slots.partition_point(|slot| slot.tag < tag);
                 match self.slots.get_mut(index) {
                     Some(slot) if slot.tag == tag && slot.settled.is_none() => {
-                        slot.settled = Some((acker, outcome));
+                        slot.settled = Some(outcome);
                     }
                     // Not registered (cannot happen through `AmqpConsumer`) or settled twice:
                     // acking a tag twice would close the channel, so the second answer is
@@ -160,36 +152,33 @@ impl<A> Window<A> {
     /// Takes what can be sent now: each run of acknowledged deliveries at the front of the
     /// window as one `multiple` ack, rejections in their place, and settled deliveries behind
     /// the first unsettled one on their own.
-    fn take_frames(&mut self) -> Vec<Frame<A>> {
+    fn take_frames(&mut self) -> Vec<Frame> {
         let mut frames = Vec::new();
-        let mut run: Option<A> = None;
-        while self
-            .slots
-            .front()
-            .is_some_and(|slot| slot.settled.is_some())
+        let mut run: Option<u64> = None;
+        while let Some(&Slot {
+            tag,
+            settled: Some(outcome),
+        }) = self.slots.front()
         {
-            let Some((acker, outcome)) = self.slots.pop_front().and_then(|slot| slot.settled)
-            else {
-                break;
-            };
+            self.slots.pop_front();
             match outcome {
-                Outcome::Ack => run = Some(acker),
+                Outcome::Ack => run = Some(tag),
                 Outcome::Reject { requeue } => {
                     // The run so far goes out first and stops there: no `multiple` ack may
                     // cover a rejected delivery.
-                    if let Some(acker) = run.take() {
+                    if let Some(last) = run.take() {
                         frames.push(Frame::Ack {
-                            acker,
+                            tag: last,
                             multiple: true,
                         });
                     }
-                    frames.push(Frame::Reject { acker, requeue });
+                    frames.push(Frame::Reject { tag, requeue });
                 }
             }
         }
-        if let Some(acker) = run {
+        if let Some(last) = run {
             frames.push(Frame::Ack {
-                acker,
+                tag: last,
                 multiple: true,
             });
         }
@@ -198,13 +187,14 @@ impl<A> Window<A> {
             for slot in slots {
                 match slot.settled {
                     None => self.slots.push_back(slot),
-                    Some((acker, Outcome::Ack)) => frames.push(Frame::Ack {
-                        acker,
+                    Some(Outcome::Ack) => frames.push(Frame::Ack {
+                        tag: slot.tag,
                         multiple: false,
                     }),
-                    Some((acker, Outcome::Reject { requeue })) => {
-                        frames.push(Frame::Reject { acker, requeue })
-                    }
+                    Some(Outcome::Reject { requeue }) => frames.push(Frame::Reject {
+                        tag: slot.tag,
+                        requeue,
+                    }),
                 }
             }
         }
@@ -212,8 +202,8 @@ impl<A> Window<A> {
     }
 }
 
-async fn settle_loop(channel: Channel, mut events: mpsc::UnboundedReceiver<Event<lapin::Acker>>) {
-    let mut window = Window::new();
+async fn settle_loop(channel: Channel, mut events: mpsc::UnboundedReceiver<Event>) {
+    let mut window = Window::default();
     while let Some(event) = events.recv().await {
         window.apply(event);
         // Let the tasks that are ready run first: what they settle joins this batch.
@@ -222,30 +212,29 @@ async fn settle_loop(channel: Channel, mut events: mpsc::UnboundedReceiver<Event
             window.apply(event);
         }
         for frame in window.take_frames() {
-            send(frame).await;
+            send(&channel, frame).await;
         }
     }
     // Every sender is gone; deliveries never settled go back to their queue when the channel
-    // closes, which dropping it here does.
-    drop(channel);
+    // closes, which dropping it here does once the consumer has let go of it too.
 }
 
-async fn send(frame: Frame<lapin::Acker>) {
+async fn send(channel: &Channel, frame: Frame) {
     let (action, sent) = match frame {
-        Frame::Ack { acker, multiple } => {
-            ("acknowledge", acker.ack(BasicAckOptions { multiple }).await)
-        }
-        Frame::Reject { acker, requeue } => {
-            ("reject", acker.reject(BasicRejectOptions { requeue }).await)
-        }
+        Frame::Ack { tag, multiple } => (
+            "acknowledge",
+            channel.basic_ack(tag, BasicAckOptions { multiple }).await,
+        ),
+        Frame::Reject { tag, requeue } => (
+            "reject",
+            channel
+                .basic_reject(tag, BasicRejectOptions { requeue })
+                .await,
+        ),
     };
-    match sent {
-        Ok(true) => {}
+    if let Err(error) = sent {
         // The channel closed meanwhile: the broker delivers the messages again.
-        Ok(false) => tracing::debug!(action, "the channel closed before a settlement was sent"),
-        Err(error) => {
-            tracing::warn!(%error, action, "could not settle messages; the broker delivers them again")
-        }
+        tracing::debug!(%error, action, "could not settle messages; the broker delivers them again");
     }
 }
 
@@ -253,41 +242,38 @@ async fn send(frame: Frame<lapin::Acker>) {
 mod tests {
     use super::*;
 
-    /// A window where the acker of each delivery is its tag.
-    fn window(delivered: impl IntoIterator<Item = u64>) -> Window<u64> {
-        let mut window = Window::new();
+    fn window(delivered: impl IntoIterator<Item = u64>) -> Window {
+        let mut window = Window::default();
         for tag in delivered {
             window.apply(Event::Delivered(tag));
         }
         window
     }
 
-    fn ack(window: &mut Window<u64>, tag: u64) {
+    fn ack(window: &mut Window, tag: u64) {
         window.apply(Event::Settled {
             tag,
-            acker: tag,
             outcome: Outcome::Ack,
         });
     }
 
-    fn reject(window: &mut Window<u64>, tag: u64, requeue: bool) {
+    fn reject(window: &mut Window, tag: u64, requeue: bool) {
         window.apply(Event::Settled {
             tag,
-            acker: tag,
             outcome: Outcome::Reject { requeue },
         });
     }
 
-    fn multiple(tag: u64) -> Frame<u64> {
+    fn multiple(tag: u64) -> Frame {
         Frame::Ack {
-            acker: tag,
+            tag,
             multiple: true,
         }
     }
 
-    fn single(tag: u64) -> Frame<u64> {
+    fn single(tag: u64) -> Frame {
         Frame::Ack {
-            acker: tag,
+            tag,
             multiple: false,
         }
     }
@@ -335,12 +321,12 @@ mod tests {
             vec![
                 multiple(2),
                 Frame::Reject {
-                    acker: 3,
+                    tag: 3,
                     requeue: false
                 },
                 multiple(4),
                 Frame::Reject {
-                    acker: 6,
+                    tag: 6,
                     requeue: true
                 },
             ]
