@@ -187,6 +187,7 @@ async fn consume(runtime: Arc<Runtime>, mut consumer: Box<dyn Consumer>, base_pr
         let (request, acker) = message.into_parts();
         requeue(acker, &request).await;
     }
+    consumer.flush().await;
     tracing::info!(hostname = %runtime.hostname, "worker stopped");
 }
 

@@ -85,6 +85,27 @@ fn sorted(mut headers: Vec<(String, HeaderValue)>) -> Vec<(String, HeaderValue)>
     headers
 }
 
+/// (ready messages, consumers) of a queue, as RabbitMQ counts them.
+async fn queue_counts(name: &str) -> (u32, u32) {
+    let connection = lapin::Connection::connect(URL, lapin::ConnectionProperties::default())
+        .await
+        .unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    let queue = channel
+        .queue_declare(
+            name.into(),
+            lapin::options::QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    let _ = connection.close(200, "counted".into()).await;
+    (queue.message_count(), queue.consumer_count())
+}
+
 async fn cleanup(broker: &AmqpBroker, queues: &[&str]) {
     for queue in queues {
         let _ = broker.delete_queue(queue).await;
@@ -289,6 +310,61 @@ async fn unacknowledged_messages_come_back_and_cancel_still_lets_running_tasks_a
     assert_eq!(back, ["held", "prefetched"]);
     drop(again);
     assert_eq!(broker.purge(&name).await.unwrap(), 0);
+    cleanup(&broker, &[&name]).await;
+}
+
+/// Acknowledgements go out in batches; `flush` is what makes a worker's last ones reach the
+/// broker before it stops. Here the consumer's runtime is dropped right after the flush, which
+/// kills whatever had not been sent: any acknowledgement lost would bring its message back.
+#[tokio::test]
+async fn flushed_acknowledgements_reach_the_broker_before_the_consumer_goes() {
+    require_rabbitmq!();
+    const COUNT: usize = 50;
+    let broker = broker().await;
+    let name = unique("flush");
+    let queue = Queue::new(&name);
+    broker.declare(&queue).await.unwrap();
+    for n in 0..COUNT {
+        broker
+            .publish("", &name, &message(&n.to_string()))
+            .await
+            .unwrap();
+    }
+    let consumed = queue.clone();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let own = AmqpBroker::connect(URL).await.expect("connect to RabbitMQ");
+            let mut consumer = own
+                .consume(std::slice::from_ref(&consumed), COUNT as u16)
+                .await
+                .unwrap();
+            let mut deliveries = Vec::new();
+            for _ in 0..COUNT {
+                deliveries.push(next(&mut consumer).await);
+            }
+            for delivery in deliveries {
+                delivery.acker.ack().await.unwrap();
+            }
+            consumer.flush().await;
+        });
+        // The runtime goes with every task of it; the connection closes.
+    })
+    .join()
+    .unwrap();
+
+    // Whatever was not acknowledged is back once RabbitMQ has seen the consumer go.
+    let deadline = Instant::now() + WAIT;
+    let (mut ready, mut consumers) = queue_counts(&name).await;
+    while consumers > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        (ready, consumers) = queue_counts(&name).await;
+    }
+    assert_eq!(consumers, 0, "the consumer's connection did not close");
+    assert_eq!(ready, 0, "acknowledged messages came back");
     cleanup(&broker, &[&name]).await;
 }
 

@@ -703,6 +703,14 @@ impl Consumer for AmqpConsumer {
         })
     }
 
+    fn flush(&mut self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            if let Some(session) = &self.session {
+                session.acks.flush().await;
+            }
+        })
+    }
+
     /// Stops deliveries. The channel stays open while deliveries are unacknowledged, so a
     /// running task can still be acknowledged; it closes (and the broker requeues what was
     /// never acknowledged) once the consumer and all its deliveries are dropped.

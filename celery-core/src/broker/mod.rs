@@ -101,6 +101,13 @@ pub trait Consumer: Send {
 
     /// Stops deliveries; messages delivered but not acknowledged go back to their queues.
     fn cancel(&mut self) -> BoxFuture<'_, ()>;
+
+    /// Waits until every acknowledgement and rejection given so far has gone to the broker.
+    /// A consumer may send them in batches; a worker calls this before it stops, so that no
+    /// finished task is delivered again.
+    fn flush(&mut self) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
 }
 
 /// Acknowledges or rejects one delivery.

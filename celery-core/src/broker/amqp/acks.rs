@@ -20,7 +20,7 @@ use lapin::options::{BasicAckOptions, BasicRejectOptions};
 use std::sync::Arc;
 
 use lapin::Channel;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::broker::{BrokerError, BrokerErrorKind};
 
@@ -39,6 +39,8 @@ enum Event {
         tag: u64,
         outcome: Outcome,
     },
+    /// Answered once everything settled before it has been sent.
+    Flush(oneshot::Sender<()>),
 }
 
 /// The sending side, one per consumer session; cheap to clone into each delivery's acker.
@@ -102,6 +104,14 @@ impl AckBatcher {
     pub(super) fn reject(&self, tag: u64, requeue: bool) -> Result<(), BrokerError> {
         self.settle(tag, Outcome::Reject { requeue })
     }
+
+    /// Waits until everything settled so far has been sent (or the channel is gone).
+    pub(super) async fn flush(&self) {
+        let (done, sent) = oneshot::channel();
+        if self.inner.events.send(Event::Flush(done)).is_ok() {
+            let _ = sent.await;
+        }
+    }
 }
 
 /// A delivery in the window: unsettled, or settled and waiting to be sent.
@@ -134,6 +144,7 @@ impl Window {
     fn apply(&mut self, event: Event) {
         match event {
             Event::Delivered(tag) => self.slots.push_back(Slot { tag, settled: None }),
+            Event::Flush(_) => {}
             Event::Settled { tag, outcome } => {
                 let index = self.slots.partition_point(|slot| slot.tag < tag);
                 match self.slots.get_mut(index) {
@@ -204,15 +215,23 @@ impl Window {
 
 async fn settle_loop(channel: Channel, mut events: mpsc::UnboundedReceiver<Event>) {
     let mut window = Window::default();
+    let mut flushes = Vec::new();
     while let Some(event) = events.recv().await {
-        window.apply(event);
+        let mut apply = |event| match event {
+            Event::Flush(done) => flushes.push(done),
+            event => window.apply(event),
+        };
+        apply(event);
         // Let the tasks that are ready run first: what they settle joins this batch.
         tokio::task::yield_now().await;
         while let Ok(event) = events.try_recv() {
-            window.apply(event);
+            apply(event);
         }
         for frame in window.take_frames() {
             send(&channel, frame).await;
+        }
+        for done in flushes.drain(..) {
+            let _ = done.send(());
         }
     }
     // Every sender is gone; deliveries never settled go back to their queue when the channel
