@@ -39,7 +39,9 @@
 //!   `worker_ready` to the N-th task counted in shared memory across the pool.
 //! - **round trip**: `add.delay(1, 1).get()` one at a time over amqp + rpc://, against a worker in
 //!   another process: this project (client and worker with default settings, confirms on; and a
-//!   client with confirms off), Python client and prefork worker.
+//!   client with confirms off), Python client and prefork worker, and the floor: raw lapin
+//!   publishing the same message with a confirm and `reply_to`, answered by a raw lapin echo on
+//!   another connection that acks first and replies as the rpc:// backend does.
 //! - **memory broker**: publish and drain throughput on `memory://`.
 //! - **ETA memory**: M tasks with a one-day countdown queued, then a worker in a child process;
 //!   (RSS once it holds them all − RSS before it started) / M.
@@ -264,7 +266,7 @@ async fn run(args: &Args) -> Figures {
         }
         if args.runs("rtt") {
             progress("round trips…");
-            if let Err(error) = rtt_phase(args, &peers, &mut names, &mut figures).await {
+            if let Err(error) = rtt_phase(args, control, &peers, &mut names, &mut figures).await {
                 figures.note(format!("round-trip phase stopped: {error}"));
             }
         }
@@ -497,6 +499,7 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
 
 async fn rtt_phase(
     args: &Args,
+    control: &Control,
     peers: &Peers,
     names: &mut Names,
     figures: &mut Figures,
@@ -526,6 +529,19 @@ async fn rtt_phase(
             Some(outcome.map(|sorted| (percentile(&sorted, 0.5), percentile(&sorted, 0.99))));
     }
     worker.stop(Duration::from_secs(10)).await;
+
+    if args.runs("raw") {
+        let queue = names.queue("rtt-raw");
+        let outcome = async {
+            control.declare(&queue).await?;
+            let app = ours::app(&args.broker, &queue, true)?;
+            let wire = ours::wire(&app, None)?;
+            amqp::echo_round_trips(&args.broker, &queue, &wire, true, n, 50).await
+        }
+        .await;
+        figures.rtt_raw =
+            Some(outcome.map(|sorted| (percentile(&sorted, 0.5), percentile(&sorted, 0.99))));
+    }
 
     if let Some(python) = &peers.python {
         let queue = names.queue("rtt-python");

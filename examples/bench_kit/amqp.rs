@@ -344,3 +344,119 @@ impl Control {
         }
     }
 }
+
+/// The round-trip floor: raw lapin doing what `delay().get()` and a worker with rpc:// do, one
+/// at a time. The client publishes `wire` (persistent, with a confirm when `confirm`) with a
+/// `reply_to` of its own queue and waits for the reply; an echo on another connection takes the
+/// message (prefetch 8, an ack each), acknowledges it first, as a worker does by default, and
+/// publishes a small reply (not persistent, no confirm: what the rpc:// backend sends). Returns
+/// the sorted round trips in ms after `warmup` of them.
+pub async fn echo_round_trips(
+    url: &str,
+    queue: &str,
+    wire: &Wire,
+    confirm: bool,
+    n: usize,
+    warmup: usize,
+) -> Res<Vec<f64>> {
+    let echo_connection = connect(url).await?;
+    let echo_channel = echo_connection
+        .create_channel()
+        .await
+        .map_err(err("open channel"))?;
+    echo_channel
+        .basic_qos(8, BasicQosOptions::default())
+        .await
+        .map_err(err("basic.qos"))?;
+    let mut requests = echo_channel
+        .basic_consume(
+            queue.into(),
+            "bench-echo".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .map_err(err("basic.consume"))?;
+    let echo = tokio::spawn(async move {
+        let reply = br#"{"status": "SUCCESS", "result": 2}"#;
+        while let Some(Ok(delivery)) = requests.next().await {
+            let _ = delivery.acker.ack(BasicAckOptions::default()).await;
+            let Some(reply_to) = delivery.properties.reply_to().clone() else {
+                continue;
+            };
+            let properties = BasicProperties::default()
+                .with_content_type("application/json".into())
+                .with_delivery_mode(1);
+            let _ = echo_channel
+                .basic_publish(
+                    "".into(),
+                    reply_to,
+                    BasicPublishOptions::default(),
+                    reply,
+                    properties,
+                )
+                .await;
+        }
+    });
+
+    let connection = connect(url).await?;
+    let channel = publish_channel(&connection, confirm).await?;
+    let replies = channel
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .map_err(err("declare the reply queue"))?;
+    let mut replies = channel
+        .basic_consume(
+            replies.name().clone(),
+            "bench-echo-client".into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..BasicConsumeOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .map_err(err("basic.consume"))?;
+    let properties = wire
+        .properties
+        .clone()
+        .with_reply_to(replies.queue().clone());
+    let mut samples = Vec::with_capacity(n);
+    for i in 0..warmup + n {
+        let began = Instant::now();
+        let pending = channel
+            .basic_publish(
+                wire.exchange.clone(),
+                wire.routing_key.clone(),
+                BasicPublishOptions::default(),
+                &wire.body,
+                properties.clone(),
+            )
+            .await
+            .map_err(err("basic.publish"))?;
+        if confirm {
+            pending.await.map_err(err("confirm"))?;
+        }
+        tokio::time::timeout(Duration::from_secs(10), replies.next())
+            .await
+            .map_err(|_| String::from("no reply within 10 s"))?
+            .ok_or("the reply consumer ended")?
+            .map_err(err("reply"))?;
+        if i >= warmup {
+            samples.push(began.elapsed().as_secs_f64() * 1000.0);
+        }
+    }
+    let _ = connection.close(200, "done".into()).await;
+    let _ = echo_connection.close(200, "done".into()).await;
+    echo.abort();
+    samples.sort_by(f64::total_cmp);
+    Ok(samples)
+}

@@ -77,6 +77,8 @@ pub struct Figures {
     /// This project's round trips with client confirms on (default) and off: (p50, p99) ms.
     pub rtt_ours: [Option<Res<(f64, f64)>>; 2],
     pub rtt_python: Option<Res<(f64, f64)>>,
+    /// Raw lapin publisher and echo: the floor.
+    pub rtt_raw: Option<Res<(f64, f64)>>,
     pub memory_publish: Samples,
     pub memory_drain: Samples,
     pub eta: Option<Eta>,
@@ -219,6 +221,7 @@ impl Figures {
         let rtt_rows = [
             ("this project (default: confirms on)", &self.rtt_ours[0]),
             ("this project (client confirms off)", &self.rtt_ours[1]),
+            ("raw lapin echo, confirms on (floor)", &self.rtt_raw),
             ("Python Celery 5.7 (prefork -c 2 worker)", &self.rtt_python),
         ];
         for (name, outcome) in rtt_rows {
