@@ -15,10 +15,9 @@
 //! task) are sent on their own, so that they do not count against the prefetch limit.
 
 use std::collections::VecDeque;
-
-use lapin::options::{BasicAckOptions, BasicRejectOptions};
 use std::sync::Arc;
 
+use lapin::options::{BasicAckOptions, BasicRejectOptions};
 use lapin::Channel;
 use tokio::sync::{mpsc, oneshot};
 
@@ -56,8 +55,9 @@ struct Batcher {
 }
 
 impl AckBatcher {
-    /// Starts the settler of `channel`. It keeps the channel open until every delivery it was
-    /// told of is settled and every [`AckBatcher`] clone is dropped, then ends.
+    /// Starts the settler of `channel`. It keeps the channel open while any clone of the
+    /// returned batcher lives (the consumer's, each delivery's acker), then sends what is left
+    /// and ends; deliveries never settled then go back to their queue as the channel closes.
     pub(super) fn start(channel: Channel) -> Self {
         let (events, receiver) = mpsc::unbounded_channel();
         tokio::spawn(settle_loop(channel.clone(), receiver));
