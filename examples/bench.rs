@@ -372,26 +372,36 @@ async fn publish_phase(
 
     for round in 0..args.rounds {
         progress(&format!("  round {}/{}", round + 1, args.rounds));
-        let outcome = timed_publish(control, &q_off, n, ours::publish(&app_off, n, k)).await;
-        record(&mut figures.publish_ours_off, outcome, n);
-        control.purge(&q_off).await?;
-
-        if args.runs("raw") {
-            let publishing = raw_publish(&raw_off, false, &wire_off, n, k);
-            let outcome = timed_publish(control, &q_raw_off, n, publishing).await;
-            record(&mut figures.publish_raw_off, outcome, n);
-            control.purge(&q_raw_off).await?;
-        }
-
-        let outcome = timed_publish(control, &q_on, n, ours::publish(&app_on, n, k)).await;
-        record(&mut figures.publish_ours_on, outcome, n);
-        control.purge(&q_on).await?;
-
-        if args.runs("raw") {
-            let publishing = raw_publish(&raw_on, true, &wire_on, n, k);
-            let outcome = timed_publish(control, &q_raw_on, n, publishing).await;
-            record(&mut figures.publish_raw_on, outcome, n);
-            control.purge(&q_raw_on).await?;
+        // Each pair runs in turn first and second: a publisher following a purge of 20,000
+        // persistent messages can find RabbitMQ still busy with the last one's.
+        let raw_first = round % 2 == 1;
+        for confirm in [false, true] {
+            for raw_turn in [raw_first, !raw_first] {
+                let (queue, samples) = match (raw_turn, confirm) {
+                    (false, false) => (&q_off, &mut figures.publish_ours_off),
+                    (false, true) => (&q_on, &mut figures.publish_ours_on),
+                    (true, false) => (&q_raw_off, &mut figures.publish_raw_off),
+                    (true, true) => (&q_raw_on, &mut figures.publish_raw_on),
+                };
+                let outcome = match raw_turn {
+                    false => {
+                        let app = if confirm { &app_on } else { &app_off };
+                        timed_publish(control, queue, n, ours::publish(app, n, k)).await
+                    }
+                    true if args.runs("raw") => {
+                        let (channel, wire) = if confirm {
+                            (&raw_on, &wire_on)
+                        } else {
+                            (&raw_off, &wire_off)
+                        };
+                        let publishing = raw_publish(channel, confirm, wire, n, k);
+                        timed_publish(control, queue, n, publishing).await
+                    }
+                    true => continue,
+                };
+                record(samples, outcome, n);
+                control.purge(queue).await?;
+            }
         }
 
         if let Some(binary) = &peers.rusty {
