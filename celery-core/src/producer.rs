@@ -1,6 +1,8 @@
 //! Publishing task messages: routing, encoding to protocol v2 and the publish retry policy
 //! (Celery's `app.amqp.send_task_message` and kombu's `Producer`).
 
+use std::future::Future;
+
 use chrono::Utc;
 
 use crate::app::Celery;
@@ -30,29 +32,43 @@ impl Producer {
     }
 
     /// Sends a typed signature through this publisher (Celery's `apply_async(producer=…)`).
-    pub async fn apply_async<R, K: crate::signature::Applicable>(
+    ///
+    /// The message is built at once, in this call; the future only publishes it. (A future
+    /// holding the signature until its first poll would be kilobytes larger, and a program
+    /// sending many tasks at once moves and keeps every one of them.)
+    pub fn apply_async<R, K: crate::signature::Applicable>(
         &self,
         signature: crate::signature::Signature<R, K>,
-    ) -> Result<crate::result::AsyncResult<R>, Error> {
-        let (raw, defaults) = signature.into_parts()?;
-        let id = self.send(raw, &defaults).await?;
-        Ok(crate::result::AsyncResult::new(id, self.app.clone()))
+    ) -> impl Future<Output = Result<crate::result::AsyncResult<R>, Error>> + Send {
+        let sent = signature
+            .into_parts()
+            .map(|(raw, defaults)| self.send(raw, &defaults));
+        let app = self.app.clone();
+        async move {
+            let id = sent?.await?;
+            Ok(crate::result::AsyncResult::new(id, app))
+        }
     }
 
-    /// Routes, encodes and publishes a signature; returns the task id.
-    pub async fn send(
+    /// Routes, encodes and publishes a signature; returns the task id. The message is built in
+    /// this call, the future publishes it.
+    pub fn send(
         &self,
         mut signature: RawSignature,
         task_options: &TaskOptions,
-    ) -> Result<String, Error> {
+    ) -> impl Future<Output = Result<String, Error>> + Send + 'static {
         task_options.write_into(&mut signature.options);
         self.apply_task_routes(&mut signature);
         let retry = signature.options.retry;
-        let policy = signature.options.retry_policy.clone();
-        let outgoing = self.encode(signature)?;
-        self.app.backend().prepare_client().await?;
-        self.publish(&outgoing, retry, policy).await?;
-        Ok(outgoing.id)
+        let policy = signature.options.retry_policy.take();
+        let outgoing = self.encode(signature);
+        let producer = self.clone();
+        async move {
+            let outgoing = outgoing?;
+            producer.app.backend().prepare_client().await?;
+            producer.publish(&outgoing, retry, policy).await?;
+            Ok(outgoing.id)
+        }
     }
 
     /// Celery's router: a call's options and the task's attributes win over `task_routes`.

@@ -5,6 +5,7 @@
 //! result), [`Partial<In>`] (`add::partial(16)`, its first argument of type `In` is the parent's
 //! result), [`Errback`] (a `#[task(errback)]`) or [`Untyped`] (by name, checked by the receiver).
 
+use std::future::Future;
 use std::marker::PhantomData;
 
 use serde::{Deserialize, Deserializer, Serialize};
@@ -329,21 +330,28 @@ impl<R, K> Signature<R, K> {
     }
 }
 
+/// Sending builds the message at once, in the call; the future returned only publishes it, so
+/// that it stays small (see [`Producer::apply_async`](crate::producer::Producer::apply_async)).
 impl<R, K: Applicable> Signature<R, K> {
     /// Sends the task through the current app (Celery's `sig.delay()`).
-    pub async fn delay(self) -> Result<AsyncResult<R>, Error> {
-        self.apply_async().await
+    pub fn delay(self) -> impl Future<Output = Result<AsyncResult<R>, Error>> + Send {
+        self.apply_async()
     }
 
     /// Sends the task with its options through the current app.
-    pub async fn apply_async(self) -> Result<AsyncResult<R>, Error> {
-        let app = Celery::current().ok_or(Error::NoCurrentApp)?;
-        self.apply_async_with(&app).await
+    pub fn apply_async(self) -> impl Future<Output = Result<AsyncResult<R>, Error>> + Send {
+        let sent = Celery::current()
+            .ok_or(Error::NoCurrentApp)
+            .map(|app| self.apply_async_with(&app));
+        async move { sent?.await }
     }
 
     /// Sends the task through the given app.
-    pub async fn apply_async_with(self, app: &Celery) -> Result<AsyncResult<R>, Error> {
-        app.producer().apply_async(self).await
+    pub fn apply_async_with(
+        self,
+        app: &Celery,
+    ) -> impl Future<Output = Result<AsyncResult<R>, Error>> + Send {
+        app.producer().apply_async(self)
     }
 }
 
