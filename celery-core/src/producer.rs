@@ -180,7 +180,7 @@ impl Producer {
                 .to_string()
         });
         let message = Message {
-            headers: headers.to_table(),
+            headers: headers.into_table(),
             properties: Properties {
                 correlation_id: Some(id.clone()),
                 reply_to: Some(

@@ -54,12 +54,6 @@ impl HeaderValue {
         matches!(self, HeaderValue::Null)
     }
 
-    fn opt_str(value: &Option<String>) -> HeaderValue {
-        value
-            .as_ref()
-            .map_or(HeaderValue::Null, |s| HeaderValue::Str(s.clone()))
-    }
-
     /// Whole numbers as integers, as Python writes `time_limit=10`.
     fn opt_number(value: Option<f64>) -> HeaderValue {
         match value {
@@ -213,20 +207,23 @@ impl TaskHeaders {
 
     /// The header table in Celery's order.
     pub fn to_table(&self) -> Headers {
+        self.clone().into_table()
+    }
+
+    /// The header table in Celery's order, taking the values instead of copying them.
+    pub fn into_table(self) -> Headers {
+        let text = |value: Option<String>| value.map_or(HeaderValue::Null, HeaderValue::Str);
         let mut table = vec![
-            ("lang".to_owned(), HeaderValue::Str(self.lang.clone())),
-            ("task".to_owned(), HeaderValue::Str(self.task.clone())),
-            ("id".to_owned(), HeaderValue::Str(self.id.clone())),
-            ("shadow".to_owned(), HeaderValue::opt_str(&self.shadow)),
-            (
-                "eta".to_owned(),
-                HeaderValue::opt_str(&self.eta.map(format_datetime)),
-            ),
+            ("lang".to_owned(), HeaderValue::Str(self.lang)),
+            ("task".to_owned(), HeaderValue::Str(self.task)),
+            ("id".to_owned(), HeaderValue::Str(self.id)),
+            ("shadow".to_owned(), text(self.shadow)),
+            ("eta".to_owned(), text(self.eta.map(format_datetime))),
             (
                 "expires".to_owned(),
-                HeaderValue::opt_str(&self.expires.map(format_datetime)),
+                text(self.expires.map(format_datetime)),
             ),
-            ("group".to_owned(), HeaderValue::opt_str(&self.group)),
+            ("group".to_owned(), text(self.group)),
             (
                 "group_index".to_owned(),
                 self.group_index.map_or(HeaderValue::Null, HeaderValue::Int),
@@ -242,17 +239,11 @@ impl TaskHeaders {
                     HeaderValue::opt_number(self.timelimit.1),
                 ]),
             ),
-            ("root_id".to_owned(), HeaderValue::opt_str(&self.root_id)),
-            (
-                "parent_id".to_owned(),
-                HeaderValue::opt_str(&self.parent_id),
-            ),
-            ("argsrepr".to_owned(), HeaderValue::opt_str(&self.argsrepr)),
-            (
-                "kwargsrepr".to_owned(),
-                HeaderValue::opt_str(&self.kwargsrepr),
-            ),
-            ("origin".to_owned(), HeaderValue::opt_str(&self.origin)),
+            ("root_id".to_owned(), text(self.root_id)),
+            ("parent_id".to_owned(), text(self.parent_id)),
+            ("argsrepr".to_owned(), text(self.argsrepr)),
+            ("kwargsrepr".to_owned(), text(self.kwargsrepr)),
+            ("origin".to_owned(), text(self.origin)),
             (
                 "ignore_result".to_owned(),
                 HeaderValue::Bool(self.ignore_result),
@@ -264,13 +255,10 @@ impl TaskHeaders {
             ("stamped_headers".to_owned(), HeaderValue::Null),
             ("stamps".to_owned(), HeaderValue::Table(Vec::new())),
         ];
-        if let Some(compression) = &self.compression {
-            table.push((
-                "compression".to_owned(),
-                HeaderValue::Str(compression.clone()),
-            ));
+        if let Some(compression) = self.compression {
+            table.push(("compression".to_owned(), HeaderValue::Str(compression)));
         }
-        table.extend(self.extra.iter().cloned());
+        table.extend(self.extra);
         table
     }
 
