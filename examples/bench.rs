@@ -469,7 +469,7 @@ async fn drain_phase(
                 n,
             );
             control.purge(&q_raw).await?;
-            // What acknowledging each message costs (the project's worker does).
+            // For scale: what acknowledging each message on its own costs.
             ours::fill(&connection, &enc_raw, n, None).await?;
             let outcome = amqp::drain(&connection, &q_raw, n, prefetch, 1).await;
             record(

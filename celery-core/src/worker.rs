@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
+use futures_util::FutureExt;
 use serde_json::Value;
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinSet;
@@ -664,11 +665,12 @@ async fn execute(
     let app = &runtime.app;
     let config = app.config();
     let acks_late = task.options.acks_late.unwrap_or(config.task_acks_late);
-    let mut invocation = Invocation::new(
-        TaskContext::new(request.clone(), Some(app.clone()), &task.options),
-        request.args.clone(),
-        request.kwargs.clone(),
-    );
+    // The request moves into the task's context and is read from there from now on: no copy
+    // of it per task, only of the arguments the task takes (retries send the originals).
+    let (args, kwargs) = (request.args.clone(), request.kwargs.clone());
+    let context = TaskContext::new(request, Some(app.clone()), &task.options);
+    let request = context.request();
+    let mut invocation = Invocation::new(context.clone(), args, kwargs);
     if task.is_errback {
         invocation.errback = errback_input_from_message(app, &mut invocation).await;
     }
@@ -683,7 +685,7 @@ async fn execute(
                 .cloned()
                 .unwrap_or_else(|| ExceptionInfo::builtin("TypeError", error.to_string()));
             tracing::error!(task = %request.task, id = %request.id, error = %exception, "rejecting message whose arguments do not fit the task");
-            return reject_with_failure(runtime, &request, exception, acker).await;
+            return reject_with_failure(runtime, request, exception, acker).await;
         }
     };
     let mut acker = Some(acker);
@@ -711,7 +713,7 @@ async fn execute(
     {
         store(
             runtime,
-            &request,
+            request,
             ResultMeta::new(request.id.clone(), State::Started, Value::Null),
         )
         .await;
@@ -730,14 +732,14 @@ async fn execute(
         Ok(value) => {
             tracing::info!(task = %request.task, id = %request.id, runtime_s, result = %value, "Task succeeded");
             // Callbacks go first, as in Celery, so that the stored result lists them as children.
-            let children = send_callbacks(runtime, &request, &value).await;
+            let children = send_callbacks(runtime, request, &value).await;
             if !ignore_result {
                 let mut meta = ResultMeta::new(request.id.clone(), State::Success, value);
                 meta.children = children
                     .into_iter()
                     .map(|id| serde_json::json!([[id, null], null]))
                     .collect();
-                store(runtime, &request, meta).await;
+                store(runtime, request, meta).await;
             }
         }
         Err(TaskErrorKind::Retry(retry)) => {
@@ -745,11 +747,11 @@ async fn execute(
                 ExceptionInfo::celery("Retry", format!("Retry in {}s", retry.countdown))
             });
             tracing::info!(task = %request.task, id = %request.id, countdown = retry.countdown, "Task retry");
-            match resend_for_retry(app, task, &request, &retry).await {
+            match resend_for_retry(app, task, request, &retry).await {
                 Ok(()) => {
                     store(
                         runtime,
-                        &request,
+                        request,
                         ResultMeta::exception(request.id.clone(), State::Retry, &exception, None),
                     )
                     .await
@@ -757,13 +759,13 @@ async fn execute(
                 Err(error) => {
                     tracing::error!(%error, id = %request.id, "could not send the retry");
                     let failure = ExceptionInfo::celery("OperationalError", error.to_string());
-                    fail(runtime, &request, failure, None, ignore_result).await;
+                    fail(runtime, request, failure, None, ignore_result).await;
                 }
             }
         }
         Err(TaskErrorKind::Exception { info, traceback }) => {
             tracing::error!(task = %request.task, id = %request.id, runtime_s, exception = %info, "Task raised an exception");
-            fail(runtime, &request, info, traceback, ignore_result).await;
+            fail(runtime, request, info, traceback, ignore_result).await;
         }
     }
     if let Some(acker) = acker {
@@ -778,28 +780,25 @@ fn prepare(task: &RegisteredTask, invocation: Invocation) -> Result<TaskFuture, 
 }
 
 async fn run_task(run: TaskFuture, hard_limit: Option<f64>) -> Result<Value, TaskError> {
-    // Spawned so that a panic becomes the task's failure instead of taking the worker down.
-    let mut handle = tokio::spawn(run);
-    let joined = match hard_limit {
-        None => (&mut handle).await,
+    // A panic becomes the task's failure instead of taking the worker down; the task runs in
+    // the message's own tokio task (a task of its own would cost a spawn per message).
+    let guarded = std::panic::AssertUnwindSafe(run).catch_unwind();
+    let outcome = match hard_limit {
+        None => guarded.await,
         Some(seconds) => {
-            match tokio::time::timeout(Duration::from_secs_f64(seconds), &mut handle).await {
-                Ok(joined) => joined,
+            match tokio::time::timeout(Duration::from_secs_f64(seconds), guarded).await {
+                Ok(outcome) => outcome,
+                // Dropping the task's future cancels it.
                 Err(_) => {
-                    handle.abort();
                     return Err(TaskError::from_exception(ExceptionInfo::celery(
                         "TimeLimitExceeded",
                         format!("TimeLimitExceeded({seconds})"),
-                    )));
+                    )))
                 }
             }
         }
     };
-    match joined {
-        Ok(outcome) => outcome,
-        Err(error) if error.is_panic() => Err(panic_error(error.into_panic())),
-        Err(error) => Err(TaskError::msg(format!("task was cancelled: {error}"))),
-    }
+    outcome.unwrap_or_else(|payload| Err(panic_error(payload)))
 }
 
 /// An errback that came as a message has args `[failed_task_id, …]`; its exception is looked up
