@@ -7,9 +7,9 @@
 //!
 //! One task per channel (the settler) owns the window and is the only sender of acks and
 //! rejects on it, which keeps them in order: a `multiple` ack never covers a delivery that is
-//! still running, held for its ETA or rejected. It gathers what arrives while the runtime is
-//! busy (it yields once before sending), so a busy worker sends few frames and an idle one
-//! sends each acknowledgement at once.
+//! still running, held for its ETA or rejected. On a busy channel it gathers what arrives while
+//! the runtime is busy (it yields once before sending), so a busy worker sends few frames; an
+//! idle one sends each acknowledgement at once.
 //!
 //! Deliveries settled behind one that is still unsettled (an ETA message held for a day, a long
 //! task) are sent on their own, so that they do not count against the prefetch limit.
@@ -216,17 +216,26 @@ impl Window {
 async fn settle_loop(channel: Channel, mut events: mpsc::UnboundedReceiver<Event>) {
     let mut window = Window::default();
     let mut flushes = Vec::new();
+    // Whether the last turn found more than one event: a busy channel.
+    let mut busy = false;
     while let Some(event) = events.recv().await {
+        let mut received = 1;
         let mut apply = |event| match event {
             Event::Flush(done) => flushes.push(done),
             event => window.apply(event),
         };
         apply(event);
-        // Let the tasks that are ready run first: what they settle joins this batch.
-        tokio::task::yield_now().await;
+        if busy {
+            // Let the tasks that are ready run first: what they settle joins this batch. An
+            // idle channel does not wait: its acknowledgement goes at once, ahead of the task's
+            // result (a publisher's confirm can wait for it).
+            tokio::task::yield_now().await;
+        }
         while let Ok(event) = events.try_recv() {
             apply(event);
+            received += 1;
         }
+        busy = received > 1;
         for frame in window.take_frames() {
             send(&channel, frame).await;
         }
