@@ -334,7 +334,38 @@ struct Unusable {
     exception: ExceptionInfo,
 }
 
+/// What becomes of a delivery, decided without waiting on anything.
+enum Accepted {
+    /// Registered and due: run it when a slot is free.
+    Run(RegisteredTask, TaskContext, Box<dyn Acker>),
+    /// Handed to the ETA schedule.
+    Held,
+    /// Cannot run: rejected with its FAILURE stored.
+    Unusable(Box<(Message, Unusable)>, Box<dyn Acker>),
+    /// Due later but the worker is stopping: back to its queue.
+    Requeue(Box<Request>, Box<dyn Acker>),
+}
+
 async fn handle(runtime: Arc<Runtime>, delivery: Delivery, held_tx: mpsc::UnboundedSender<Held>) {
+    // The decisions are made in a plain function and the rare paths are boxed, so that each
+    // message's future (one allocation, moved once) holds little more than the running task.
+    match accept(&runtime, delivery, &held_tx) {
+        Accepted::Run(task, context, acker) => run_when_free(runtime, task, context, acker).await,
+        Accepted::Held => {}
+        Accepted::Unusable(rejected, acker) => {
+            let (message, unusable) = *rejected;
+            Box::pin(reject_unusable(&runtime, &message, unusable, acker)).await;
+        }
+        Accepted::Requeue(request, acker) => Box::pin(requeue(acker, &request)).await,
+    }
+}
+
+/// Decodes a delivery and decides: run, hold until its ETA, or reject.
+fn accept(
+    runtime: &Runtime,
+    delivery: Delivery,
+    held_tx: &mpsc::UnboundedSender<Held>,
+) -> Accepted {
     let Delivery {
         message,
         info,
@@ -342,21 +373,19 @@ async fn handle(runtime: Arc<Runtime>, delivery: Delivery, held_tx: mpsc::Unboun
     } = delivery;
     let decoded = match decode_message(&runtime.app, &message) {
         Ok(decoded) => decoded,
-        Err(unusable) => {
-            return Box::pin(reject_unusable(&runtime, &message, *unusable, acker)).await;
-        }
+        Err(unusable) => return Accepted::Unusable(Box::new((message, *unusable)), acker),
     };
-    if runtime.app.task(&decoded.headers.task).is_none() {
+    let Some(task) = runtime.app.task(&decoded.headers.task) else {
         let name = decoded.headers.task.clone();
         let unusable = Unusable {
             task_id: Some(decoded.headers.id.clone()),
             task: Some(name.clone()),
             exception: ExceptionInfo::celery("NotRegistered", format!("'{name}'")),
         };
-        return Box::pin(reject_unusable(&runtime, &message, unusable, acker)).await;
-    }
+        return Accepted::Unusable(Box::new((message, unusable)), acker);
+    };
     drop(message);
-    let request = request_of(&runtime, decoded, info);
+    let request = request_of(runtime, decoded, info);
     tracing::info!(task = %request.task, id = %request.id, "Task received");
 
     if let Some(eta) = request
@@ -369,47 +398,57 @@ async fn handle(runtime: Arc<Runtime>, delivery: Delivery, held_tx: mpsc::Unboun
             .unwrap_or_default();
         if !wait.is_zero() {
             let due = tokio::time::Instant::now() + wait;
-            if let Err(refused) = held_tx.send(Held::new(due, &request, acker)) {
+            return match held_tx.send(Held::new(due, &request, acker)) {
+                Ok(()) => Accepted::Held,
                 // The worker is stopping: the message goes back to its queue.
-                let (_, acker) = refused.0.into_parts();
-                return requeue(acker, &request).await;
-            }
-            return;
+                Err(refused) => Accepted::Requeue(Box::new(request), refused.0.into_parts().1),
+            };
         }
     }
-    run_when_free(runtime, request, acker).await;
+    // From here on the request lives in the task's context: shared, not copied.
+    let context = TaskContext::new(request, Some(runtime.app.clone()), &task.options);
+    Accepted::Run(task, context, acker)
 }
 
 /// Runs a held message once its ETA has come.
 async fn resume_held(runtime: Arc<Runtime>, message: Held) {
     let (request, acker) = message.into_parts();
-    run_when_free(runtime, request, acker).await;
-}
-
-/// Waits for a free slot and runs the task, unless it expired meanwhile.
-async fn run_when_free(runtime: Arc<Runtime>, request: Request, acker: Box<dyn Acker>) {
-    if is_expired(&request) {
-        return Box::pin(revoke_expired(&runtime, &request, acker)).await;
-    }
-    let mut shutdown = runtime.shutdown.clone();
-    let slot = tokio::select! {
-        slot = runtime.slots.clone().acquire_owned() => slot,
-        _ = stopping(&mut shutdown) => return requeue(acker, &request).await,
-    };
-    let Ok(_slot) = slot else {
-        return requeue(acker, &request).await;
-    };
-    if is_expired(&request) {
-        return Box::pin(revoke_expired(&runtime, &request, acker)).await;
-    }
     match runtime.app.task(&request.task) {
-        Some(task) => Box::pin(execute(&runtime, &task, request, acker)).await,
+        Some(task) => {
+            let context = TaskContext::new(request, Some(runtime.app.clone()), &task.options);
+            run_when_free(runtime, task, context, acker).await;
+        }
         // Checked when the message came, and a registry only grows; but never loop on it.
         None => {
             let exception = ExceptionInfo::celery("NotRegistered", format!("'{}'", request.task));
             Box::pin(reject_with_failure(&runtime, &request, exception, acker)).await;
         }
     }
+}
+
+/// Waits for a free slot and runs the task, unless it expired meanwhile.
+async fn run_when_free(
+    runtime: Arc<Runtime>,
+    task: RegisteredTask,
+    context: TaskContext,
+    acker: Box<dyn Acker>,
+) {
+    let request = context.request();
+    if is_expired(request) {
+        return Box::pin(revoke_expired(&runtime, request, acker)).await;
+    }
+    let mut shutdown = runtime.shutdown.clone();
+    let slot = tokio::select! {
+        slot = runtime.slots.clone().acquire_owned() => slot,
+        _ = stopping(&mut shutdown) => return requeue(acker, request).await,
+    };
+    let Ok(_slot) = slot else {
+        return requeue(acker, request).await;
+    };
+    if is_expired(request) {
+        return Box::pin(revoke_expired(&runtime, request, acker)).await;
+    }
+    execute(&runtime, &task, &context, acker).await;
 }
 
 fn is_expired(request: &Request) -> bool {
@@ -659,25 +698,32 @@ pub(crate) fn panic_error(payload: Box<dyn Any + Send>) -> TaskError {
 async fn execute(
     runtime: &Runtime,
     task: &RegisteredTask,
-    request: Request,
+    context: &TaskContext,
     acker: Box<dyn Acker>,
 ) {
     let app = &runtime.app;
     let config = app.config();
     let acks_late = task.options.acks_late.unwrap_or(config.task_acks_late);
-    // The request moves into the task's context and is read from there from now on: no copy
-    // of it per task, only of the arguments the task takes (retries send the originals).
-    let (args, kwargs) = (request.args.clone(), request.kwargs.clone());
-    let context = TaskContext::new(request, Some(app.clone()), &task.options);
     let request = context.request();
-    let mut invocation = Invocation::new(context.clone(), args, kwargs);
-    if task.is_errback {
-        invocation.errback = errback_input_from_message(app, &mut invocation).await;
-    }
+    // The task takes a copy of the arguments: a retry sends the originals.
+    let mut invocation = Invocation::new(
+        context.clone(),
+        request.args.clone(),
+        request.kwargs.clone(),
+    );
     // The arguments are read before the message is acknowledged: a message whose arguments do
     // not fit the task cannot run anywhere, so it is rejected (dead-lettered) like any other
     // message that cannot be run, with its FAILURE stored.
-    let run = match prepare(task, invocation) {
+    let prepared = if task.is_errback {
+        Box::pin(async {
+            invocation.errback = errback_input_from_message(app, &mut invocation).await;
+            prepare(task, invocation)
+        })
+        .await
+    } else {
+        prepare(task, invocation)
+    };
+    let run = match prepared {
         Ok(run) => run,
         Err(error) => {
             let exception = error
@@ -685,7 +731,7 @@ async fn execute(
                 .cloned()
                 .unwrap_or_else(|| ExceptionInfo::builtin("TypeError", error.to_string()));
             tracing::error!(task = %request.task, id = %request.id, error = %exception, "rejecting message whose arguments do not fit the task");
-            return reject_with_failure(runtime, request, exception, acker).await;
+            return Box::pin(reject_with_failure(runtime, request, exception, acker)).await;
         }
     };
     let mut acker = Some(acker);
@@ -711,12 +757,8 @@ async fn execute(
             .track_started
             .unwrap_or(config.task_track_started)
     {
-        store(
-            runtime,
-            request,
-            ResultMeta::new(request.id.clone(), State::Started, Value::Null),
-        )
-        .await;
+        let started = ResultMeta::new(request.id.clone(), State::Started, Value::Null);
+        Box::pin(store(runtime, request, started)).await;
     }
 
     let started = Instant::now();
@@ -728,18 +770,56 @@ async fn execute(
     let outcome = run_task(run, hard_limit).await;
     let runtime_s = started.elapsed().as_secs_f64();
 
+    let nothing_to_send = ignore_result && request.callbacks.is_empty() && request.chain.is_empty();
+    match outcome {
+        // The common case of a task whose result nobody keeps: nothing to wait for.
+        Ok(value) if nothing_to_send => {
+            tracing::info!(task = %request.task, id = %request.id, runtime_s, result = %value, "Task succeeded");
+        }
+        outcome => {
+            Box::pin(report(
+                runtime,
+                task,
+                request,
+                outcome,
+                runtime_s,
+                ignore_result,
+            ))
+            .await;
+        }
+    }
+    if let Some(acker) = acker {
+        settle(acker.ack().await, &request.id);
+    }
+}
+
+/// Sends what follows a task's run: callbacks and result, or the retry, or the failure and
+/// errbacks.
+async fn report(
+    runtime: &Runtime,
+    task: &RegisteredTask,
+    request: &Request,
+    outcome: Result<Value, TaskError>,
+    runtime_s: f64,
+    ignore_result: bool,
+) {
+    let app = &runtime.app;
     match outcome.map_err(|error| *error.kind) {
         Ok(value) => {
             tracing::info!(task = %request.task, id = %request.id, runtime_s, result = %value, "Task succeeded");
             // Callbacks go first, as in Celery, so that the stored result lists them as children.
-            let children = send_callbacks(runtime, request, &value).await;
+            let children = if request.callbacks.is_empty() && request.chain.is_empty() {
+                Vec::new()
+            } else {
+                Box::pin(send_callbacks(runtime, request, &value)).await
+            };
             if !ignore_result {
                 let mut meta = ResultMeta::new(request.id.clone(), State::Success, value);
                 meta.children = children
                     .into_iter()
                     .map(|id| serde_json::json!([[id, null], null]))
                     .collect();
-                store(runtime, request, meta).await;
+                Box::pin(store(runtime, request, meta)).await;
             }
         }
         Err(TaskErrorKind::Retry(retry)) => {
@@ -747,29 +827,23 @@ async fn execute(
                 ExceptionInfo::celery("Retry", format!("Retry in {}s", retry.countdown))
             });
             tracing::info!(task = %request.task, id = %request.id, countdown = retry.countdown, "Task retry");
-            match resend_for_retry(app, task, request, &retry).await {
+            match Box::pin(resend_for_retry(app, task, request, &retry)).await {
                 Ok(()) => {
-                    store(
-                        runtime,
-                        request,
-                        ResultMeta::exception(request.id.clone(), State::Retry, &exception, None),
-                    )
-                    .await
+                    let retrying =
+                        ResultMeta::exception(request.id.clone(), State::Retry, &exception, None);
+                    Box::pin(store(runtime, request, retrying)).await
                 }
                 Err(error) => {
                     tracing::error!(%error, id = %request.id, "could not send the retry");
                     let failure = ExceptionInfo::celery("OperationalError", error.to_string());
-                    fail(runtime, request, failure, None, ignore_result).await;
+                    Box::pin(fail(runtime, request, failure, None, ignore_result)).await;
                 }
             }
         }
         Err(TaskErrorKind::Exception { info, traceback }) => {
             tracing::error!(task = %request.task, id = %request.id, runtime_s, exception = %info, "Task raised an exception");
-            fail(runtime, request, info, traceback, ignore_result).await;
+            Box::pin(fail(runtime, request, info, traceback, ignore_result)).await;
         }
-    }
-    if let Some(acker) = acker {
-        settle(acker.ack().await, &request.id);
     }
 }
 
