@@ -266,12 +266,23 @@ impl TaskHeaders {
     /// accepts `lang`, `task`, `id` alone); a malformed optional header is an error, not ignored,
     /// so that a bad ETA never runs a task early.
     pub fn from_table(table: &Headers) -> Result<Self, Error> {
+        // One pass over the table (a worker reads one per message): each known header's value
+        // (its first occurrence) by its place in `KNOWN_HEADERS`, the unknown ones kept aside.
+        let mut known: [Option<&HeaderValue>; KNOWN_HEADERS.len()] = [None; KNOWN_HEADERS.len()];
+        let mut extra = Vec::new();
+        for (key, value) in table {
+            match KNOWN_HEADERS.iter().position(|known| known == key) {
+                Some(slot) => {
+                    known[slot].get_or_insert(value);
+                }
+                None if key == "stamped_headers" || key == "stamps" => {}
+                None => extra.push((key.clone(), value.clone())),
+            }
+        }
+        // A null header is an absent one.
         let get = |name: &str| {
-            table
-                .iter()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v)
-                .filter(|v| !v.is_null())
+            let slot = KNOWN_HEADERS.iter().position(|known| *known == name)?;
+            known[slot].filter(|value| !value.is_null())
         };
         let required = |name: &str| -> Result<String, Error> {
             match get(name) {
@@ -356,13 +367,7 @@ impl TaskHeaders {
             ignore_result: matches!(get("ignore_result"), Some(HeaderValue::Bool(true))),
             replaced_task_nesting: optional_int("replaced_task_nesting")?.unwrap_or(0),
             compression: optional_str("compression")?,
-            extra: table
-                .iter()
-                .filter(|(k, _)| {
-                    !KNOWN_HEADERS.contains(&k.as_str()) && k != "stamped_headers" && k != "stamps"
-                })
-                .cloned()
-                .collect(),
+            extra,
         })
     }
 }
@@ -614,6 +619,33 @@ mod tests {
         let headers = TaskHeaders::from_table(&table).unwrap();
         assert_eq!(headers.task, "t");
         assert_eq!(headers.retries, 0);
+    }
+
+    #[test]
+    fn null_headers_are_absent_the_first_of_a_name_counts_and_unknown_ones_are_kept_in_order() {
+        let table = vec![
+            ("zz-custom".to_owned(), HeaderValue::Int(1)),
+            ("task".to_owned(), HeaderValue::Str("t".into())),
+            ("id".to_owned(), HeaderValue::Str("x".into())),
+            ("shadow".to_owned(), HeaderValue::Null),
+            ("shadow".to_owned(), HeaderValue::Str("second".into())),
+            ("retries".to_owned(), HeaderValue::Int(3)),
+            ("retries".to_owned(), HeaderValue::Int(9)),
+            ("stamped_headers".to_owned(), HeaderValue::Null),
+            ("stamps".to_owned(), HeaderValue::Table(Vec::new())),
+            ("a-custom".to_owned(), HeaderValue::Str("b".into())),
+        ];
+        let headers = TaskHeaders::from_table(&table).unwrap();
+        assert_eq!(headers.shadow, None);
+        assert_eq!(headers.retries, 3);
+        assert_eq!(headers.lang, "py");
+        assert_eq!(
+            headers.extra,
+            vec![
+                ("zz-custom".to_owned(), HeaderValue::Int(1)),
+                ("a-custom".to_owned(), HeaderValue::Str("b".into())),
+            ]
+        );
     }
 
     #[test]

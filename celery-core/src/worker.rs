@@ -370,11 +370,11 @@ fn accept(
     held_tx: &mpsc::UnboundedSender<Held>,
 ) -> Accepted {
     let Delivery {
-        message,
+        mut message,
         info,
         acker,
     } = delivery;
-    let decoded = match decode_message(&runtime.app, &message) {
+    let decoded = match decode_message(&runtime.app, &mut message) {
         Ok(decoded) => decoded,
         Err(unusable) => return Accepted::Unusable(Box::new((message, *unusable)), acker),
     };
@@ -533,7 +533,7 @@ fn settle(result: Result<(), crate::broker::BrokerError>, task_id: &str) {
 
 /// Decodes a received message: headers, `accept_content`, size limit, decompression, body.
 pub fn decode(app: &Celery, message: &Message) -> Result<TaskMessage, Error> {
-    decode_message(app, message).map_err(|unusable| Error::Decode {
+    decode_message(app, &mut message.clone()).map_err(|unusable| Error::Decode {
         what: format!(
             "message {}",
             unusable.task_id.as_deref().unwrap_or("without an id")
@@ -542,20 +542,17 @@ pub fn decode(app: &Celery, message: &Message) -> Result<TaskMessage, Error> {
     })
 }
 
-fn decode_message(app: &Celery, message: &Message) -> Result<TaskMessage, Box<Unusable>> {
-    let fallback_id = message
-        .header("id")
-        .and_then(|v| v.as_str())
-        .or(message.properties.correlation_id.as_deref())
-        .map(str::to_owned);
-    let fallback_task = message
-        .header("task")
-        .and_then(|v| v.as_str())
-        .map(str::to_owned);
+/// Decodes a message; once it has decoded, its properties are moved out (not copied), and on
+/// failure it is left whole for the rejection.
+fn decode_message(app: &Celery, message: &mut Message) -> Result<TaskMessage, Box<Unusable>> {
+    // Whatever can be read of the id and name, for the FAILURE and the log; only on failure.
     let fail = |exc_type: &str, text: String| {
+        let header = |name: &str| message.header(name).and_then(|v| v.as_str());
         Box::new(Unusable {
-            task_id: fallback_id.clone(),
-            task: fallback_task.clone(),
+            task_id: header("id")
+                .or(message.properties.correlation_id.as_deref())
+                .map(str::to_owned),
+            task: header("task").map(str::to_owned),
             exception: ExceptionInfo::new(exc_type, "kombu.exceptions", text),
         })
     };
@@ -609,7 +606,7 @@ fn decode_message(app: &Celery, message: &Message) -> Result<TaskMessage, Box<Un
     let body = Body::from_value(value).map_err(|e| fail("DecodeError", e.to_string()))?;
     Ok(TaskMessage {
         headers,
-        properties: message.properties.clone(),
+        properties: std::mem::take(&mut message.properties),
         body,
     })
 }
