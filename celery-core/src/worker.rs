@@ -379,6 +379,8 @@ fn accept(
         Err(unusable) => return Accepted::Unusable(Box::new((message, *unusable)), acker),
     };
     let Some(task) = runtime.app.task(&decoded.headers.task) else {
+        // The rejection answers to the message's `reply_to`: give the properties back.
+        message.properties = decoded.properties;
         let name = decoded.headers.task.clone();
         let unusable = Unusable {
             task_id: Some(decoded.headers.id.clone()),
