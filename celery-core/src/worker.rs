@@ -19,7 +19,7 @@ use crate::app::{Celery, RegisteredTask};
 use crate::broker::{Acker, Consumer, Delivery};
 use crate::compression::DecompressError;
 use crate::error::{Error, ExceptionInfo, TaskError, TaskErrorKind};
-use crate::protocol::{format_datetime, Body, Message, TaskHeaders, TaskMessage};
+use crate::protocol::{format_datetime, Body, Message, Properties, TaskHeaders, TaskMessage};
 use crate::result::{ResultMeta, State};
 use crate::signature::RawSignature;
 use crate::task::{DeliveryInfo, Invocation, Request, TaskContext, TaskFuture, TaskOptions};
@@ -344,7 +344,7 @@ enum Accepted {
     /// Handed to the ETA schedule.
     Held,
     /// Cannot run: rejected with its FAILURE stored.
-    Unusable(Box<(Message, Unusable)>, Box<dyn Acker>),
+    Unusable(Box<(Properties, Unusable)>, Box<dyn Acker>),
     /// Due later but the worker is stopping: back to its queue.
     Requeue(Box<Request>, Box<dyn Acker>),
 }
@@ -356,8 +356,8 @@ async fn handle(runtime: Arc<Runtime>, delivery: Delivery, held_tx: mpsc::Unboun
         Accepted::Run(task, context, acker) => run_when_free(runtime, task, context, acker).await,
         Accepted::Held => {}
         Accepted::Unusable(rejected, acker) => {
-            let (message, unusable) = *rejected;
-            Box::pin(reject_unusable(&runtime, &message, unusable, acker)).await;
+            let (properties, unusable) = *rejected;
+            Box::pin(reject_unusable(&runtime, &properties, unusable, acker)).await;
         }
         Accepted::Requeue(request, acker) => Box::pin(requeue(acker, &request)).await,
     }
@@ -370,26 +370,32 @@ fn accept(
     held_tx: &mpsc::UnboundedSender<Held>,
 ) -> Accepted {
     let Delivery {
-        mut message,
+        message,
         info,
         acker,
     } = delivery;
-    let decoded = match decode_message(&runtime.app, &mut message) {
+    let (headers, body) = match decode_message(&runtime.app, &message) {
         Ok(decoded) => decoded,
-        Err(unusable) => return Accepted::Unusable(Box::new((message, *unusable)), acker),
+        Err(unusable) => {
+            return Accepted::Unusable(Box::new((message.properties, *unusable)), acker)
+        }
     };
-    let Some(task) = runtime.app.task(&decoded.headers.task) else {
-        // The rejection answers to the message's `reply_to`: give the properties back.
-        message.properties = decoded.properties;
-        let name = decoded.headers.task.clone();
+    // The properties move on (to the request, or to the rejection): not copied.
+    let properties = message.properties;
+    let Some(task) = runtime.app.task(&headers.task) else {
+        let name = headers.task.clone();
         let unusable = Unusable {
-            task_id: Some(decoded.headers.id.clone()),
+            task_id: Some(headers.id.clone()),
             task: Some(name.clone()),
             exception: ExceptionInfo::celery("NotRegistered", format!("'{name}'")),
         };
-        return Accepted::Unusable(Box::new((message, unusable)), acker);
+        return Accepted::Unusable(Box::new((properties, unusable)), acker);
     };
-    drop(message);
+    let decoded = TaskMessage {
+        headers,
+        properties,
+        body,
+    };
     let request = request_of(runtime, decoded, info);
     tracing::info!(task = %request.task, id = %request.id, "Task received");
 
@@ -485,22 +491,21 @@ async fn revoke_expired(runtime: &Runtime, request: &Request, acker: Box<dyn Ack
 
 async fn reject_unusable(
     runtime: &Runtime,
-    message: &Message,
+    properties: &Properties,
     unusable: Unusable,
     acker: Box<dyn Acker>,
 ) {
     tracing::error!(
         task = unusable.task.as_deref().unwrap_or("?"),
         id = unusable.task_id.as_deref().unwrap_or("?"),
-        content_type = %message.properties.content_type,
+        content_type = %properties.content_type,
         error = %unusable.exception,
         "rejecting message that cannot be run"
     );
     if let Some(task_id) = &unusable.task_id {
         let meta =
             ResultMeta::exception(task_id.clone(), State::Failure, &unusable.exception, None);
-        if let Err(error) =
-            store_retrying(&runtime.app, meta, message.properties.reply_to.as_deref()).await
+        if let Err(error) = store_retrying(&runtime.app, meta, properties.reply_to.as_deref()).await
         {
             tracing::error!(%error, id = %task_id, "could not store the FAILURE of a rejected message");
         }
@@ -535,18 +540,22 @@ fn settle(result: Result<(), crate::broker::BrokerError>, task_id: &str) {
 
 /// Decodes a received message: headers, `accept_content`, size limit, decompression, body.
 pub fn decode(app: &Celery, message: &Message) -> Result<TaskMessage, Error> {
-    decode_message(app, &mut message.clone()).map_err(|unusable| Error::Decode {
+    let (headers, body) = decode_message(app, message).map_err(|unusable| Error::Decode {
         what: format!(
             "message {}",
             unusable.task_id.as_deref().unwrap_or("without an id")
         ),
         reason: unusable.exception.to_string(),
+    })?;
+    Ok(TaskMessage {
+        headers,
+        properties: message.properties.clone(),
+        body,
     })
 }
 
-/// Decodes a message; once it has decoded, its properties are moved out (not copied), and on
-/// failure it is left whole for the rejection.
-fn decode_message(app: &Celery, message: &mut Message) -> Result<TaskMessage, Box<Unusable>> {
+/// Decodes a message's headers and body; the caller keeps its properties, to move them on.
+fn decode_message(app: &Celery, message: &Message) -> Result<(TaskHeaders, Body), Box<Unusable>> {
     // Whatever can be read of the id and name, for the FAILURE and the log; only on failure.
     let fail = |exc_type: &str, text: String| {
         let header = |name: &str| message.header(name).and_then(|v| v.as_str());
@@ -606,11 +615,7 @@ fn decode_message(app: &Celery, message: &mut Message) -> Result<TaskMessage, Bo
         )
     })?;
     let body = Body::from_value(value).map_err(|e| fail("DecodeError", e.to_string()))?;
-    Ok(TaskMessage {
-        headers,
-        properties: std::mem::take(&mut message.properties),
-        body,
-    })
+    Ok((headers, body))
 }
 
 fn request_of(runtime: &Runtime, message: TaskMessage, delivery_info: DeliveryInfo) -> Request {
