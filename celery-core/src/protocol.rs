@@ -489,6 +489,45 @@ impl Body {
     }
 }
 
+/// Reads a body straight from a serde format, with no [`Value`] of the whole in between; it
+/// accepts exactly what [`Body::from_value`] accepts (a list of two or three, null args, kwargs
+/// or embed counting as empty). Its errors are serde's; the worker reads a body it refuses again
+/// through [`Body::from_value`], whose errors say what is wrong in Celery's terms.
+impl<'de> Deserialize<'de> for Body {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct BodyVisitor;
+
+        impl<'de> serde::de::Visitor<'de> for BodyVisitor {
+            type Value = Body;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a task body [args, kwargs, embed]")
+            }
+
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut parts: A) -> Result<Body, A::Error> {
+                use serde::de::Error as _;
+                let args: Option<Vec<Value>> = parts
+                    .next_element()?
+                    .ok_or_else(|| A::Error::invalid_length(0, &self))?;
+                let kwargs: Option<Map<String, Value>> = parts
+                    .next_element()?
+                    .ok_or_else(|| A::Error::invalid_length(1, &self))?;
+                let embed: Option<Embed> = parts.next_element()?.flatten();
+                if parts.next_element::<serde::de::IgnoredAny>()?.is_some() {
+                    return Err(A::Error::invalid_length(4, &self));
+                }
+                Ok(Body {
+                    args: args.unwrap_or_default(),
+                    kwargs: kwargs.unwrap_or_default(),
+                    embed: embed.unwrap_or_default(),
+                })
+            }
+        }
+
+        deserializer.deserialize_seq(BodyVisitor)
+    }
+}
+
 /// A decoded task message, ready for the worker.
 #[derive(Debug, Clone)]
 pub struct TaskMessage {
@@ -682,6 +721,31 @@ mod tests {
         assert!(Body::from_value(json!({"args": []})).is_err());
         assert!(Body::from_value(json!([1, {}, null])).is_err());
         assert!(Body::from_value(json!([[], [], null])).is_err());
+    }
+
+    #[test]
+    fn a_body_read_directly_is_the_body_read_through_a_value() {
+        for text in [
+            r#"[[1, 2], {"a": 1}, null]"#,
+            r#"[null, null]"#,
+            r#"[[], {}, {"callbacks": null, "errbacks": null, "chain": null, "chord": null}]"#,
+            r#"[[], {}, {"callbacks": [{"task": "t", "args": [], "kwargs": {}, "options": {}, "subtask_type": null, "immutable": false}], "other": 1}]"#,
+        ] {
+            let through_value = Body::from_value(serde_json::from_str(text).unwrap()).unwrap();
+            let direct: Body = serde_json::from_str(text).unwrap();
+            assert_eq!(direct, through_value, "{text}");
+        }
+        for refused in [
+            r#"{"args": []}"#,
+            r#"[1, {}, null]"#,
+            r#"[[], [], null]"#,
+            r#"[[]]"#,
+            r#"[[], {}, null, 4]"#,
+            r#"[[], {}, {"callbacks": 3}]"#,
+        ] {
+            assert!(Body::from_value(serde_json::from_str(refused).unwrap()).is_err());
+            assert!(serde_json::from_str::<Body>(refused).is_err(), "{refused}");
+        }
     }
 
     #[test]

@@ -608,6 +608,9 @@ fn decode_message(app: &Celery, message: &Message) -> Result<(TaskHeaders, Body)
             &decompressed
         }
     };
+    if let Some(body) = serializer.decode_body(bytes) {
+        return Ok((headers, body));
+    }
     let value = serializer.decode(bytes).map_err(|e| {
         fail(
             "DecodeError",
