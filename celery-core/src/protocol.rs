@@ -504,7 +504,10 @@ impl<'de> Deserialize<'de> for Body {
                 f.write_str("a task body [args, kwargs, embed]")
             }
 
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut parts: A) -> Result<Body, A::Error> {
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut parts: A,
+            ) -> Result<Body, A::Error> {
                 use serde::de::Error as _;
                 let args: Option<Vec<Value>> = parts
                     .next_element()?
