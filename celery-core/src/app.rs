@@ -1,6 +1,6 @@
 //! The app: settings, broker, result backend and task registry (Celery's `Celery(...)`).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 
 use serde_json::{Map, Value};
@@ -128,7 +128,8 @@ struct AppInner {
     oid: String,
     origin: String,
     hostname: String,
-    declared: Mutex<HashSet<String>>,
+    /// Queues declared by this process, or being declared: one declaration each.
+    declared: Mutex<HashMap<String, Arc<tokio::sync::OnceCell<()>>>>,
 }
 
 static CURRENT: RwLock<Option<Celery>> = RwLock::new(None);
@@ -286,21 +287,24 @@ impl Celery {
         WorkerBuilder::new(self.clone())
     }
 
-    /// Whether this app already declared a queue (declaring once per process is enough).
-    pub(crate) fn mark_declared(&self, queue: &str) -> bool {
-        self.inner
-            .declared
-            .lock()
-            .expect("declared set poisoned")
-            .insert(queue.to_owned())
-    }
-
-    pub(crate) fn forget_declared(&self, queue: &str) {
-        self.inner
-            .declared
-            .lock()
-            .expect("declared set poisoned")
-            .remove(queue);
+    /// Declares a queue once per process. The first publish to it declares it, and publishes
+    /// that come meanwhile wait for that declaration: sent before the queue exists, RabbitMQ
+    /// would drop their messages as unroutable (and confirm them). A failed declaration is tried
+    /// again by the next publish.
+    pub(crate) async fn declare_once(&self, queue: &Queue) -> Result<(), broker::BrokerError> {
+        let once = {
+            let mut declared = self.inner.declared.lock().expect("declared set poisoned");
+            match declared.get(&queue.name) {
+                Some(once) => once.clone(),
+                None => declared.entry(queue.name.clone()).or_default().clone(),
+            }
+        };
+        if once.initialized() {
+            return Ok(());
+        }
+        once.get_or_try_init(|| self.broker().declare(queue))
+            .await
+            .map(|_| ())
     }
 }
 

@@ -215,12 +215,7 @@ impl Producer {
         let mut retries = 0u32;
         loop {
             let attempt = async {
-                if self.app.mark_declared(&queue.name) {
-                    if let Err(error) = broker.declare(queue).await {
-                        self.app.forget_declared(&queue.name);
-                        return Err(error);
-                    }
-                }
+                self.app.declare_once(queue).await?;
                 broker
                     .publish(
                         &outgoing.route.exchange,

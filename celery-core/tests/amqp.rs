@@ -438,6 +438,137 @@ async fn publishing_with_and_without_confirms() {
     cleanup(&confirmed, &[&name]).await;
 }
 
+/// Publishes `per_round` messages at once, one of them (the middle one) to `odd_exchange`;
+/// returns the results of the others and that of the odd one.
+async fn publish_beside(
+    broker: &Arc<AmqpBroker>,
+    queue: &str,
+    odd_exchange: &str,
+    per_round: usize,
+) -> (
+    Vec<Result<(), celery_core::broker::BrokerError>>,
+    Result<(), celery_core::broker::BrokerError>,
+) {
+    let mut publishes = tokio::task::JoinSet::new();
+    for i in 0..per_round {
+        let broker = broker.clone();
+        let odd = i == per_round / 2;
+        let (exchange, key) = if odd {
+            (odd_exchange.to_owned(), "x".to_owned())
+        } else {
+            (String::new(), queue.to_owned())
+        };
+        publishes.spawn(async move {
+            let sent = broker
+                .publish(&exchange, &key, &message(&i.to_string()))
+                .await;
+            (odd, sent)
+        });
+    }
+    let (mut others, mut odd_one) = (Vec::new(), None);
+    while let Some(joined) = publishes.join_next().await {
+        match joined.unwrap() {
+            (true, sent) => odd_one = Some(sent),
+            (false, sent) => others.push(sent),
+        }
+    }
+    (others, odd_one.expect("the odd publish ran"))
+}
+
+/// A publish to a missing exchange is refused, and the publishes beside it on the same pooled
+/// channel are not touched: the exchange is checked on the control channel first (and an
+/// existing exchange of any type passes that check).
+#[tokio::test]
+async fn a_publish_to_a_missing_exchange_is_refused_and_leaves_the_others_alone() {
+    require_rabbitmq!();
+    // One pooled channel, so that every publish shares it with the refused one.
+    let broker = Arc::new(
+        AmqpBroker::connect_with(URL, AmqpOptions::default().pool_limit(1))
+            .await
+            .unwrap(),
+    );
+    let name = unique("missing-exchange-neighbour");
+    let topic = unique("topic");
+    broker
+        .declare(&Queue::new(&name).exchange(&topic, "topic").routing_key("#"))
+        .await
+        .unwrap();
+    let missing = unique("no-such-exchange");
+    for _ in 0..5 {
+        let (others, refused) = publish_beside(&broker, &name, &missing, 40).await;
+        let error = refused.expect_err("a publish to a missing exchange fails");
+        assert_eq!(error.kind, BrokerErrorKind::Refused, "{error}");
+        assert!(error.to_string().contains(&missing), "{error}");
+        for sent in others {
+            sent.expect("a publish beside the refused one goes through");
+        }
+    }
+    // A fresh broker (nothing remembered) publishes to the existing topic exchange.
+    let fresh = AmqpBroker::connect(URL).await.unwrap();
+    fresh
+        .publish(&topic, "any.key", &message("topic"))
+        .await
+        .unwrap();
+    assert_eq!(broker.purge(&name).await.unwrap(), 5 * 39 + 1);
+    cleanup(&broker, &[&name]).await;
+}
+
+/// An exchange deleted after it was checked: the publish to it closes the pooled channel, and
+/// every other publish in flight on that channel is told of a channel error (which the
+/// producer's retry sends again), not of a refusal; only the publish to it is refused.
+#[tokio::test]
+async fn a_refusal_makes_the_others_on_its_channel_channel_errors_not_refusals() {
+    require_rabbitmq!();
+    let broker = Arc::new(
+        AmqpBroker::connect_with(URL, AmqpOptions::default().pool_limit(1))
+            .await
+            .unwrap(),
+    );
+    let name = unique("refused-neighbour");
+    let doomed = unique("deleted-exchange");
+    broker
+        .declare(&Queue::new(&name).exchange(&doomed, "direct"))
+        .await
+        .unwrap();
+    broker
+        .publish(&doomed, &name, &message("checked"))
+        .await
+        .unwrap();
+    let connection = lapin::Connection::connect(URL, lapin::ConnectionProperties::default())
+        .await
+        .unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    channel
+        .exchange_delete(
+            doomed.as_str().into(),
+            lapin::options::ExchangeDeleteOptions::default(),
+        )
+        .await
+        .unwrap();
+    let mut caught = 0;
+    for _ in 0..5 {
+        let (others, refused) = publish_beside(&broker, &name, &doomed, 40).await;
+        let error = refused.expect_err("a publish to a deleted exchange fails");
+        assert_eq!(error.kind, BrokerErrorKind::Refused, "{error}");
+        for sent in others {
+            if let Err(error) = sent {
+                caught += 1;
+                assert!(
+                    error.kind.is_recoverable(),
+                    "a publish to an existing queue failed as {:?}, not retryable: {error}",
+                    error.kind
+                );
+            }
+        }
+    }
+    assert!(
+        caught > 0,
+        "no publish was in flight beside the refused one"
+    );
+    let _ = connection.close(200, "done".into()).await;
+    cleanup(&broker, &[&name]).await;
+}
+
 #[tokio::test]
 async fn consuming_a_missing_queue_is_refused() {
     require_rabbitmq!();
@@ -687,6 +818,67 @@ impl Task for Fail {
             Err(TaskError::new("ValueError", "boom"))
         }))
     }
+}
+
+/// Through the app, a task sent to a missing exchange fails and the tasks sent beside it all
+/// arrive, once each; and concurrent first publishes to a new queue wait for its declaration
+/// (sent before it, RabbitMQ would drop them as unroutable).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishes_sharing_a_channel_with_a_refused_one_all_arrive() {
+    require_rabbitmq!();
+    let app = Celery::builder("t")
+        .broker_url(URL)
+        .configure(|config| config.broker_pool_limit = 1)
+        .build()
+        .unwrap();
+    let queue = unique("refused-neighbours");
+    let missing = unique("no-such-exchange");
+    let (rounds, per_round) = (5, 40);
+    for _ in 0..rounds {
+        let mut sends = Vec::new();
+        for i in 0..=per_round {
+            let options = if i == per_round / 2 {
+                CallOptions::new().exchange(&missing).routing_key("x")
+            } else {
+                CallOptions::new().queue(&queue)
+            };
+            let app = app.clone();
+            sends.push(tokio::spawn(async move {
+                let sent = app
+                    .send_task(Add::NAME, vec![json!(1), json!(1)], Map::new(), options)
+                    .await;
+                (i == per_round / 2, sent.map(|_| ()))
+            }));
+        }
+        for send in sends {
+            match send.await.unwrap() {
+                (true, sent) => {
+                    let error = sent.expect_err("a task to a missing exchange is not sent");
+                    assert!(error.to_string().contains(&missing), "{error}");
+                }
+                (false, sent) => sent.expect("a task to an existing queue is sent"),
+            }
+        }
+    }
+    let broker = broker().await;
+    let mut consumer = broker
+        .consume(std::slice::from_ref(&Queue::new(&queue)), 500)
+        .await
+        .unwrap();
+    let (mut arrived, mut ids) = (0, std::collections::HashSet::new());
+    while let Ok(Some(delivery)) =
+        tokio::time::timeout(Duration::from_secs(1), consumer.next()).await
+    {
+        let delivery = delivery.unwrap();
+        let headers = TaskHeaders::from_table(&delivery.message.headers).unwrap();
+        ids.insert(headers.id);
+        arrived += 1;
+        delivery.acker.ack().await.unwrap();
+    }
+    assert_eq!(ids.len(), rounds * per_round);
+    assert_eq!(arrived, rounds * per_round);
+    drop(consumer);
+    cleanup(&broker, &[&queue]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

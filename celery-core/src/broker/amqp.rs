@@ -6,7 +6,7 @@
 //! publisher confirms by default. Each consumer has a channel of its own, which stays open while
 //! any of its deliveries is unacknowledged.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -91,6 +91,8 @@ struct Shared {
     /// The channel for declarations, purges and deletions. A refused declaration closes its
     /// channel, so these never share one with publishing.
     control: tokio::sync::Mutex<Option<Channel>>,
+    /// Exchanges known to exist: declared here, or checked before a first publish to them.
+    exchanges: Mutex<HashSet<String>>,
 }
 
 #[derive(Default)]
@@ -133,6 +135,7 @@ impl AmqpBroker {
                 connection: tokio::sync::Mutex::new(None),
                 pool: Mutex::default(),
                 control: tokio::sync::Mutex::new(None),
+                exchanges: Mutex::default(),
             }),
         })
     }
@@ -258,6 +261,45 @@ impl Shared {
         Ok((slot, channel))
     }
 
+    fn remember_exchange(&self, exchange: &str) {
+        let mut known = self.exchanges.lock().expect("exchange set poisoned");
+        if !known.contains(exchange) {
+            known.insert(exchange.to_owned());
+        }
+    }
+
+    /// Makes sure an exchange exists before a first publish to it. A publish to a missing
+    /// exchange makes RabbitMQ close the channel, and with it every publish in flight on that
+    /// pooled channel; a passive declaration on the control channel finds it out instead.
+    async fn check_exchange(&self, exchange: &str) -> Result<(), BrokerError> {
+        // The default exchange and the `amq.*` ones always exist.
+        if exchange.is_empty()
+            || exchange.starts_with("amq.")
+            || self
+                .exchanges
+                .lock()
+                .expect("exchange set poisoned")
+                .contains(exchange)
+        {
+            return Ok(());
+        }
+        let (_guard, channel) = self.control_channel().await?;
+        channel
+            .exchange_declare(
+                short(exchange, "exchange name")?,
+                ExchangeKind::Direct,
+                ExchangeDeclareOptions {
+                    passive: true,
+                    ..ExchangeDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .map_err(|e| self.error(format_args!("publish to exchange {exchange:?}"), e))?;
+        self.remember_exchange(exchange);
+        Ok(())
+    }
+
     /// A publishing channel: an idle one, a new one while the pool has room, else the least
     /// busy one (publishes pipeline on a channel).
     async fn lease(&self) -> Result<Lease, BrokerError> {
@@ -329,6 +371,7 @@ impl Shared {
                 )
                 .await
                 .map_err(|e| self.error(format_args!("declare exchange {exchange:?}"), e))?;
+            self.remember_exchange(exchange);
         }
         channel
             .queue_declare(
@@ -385,8 +428,10 @@ impl Broker for AmqpBroker {
             let exchange_name = short(exchange, "exchange name")?;
             let key = short(routing_key, "routing key")?;
             let properties = basic_properties(message)?;
+            shared.check_exchange(exchange).await?;
             let lease = shared.lease().await?;
             let context = || format!("publish to exchange {exchange:?} with key {routing_key:?}");
+            let failed = |e| caught_by_another_refusal(shared.error(context(), e), exchange);
             let confirm = lease
                 .channel
                 .basic_publish(
@@ -397,11 +442,11 @@ impl Broker for AmqpBroker {
                     properties,
                 )
                 .await
-                .map_err(|e| shared.error(context(), e))?;
+                .map_err(failed)?;
             if !shared.options.confirm_publish {
                 return Ok(());
             }
-            match confirm.await.map_err(|e| shared.error(context(), e))? {
+            match confirm.await.map_err(failed)? {
                 Confirmation::Ack(_) | Confirmation::NotRequested => Ok(()),
                 Confirmation::Nack(_) => Err(BrokerError::new(
                     BrokerErrorKind::Nack,
@@ -789,6 +834,31 @@ fn amqp_error(context: impl fmt::Display, error: &lapin::Error) -> BrokerError {
         _ => BrokerErrorKind::Connection,
     };
     BrokerError::new(kind, format!("{context}: {error}"))
+}
+
+/// A refusal closes the whole channel, and lapin reports it to every publish in flight on that
+/// channel. RabbitMQ's text names the exchange it refused (`no exchange 'x'`, `access to exchange
+/// 'x'`); when that is not the exchange of this publish, this message was not refused, only
+/// caught in the closing channel: a channel error, which the publish retry sends again.
+fn caught_by_another_refusal(error: BrokerError, exchange: &str) -> BrokerError {
+    if error.kind != BrokerErrorKind::Refused {
+        return error;
+    }
+    let named = error
+        .message
+        .split_once("exchange '")
+        .and_then(|(_, rest)| rest.split_once('\''))
+        .map(|(name, _)| name);
+    match named {
+        Some(name) if name != exchange => BrokerError::new(
+            BrokerErrorKind::Channel,
+            format!(
+                "{} (the broker refused another message on the same channel, which closed it)",
+                error.message
+            ),
+        ),
+        _ => error,
+    }
 }
 
 /// An AMQP short string (names, keys, most properties): at most 255 bytes.
@@ -1344,6 +1414,29 @@ mod tests {
         let io = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
         assert_eq!(
             kind(ErrorKind::IOError(Arc::new(io)).into()),
+            BrokerErrorKind::Connection
+        );
+    }
+
+    #[test]
+    fn a_refusal_naming_another_exchange_is_a_channel_error_of_this_publish() {
+        let refused = |text: &str| BrokerError::new(BrokerErrorKind::Refused, text);
+        let missing = "publish: NOT_FOUND - no exchange 'gone' in vhost '/'";
+        let ours = caught_by_another_refusal(refused(missing), "gone");
+        assert_eq!(ours.kind, BrokerErrorKind::Refused);
+        let neighbour = caught_by_another_refusal(refused(missing), "");
+        assert_eq!(neighbour.kind, BrokerErrorKind::Channel);
+        assert!(
+            neighbour.to_string().contains("no exchange 'gone'"),
+            "{neighbour}"
+        );
+        // Refusals that name no exchange (a message over the size limit) cannot be told apart.
+        let too_large = "PRECONDITION_FAILED - message size 9 is larger than configured max size 8";
+        let unnamed = caught_by_another_refusal(refused(too_large), "");
+        assert_eq!(unnamed.kind, BrokerErrorKind::Refused);
+        let lost = BrokerError::new(BrokerErrorKind::Connection, "no exchange 'gone'");
+        assert_eq!(
+            caught_by_another_refusal(lost, "").kind,
             BrokerErrorKind::Connection
         );
     }
