@@ -438,6 +438,25 @@ async fn publishing_with_and_without_confirms() {
     cleanup(&confirmed, &[&name]).await;
 }
 
+/// A broker with one pooled channel, so that every publish shares it with a refused one.
+async fn single_channel_broker() -> Arc<AmqpBroker> {
+    let options = AmqpOptions::default().pool_limit(1);
+    Arc::new(AmqpBroker::connect_with(URL, options).await.unwrap())
+}
+
+/// Deletes an exchange behind the broker's back (the broker has no call for it).
+async fn delete_exchange(exchange: &str) {
+    let properties = lapin::ConnectionProperties::default();
+    let connection = lapin::Connection::connect(URL, properties).await.unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    let options = lapin::options::ExchangeDeleteOptions::default();
+    channel
+        .exchange_delete(exchange.into(), options)
+        .await
+        .unwrap();
+    let _ = connection.close(200, "done".into()).await;
+}
+
 /// Publishes `per_round` messages at once, one of them (the middle one) to `odd_exchange`;
 /// returns the results of the others and that of the odd one.
 async fn publish_beside(
@@ -481,12 +500,7 @@ async fn publish_beside(
 #[tokio::test]
 async fn a_publish_to_a_missing_exchange_is_refused_and_leaves_the_others_alone() {
     require_rabbitmq!();
-    // One pooled channel, so that every publish shares it with the refused one.
-    let broker = Arc::new(
-        AmqpBroker::connect_with(URL, AmqpOptions::default().pool_limit(1))
-            .await
-            .unwrap(),
-    );
+    let broker = single_channel_broker().await;
     let name = unique("missing-exchange-neighbour");
     let topic = unique("topic");
     broker
@@ -511,6 +525,7 @@ async fn a_publish_to_a_missing_exchange_is_refused_and_leaves_the_others_alone(
         .unwrap();
     assert_eq!(broker.purge(&name).await.unwrap(), 5 * 39 + 1);
     cleanup(&broker, &[&name]).await;
+    delete_exchange(&topic).await;
 }
 
 /// An exchange deleted after it was checked: the publish to it closes the pooled channel, and
@@ -519,11 +534,7 @@ async fn a_publish_to_a_missing_exchange_is_refused_and_leaves_the_others_alone(
 #[tokio::test]
 async fn a_refusal_makes_the_others_on_its_channel_channel_errors_not_refusals() {
     require_rabbitmq!();
-    let broker = Arc::new(
-        AmqpBroker::connect_with(URL, AmqpOptions::default().pool_limit(1))
-            .await
-            .unwrap(),
-    );
+    let broker = single_channel_broker().await;
     let name = unique("refused-neighbour");
     let doomed = unique("deleted-exchange");
     broker
@@ -534,17 +545,7 @@ async fn a_refusal_makes_the_others_on_its_channel_channel_errors_not_refusals()
         .publish(&doomed, &name, &message("checked"))
         .await
         .unwrap();
-    let connection = lapin::Connection::connect(URL, lapin::ConnectionProperties::default())
-        .await
-        .unwrap();
-    let channel = connection.create_channel().await.unwrap();
-    channel
-        .exchange_delete(
-            doomed.as_str().into(),
-            lapin::options::ExchangeDeleteOptions::default(),
-        )
-        .await
-        .unwrap();
+    delete_exchange(&doomed).await;
     let mut caught = 0;
     for _ in 0..5 {
         let (others, refused) = publish_beside(&broker, &name, &doomed, 40).await;
@@ -565,7 +566,6 @@ async fn a_refusal_makes_the_others_on_its_channel_channel_errors_not_refusals()
         caught > 0,
         "no publish was in flight beside the refused one"
     );
-    let _ = connection.close(200, "done".into()).await;
     cleanup(&broker, &[&name]).await;
 }
 
