@@ -16,9 +16,14 @@ pub enum Error {
     /// The broker failed; see [`BrokerError`](crate::broker::BrokerError).
     #[error(transparent)]
     Broker(#[from] crate::broker::BrokerError),
-    /// The result backend failed.
+    /// The result backend failed. `recoverable`: it could not be reached, and trying again
+    /// later may succeed (the worker retries storing a result then); otherwise it refused.
     #[error("result backend {backend}: {reason}")]
-    Backend { backend: String, reason: String },
+    Backend {
+        backend: String,
+        reason: String,
+        recoverable: bool,
+    },
     /// A value could not be encoded into a message.
     #[error("cannot encode {what}: {reason}")]
     Encode { what: String, reason: String },

@@ -325,6 +325,7 @@ impl<'a, R: DeserializeOwned + Send + 'a> Get<'a, R> {
                     return Err(Error::Backend {
                         backend: self.result.app.backend().url().to_owned(),
                         reason: format!("stopped delivering the result of task {id}"),
+                        recoverable: false,
                     });
                 };
                 if let Some(callback) = self.on_message.as_mut() {

@@ -674,7 +674,8 @@ async fn store(runtime: &Runtime, request: &Request, mut meta: ResultMeta) {
 
 /// Stores a state, retrying while the backend cannot be reached, as Celery's rpc backend
 /// publishes results (`max_retries` 20, the first retry at once, then one a second): a result
-/// is not lost to a broker outage shorter than that.
+/// is not lost to a broker outage shorter than that. A refusal is not retried: the same result
+/// would be refused again, and the task's slot would wait 20 s for nothing.
 async fn store_retrying(
     app: &Celery,
     meta: ResultMeta,
@@ -684,7 +685,11 @@ async fn store_retrying(
     let mut retries = 0;
     loop {
         match app.backend().store(&meta, reply_to).await {
-            Err(error @ Error::Backend { .. }) if retries < RETRIES => {
+            Err(
+                error @ Error::Backend {
+                    recoverable: true, ..
+                },
+            ) if retries < RETRIES => {
                 let wait = Duration::from_secs(u64::from(retries > 0));
                 tracing::warn!(%error, id = %meta.task_id, retry = retries + 1, "could not store the task's state, retrying");
                 tokio::time::sleep(wait).await;
@@ -1071,6 +1076,64 @@ mod tests {
         }
         fn reject(self: Box<Self>, _: bool) -> BoxFuture<'static, Result<(), BrokerError>> {
             Box::pin(async { Ok(()) })
+        }
+    }
+
+    /// A backend whose every store fails, reachable or not; it counts the attempts.
+    struct FailingBackend {
+        recoverable: bool,
+        stores: std::sync::atomic::AtomicUsize,
+    }
+
+    impl crate::backend::ResultBackend for FailingBackend {
+        fn url(&self) -> &str {
+            "failing://"
+        }
+        fn store<'a>(
+            &'a self,
+            _: &'a ResultMeta,
+            _: Option<&'a str>,
+        ) -> BoxFuture<'a, Result<(), Error>> {
+            self.stores
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Box::pin(async {
+                Err(Error::Backend {
+                    backend: "failing://".to_owned(),
+                    reason: "no".to_owned(),
+                    recoverable: self.recoverable,
+                })
+            })
+        }
+        fn get<'a>(&'a self, _: &'a str) -> BoxFuture<'a, Result<Option<ResultMeta>, Error>> {
+            Box::pin(async { Ok(None) })
+        }
+        fn subscribe<'a>(
+            &'a self,
+            _: &'a str,
+        ) -> BoxFuture<'a, Result<crate::backend::ResultReceiver, Error>> {
+            Box::pin(async { Ok(tokio::sync::mpsc::unbounded_channel().1) })
+        }
+        fn forget<'a>(&'a self, _: &'a str) -> BoxFuture<'a, Result<(), Error>> {
+            Box::pin(async { Ok(()) })
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn storing_a_result_is_retried_while_unreachable_and_not_when_refused() {
+        for (recoverable, attempts) in [(true, 21), (false, 1)] {
+            let backend = Arc::new(FailingBackend {
+                recoverable,
+                stores: Default::default(),
+            });
+            let app = Celery::builder("t")
+                .backend(backend.clone())
+                .build()
+                .unwrap();
+            let meta = ResultMeta::new("id".to_owned(), State::Success, serde_json::json!(1));
+            let stored = store_retrying(&app, meta, None).await;
+            assert!(matches!(stored, Err(Error::Backend { .. })), "{stored:?}");
+            let stores = backend.stores.load(std::sync::atomic::Ordering::Relaxed);
+            assert_eq!(stores, attempts, "recoverable: {recoverable}");
         }
     }
 

@@ -81,6 +81,7 @@ impl RpcBackend {
         Error::Backend {
             backend: self.url().to_owned(),
             reason: error.to_string(),
+            recoverable: error.kind.is_recoverable(),
         }
     }
 
