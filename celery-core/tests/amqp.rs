@@ -645,6 +645,19 @@ impl Proxy {
     }
 }
 
+/// Publishes until it goes through (a new connection), allowing only recoverable errors.
+async fn publish_until_recovered(broker: &AmqpBroker, exchange: &str, key: &str, body: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while let Err(error) = broker.publish(exchange, key, &message(body)).await {
+        assert!(error.kind.is_recoverable(), "{error}");
+        assert!(
+            Instant::now() < deadline,
+            "publishing never recovered: {error}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test]
 async fn a_lost_connection_is_reopened_for_publishers_and_consumers() {
     require_rabbitmq!();
@@ -694,27 +707,47 @@ async fn a_lost_connection_is_reopened_for_publishers_and_consumers() {
     after.acker.ack().await.unwrap();
 
     // A publisher gets at most a recoverable error, then goes through a new connection.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        match through_proxy
-            .publish("", &name, &message("published"))
-            .await
-        {
-            Ok(()) => break,
-            Err(error) => {
-                assert!(error.kind.is_recoverable(), "{error}");
-                assert!(
-                    Instant::now() < deadline,
-                    "publishing never recovered: {error}"
-                );
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    }
+    publish_until_recovered(&through_proxy, "", &name, "published").await;
     assert_eq!(body(&next(&mut consumer).await), "published");
 
     drop(consumer);
     cleanup(&direct, &[&name]).await;
+}
+
+/// A broker that lost its definitions while the connection was down (restarted without them):
+/// the queues declared for publishing are declared again on the new connection before any
+/// publish goes through it, so the first message after reconnecting is not dropped as
+/// unroutable.
+#[tokio::test]
+async fn queues_declared_for_publishing_are_declared_again_after_reconnecting() {
+    require_rabbitmq!();
+    let direct = broker().await;
+    let proxy = Proxy::start().unwrap();
+    let through_proxy = AmqpBroker::connect(&proxy.url()).await.unwrap();
+    let name = unique("redeclared");
+    let bound = Queue::new(&name).exchange(unique("redeclared-exchange"), "direct");
+    through_proxy.declare(&bound).await.unwrap();
+    through_proxy
+        .publish(&bound.exchange, &bound.routing_key, &message("before"))
+        .await
+        .unwrap();
+
+    // The broker loses the queue and its exchange, and the connection drops.
+    direct.delete_queue(&name).await.unwrap();
+    delete_exchange(&bound.exchange).await;
+    proxy.cut();
+
+    publish_until_recovered(&through_proxy, &bound.exchange, &bound.routing_key, "after").await;
+    let mut consumer = direct
+        .consume(std::slice::from_ref(&Queue::new(&name)), 5)
+        .await
+        .expect("the queue exists again");
+    let after = next(&mut consumer).await;
+    assert_eq!(body(&after), "after");
+    after.acker.ack().await.unwrap();
+    drop(consumer);
+    cleanup(&direct, &[&name]).await;
+    delete_exchange(&bound.exchange).await;
 }
 
 fn state(status: &str, result: Value) -> ResultMeta {

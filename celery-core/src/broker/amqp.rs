@@ -91,8 +91,11 @@ struct Shared {
     /// The channel for declarations, purges and deletions. A refused declaration closes its
     /// channel, so these never share one with publishing.
     control: tokio::sync::Mutex<Option<Channel>>,
-    /// Exchanges known to exist: declared here, or checked before a first publish to them.
+    /// Exchanges known to exist on the current connection: declared on it, or checked before a
+    /// first publish to them.
     exchanges: Mutex<HashSet<String>>,
+    /// The queues declared for publishers, declared again on every new connection.
+    declared: Mutex<Vec<Declaration>>,
 }
 
 #[derive(Default)]
@@ -136,6 +139,7 @@ impl AmqpBroker {
                 pool: Mutex::default(),
                 control: tokio::sync::Mutex::new(None),
                 exchanges: Mutex::default(),
+                declared: Mutex::default(),
             }),
         })
     }
@@ -225,9 +229,58 @@ impl Shared {
         })?
         .map_err(|e| amqp_error(format_args!("cannot connect to {}", self.url), &e))?;
         tracing::debug!(broker = %self.url, "connected");
+        // Whatever was known to exist may be gone with the old connection's broker.
+        self.exchanges
+            .lock()
+            .expect("exchange set poisoned")
+            .clear();
+        self.redeclare(&connection).await;
         let connection = Arc::new(connection);
         *slot = Some(connection.clone());
         Ok(connection)
+    }
+
+    /// Declares again, on a new connection and before anything else can use it, the queues
+    /// declared for publishers: a broker restarted without its definitions would otherwise drop
+    /// their messages as unroutable (and confirm them). kombu declares again after reconnecting
+    /// too. A declaration that fails is logged; the publish retry and the next reconnection try
+    /// again.
+    async fn redeclare(&self, connection: &Connection) {
+        let declarations = self.declared.lock().expect("declarations poisoned").clone();
+        let mut channel = None;
+        for declaration in &declarations {
+            // A refused declaration closes its channel: the next one gets a new channel.
+            if !channel
+                .as_ref()
+                .is_some_and(|c: &Channel| c.status().connected())
+            {
+                match connection.create_channel().await {
+                    Ok(opened) => channel = Some(opened),
+                    Err(error) => {
+                        tracing::warn!(broker = %self.url, %error, "cannot declare the queues again");
+                        return;
+                    }
+                }
+            }
+            let Some(channel) = channel.as_ref() else {
+                return;
+            };
+            if let Err(error) = self.declare_on(channel, declaration).await {
+                tracing::warn!(broker = %self.url, queue = %declaration.queue, %error, "cannot declare a queue again after reconnecting");
+            }
+        }
+        if let Some(channel) = channel {
+            let _ = channel.close(200, "declared".into()).await;
+        }
+    }
+
+    /// Remembers a queue declared for publishers, to declare it again on a new connection.
+    fn remember_declaration(&self, declaration: Declaration) {
+        let mut declared = self.declared.lock().expect("declarations poisoned");
+        match declared.iter_mut().find(|d| d.queue == declaration.queue) {
+            Some(known) => *known = declaration,
+            None => declared.push(declaration),
+        }
     }
 
     async fn open_channel(&self, confirm: bool) -> Result<Channel, BrokerError> {
@@ -414,7 +467,12 @@ impl Broker for AmqpBroker {
     }
 
     fn declare<'a>(&'a self, queue: &'a Queue) -> BoxFuture<'a, Result<(), BrokerError>> {
-        Box::pin(async move { self.declare_queue(&Declaration::from(queue)).await })
+        Box::pin(async move {
+            let declaration = Declaration::from(queue);
+            self.declare_queue(&declaration).await?;
+            self.shared.remember_declaration(declaration);
+            Ok(())
+        })
     }
 
     fn publish<'a>(
