@@ -299,9 +299,6 @@ impl Celery {
                 None => declared.entry(queue.name.clone()).or_default().clone(),
             }
         };
-        if once.initialized() {
-            return Ok(());
-        }
         once.get_or_try_init(|| self.broker().declare(queue))
             .await
             .map(|_| ())

@@ -247,27 +247,23 @@ impl Shared {
     /// again.
     async fn redeclare(&self, connection: &Connection) {
         let declarations = self.declared.lock().expect("declarations poisoned").clone();
-        let mut channel = None;
+        let mut channel: Option<Channel> = None;
         for declaration in &declarations {
             // A refused declaration closes its channel: the next one gets a new channel.
-            if !channel
-                .as_ref()
-                .is_some_and(|c: &Channel| c.status().connected())
-            {
-                match connection.create_channel().await {
-                    Ok(opened) => channel = Some(opened),
+            let open = match channel.take().filter(|c| c.status().connected()) {
+                Some(open) => open,
+                None => match connection.create_channel().await {
+                    Ok(opened) => opened,
                     Err(error) => {
                         tracing::warn!(broker = %self.url, %error, "cannot declare the queues again");
                         return;
                     }
-                }
-            }
-            let Some(channel) = channel.as_ref() else {
-                return;
+                },
             };
-            if let Err(error) = self.declare_on(channel, declaration).await {
+            if let Err(error) = self.declare_on(&open, declaration).await {
                 tracing::warn!(broker = %self.url, queue = %declaration.queue, %error, "cannot declare a queue again after reconnecting");
             }
+            channel = Some(open);
         }
         if let Some(channel) = channel {
             let _ = channel.close(200, "declared".into()).await;
