@@ -29,8 +29,10 @@
 //!   with `broker_confirm_publish` off and on. Raw lapin: one message encoded by
 //!   `app.producer().encode(..)`, published N times with the same properties and headers on one
 //!   channel (with confirms, each future awaits its confirm: they pipeline). rusty-celery:
-//!   `send_task`, K in flight (no confirms). Python: `apply_async(producer=p)` in a loop with a
-//!   held producer (no confirms, kombu's default).
+//!   `send_task`, K in flight (no confirms); and, for scale, raw lapin publishing one message
+//!   rusty-celery sent (taken off its queue) N times the same way, which shows how much of the
+//!   difference is the message (rusty-celery sends 4 headers, Celery 19). Python:
+//!   `apply_async(producer=p)` in a loop with a held producer (no confirms, kombu's default).
 //! - **drain**: N noop tasks already queued (this project's encoded messages, the same bytes for
 //!   every peer), from worker ready to the N-th task run. This project: its worker, counting in
 //!   the task. Raw: `basic.consume` with prefetch P, a `multiple` ack every 100 deliveries (and,
@@ -369,6 +371,7 @@ async fn publish_phase(
     let raw_off = amqp::publish_channel(&raw, false).await?;
     let raw_on = amqp::publish_channel(&raw, true).await?;
     figures.message_body = Some(wire_off.body.len());
+    let mut rusty_message: Option<Wire> = None;
 
     for round in 0..args.rounds {
         progress(&format!("  round {}/{}", round + 1, args.rounds));
@@ -408,9 +411,25 @@ async fn publish_phase(
             if figures.publish_rusty.error.is_none() {
                 let outcome =
                     peers::rusty_publish(control, binary, &args.broker, &q_rusty, n, k).await;
+                let published = outcome.is_ok();
                 record(&mut figures.publish_rusty, outcome, n);
+                let wanted = figures.publish_raw_rusty_message.error.is_none();
+                if published && wanted && rusty_message.is_none() && args.runs("raw") {
+                    match control.take_one(&q_rusty).await {
+                        Ok(wire) => rusty_message = Some(wire),
+                        Err(error) => figures.publish_raw_rusty_message.fail(error),
+                    }
+                }
                 control.purge(&q_rusty).await?;
             }
+        }
+        // rusty-celery's own message, published by raw lapin: tells the message's share of
+        // the difference from the client's.
+        if let Some(wire) = &rusty_message {
+            let publishing = raw_publish(&raw_off, false, wire, n, k);
+            let outcome = timed_publish(control, &q_rusty, n, publishing).await;
+            record(&mut figures.publish_raw_rusty_message, outcome, n);
+            control.purge(&q_rusty).await?;
         }
         if let Some(python) = &peers.python {
             if figures.publish_python.error.is_none() {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 use celery::protocol::{HeaderValue, Headers, Message};
 use futures_util::stream::{self, StreamExt};
 use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
+    BasicAckOptions, BasicConsumeOptions, BasicGetOptions, BasicPublishOptions, BasicQosOptions,
     ConfirmSelectOptions, ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions,
     QueueDeclareOptions, QueueDeleteOptions, QueuePurgeOptions,
 };
@@ -328,6 +328,24 @@ impl Control {
             .queue_purge(queue.into(), QueuePurgeOptions::default())
             .await
             .map_err(err("queue.purge"))
+    }
+
+    /// One message taken off a queue (acknowledged), as a message to publish again straight to
+    /// that queue through the default exchange, the way rusty-celery sends.
+    pub async fn take_one(&self, queue: &str) -> Res<Wire> {
+        let channel = self.channel().await?;
+        let message = channel
+            .basic_get(queue.into(), BasicGetOptions { no_ack: true })
+            .await
+            .map_err(err("basic.get"))?
+            .ok_or_else(|| format!("queue {queue} is empty"))?;
+        let delivery = message.delivery;
+        Ok(Wire {
+            exchange: "".into(),
+            routing_key: queue.into(),
+            properties: delivery.properties,
+            body: Arc::new(delivery.data),
+        })
     }
 
     /// Deletes a queue and the exchange of the same name, if they exist.

@@ -67,6 +67,8 @@ pub struct Figures {
     pub publish_ours_on: Samples,
     pub publish_raw_on: Samples,
     pub publish_rusty: Samples,
+    /// Raw lapin publishing a message rusty-celery sent (through the default exchange).
+    pub publish_raw_rusty_message: Samples,
     pub publish_python: Samples,
     pub drain_ours: Samples,
     pub drain_raw: Samples,
@@ -165,6 +167,11 @@ impl Figures {
             (
                 "rusty-celery 0.5.5 send_task (no confirms)",
                 &self.publish_rusty,
+                raw_off,
+            ),
+            (
+                "raw lapin, rusty-celery's message (for scale)",
+                &self.publish_raw_rusty_message,
                 raw_off,
             ),
             (
@@ -319,6 +326,10 @@ impl Figures {
             ("publish, this project, confirms on", &self.publish_ours_on),
             ("publish, raw, confirms on", &self.publish_raw_on),
             ("publish, rusty-celery", &self.publish_rusty),
+            (
+                "publish, raw, rusty-celery's message",
+                &self.publish_raw_rusty_message,
+            ),
             ("publish, Python", &self.publish_python),
             ("drain, this project", &self.drain_ours),
             ("drain, raw", &self.drain_raw),
