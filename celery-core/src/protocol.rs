@@ -4,6 +4,8 @@
 //! Brokers move [`Message`]s, which hold encoded bytes and a header table exactly as they travel
 //! on the wire; [`TaskMessage`] is the decoded form the worker executes.
 
+use std::borrow::Cow;
+
 use chrono::{DateTime, FixedOffset, SecondsFormat};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -23,8 +25,23 @@ pub enum HeaderValue {
     Table(Headers),
 }
 
+/// A header's name. Celery's own names are static strings ([`header_name`]): a task message
+/// carries about twenty headers, and a string allocated for each name on every message sent
+/// and received was a good part of the client's and the worker's work per task.
+pub type HeaderName = Cow<'static, str>;
+
 /// An ordered header table.
-pub type Headers = Vec<(String, HeaderValue)>;
+pub type Headers = Vec<(HeaderName, HeaderValue)>;
+
+/// A header name as read off the wire: one of Celery's names without allocating, any other
+/// copied.
+pub fn header_name(name: &str) -> HeaderName {
+    let mut celery_names = KNOWN_HEADERS.iter().chain(STAMPING_HEADERS);
+    match celery_names.find(|known| **known == name) {
+        Some(known) => Cow::Borrowed(known),
+        None => Cow::Owned(name.to_owned()),
+    }
+}
 
 impl HeaderValue {
     pub fn as_str(&self) -> Option<&str> {
@@ -75,9 +92,11 @@ impl From<&Value> for HeaderValue {
             ),
             Value::String(s) => HeaderValue::Str(s.clone()),
             Value::Array(items) => HeaderValue::List(items.iter().map(HeaderValue::from).collect()),
-            Value::Object(map) => {
-                HeaderValue::Table(map.iter().map(|(k, v)| (k.clone(), v.into())).collect())
-            }
+            Value::Object(map) => HeaderValue::Table(
+                map.iter()
+                    .map(|(k, v)| (header_name(k), v.into()))
+                    .collect(),
+            ),
         }
     }
 }
@@ -93,9 +112,12 @@ impl From<&HeaderValue> for Value {
             }
             HeaderValue::Str(s) => Value::String(s.clone()),
             HeaderValue::List(items) => Value::Array(items.iter().map(Value::from).collect()),
-            HeaderValue::Table(table) => {
-                Value::Object(table.iter().map(|(k, v)| (k.clone(), v.into())).collect())
-            }
+            HeaderValue::Table(table) => Value::Object(
+                table
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.into()))
+                    .collect(),
+            ),
         }
     }
 }
@@ -179,6 +201,9 @@ const KNOWN_HEADERS: &[&str] = &[
     "compression",
 ];
 
+/// Celery's stamping headers, which this crate sends empty and does not read.
+const STAMPING_HEADERS: &[&str] = &["stamped_headers", "stamps"];
+
 impl TaskHeaders {
     /// Headers for a new task message with Celery's defaults.
     pub fn new(task: impl Into<String>, id: impl Into<String>) -> Self {
@@ -214,49 +239,43 @@ impl TaskHeaders {
     pub fn into_table(self) -> Headers {
         let text = |value: Option<String>| value.map_or(HeaderValue::Null, HeaderValue::Str);
         let mut table = vec![
-            ("lang".to_owned(), HeaderValue::Str(self.lang)),
-            ("task".to_owned(), HeaderValue::Str(self.task)),
-            ("id".to_owned(), HeaderValue::Str(self.id)),
-            ("shadow".to_owned(), text(self.shadow)),
-            ("eta".to_owned(), text(self.eta.map(format_datetime))),
+            ("lang".into(), HeaderValue::Str(self.lang)),
+            ("task".into(), HeaderValue::Str(self.task)),
+            ("id".into(), HeaderValue::Str(self.id)),
+            ("shadow".into(), text(self.shadow)),
+            ("eta".into(), text(self.eta.map(format_datetime))),
+            ("expires".into(), text(self.expires.map(format_datetime))),
+            ("group".into(), text(self.group)),
             (
-                "expires".to_owned(),
-                text(self.expires.map(format_datetime)),
-            ),
-            ("group".to_owned(), text(self.group)),
-            (
-                "group_index".to_owned(),
+                "group_index".into(),
                 self.group_index.map_or(HeaderValue::Null, HeaderValue::Int),
             ),
+            ("retries".into(), HeaderValue::Int(i64::from(self.retries))),
             (
-                "retries".to_owned(),
-                HeaderValue::Int(i64::from(self.retries)),
-            ),
-            (
-                "timelimit".to_owned(),
+                "timelimit".into(),
                 HeaderValue::List(vec![
                     HeaderValue::opt_number(self.timelimit.0),
                     HeaderValue::opt_number(self.timelimit.1),
                 ]),
             ),
-            ("root_id".to_owned(), text(self.root_id)),
-            ("parent_id".to_owned(), text(self.parent_id)),
-            ("argsrepr".to_owned(), text(self.argsrepr)),
-            ("kwargsrepr".to_owned(), text(self.kwargsrepr)),
-            ("origin".to_owned(), text(self.origin)),
+            ("root_id".into(), text(self.root_id)),
+            ("parent_id".into(), text(self.parent_id)),
+            ("argsrepr".into(), text(self.argsrepr)),
+            ("kwargsrepr".into(), text(self.kwargsrepr)),
+            ("origin".into(), text(self.origin)),
             (
-                "ignore_result".to_owned(),
+                "ignore_result".into(),
                 HeaderValue::Bool(self.ignore_result),
             ),
             (
-                "replaced_task_nesting".to_owned(),
+                "replaced_task_nesting".into(),
                 HeaderValue::Int(self.replaced_task_nesting),
             ),
-            ("stamped_headers".to_owned(), HeaderValue::Null),
-            ("stamps".to_owned(), HeaderValue::Table(Vec::new())),
+            ("stamped_headers".into(), HeaderValue::Null),
+            ("stamps".into(), HeaderValue::Table(Vec::new())),
         ];
         if let Some(compression) = self.compression {
-            table.push(("compression".to_owned(), HeaderValue::Str(compression)));
+            table.push(("compression".into(), HeaderValue::Str(compression)));
         }
         table.extend(self.extra);
         table
@@ -275,7 +294,7 @@ impl TaskHeaders {
                 Some(slot) => {
                     known[slot].get_or_insert(value);
                 }
-                None if key == "stamped_headers" || key == "stamps" => {}
+                None if STAMPING_HEADERS.contains(&key.as_ref()) => {}
                 None => extra.push((key.clone(), value.clone())),
             }
         }
@@ -636,6 +655,17 @@ fn truncate_repr(mut text: String) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn celery_header_names_are_read_without_allocating() {
+        assert!(matches!(header_name("root_id"), Cow::Borrowed("root_id")));
+        assert!(matches!(header_name("stamps"), Cow::Borrowed("stamps")));
+        assert!(matches!(header_name("x-custom"), Cow::Owned(name) if name == "x-custom"));
+        let table = TaskHeaders::new("tasks.add", "1").into_table();
+        assert!(table
+            .iter()
+            .all(|(name, _)| matches!(name, Cow::Borrowed(_))));
+    }
     use serde_json::json;
 
     #[test]
@@ -654,9 +684,9 @@ mod tests {
     #[test]
     fn minimal_headers_are_enough() {
         let table = vec![
-            ("lang".to_owned(), HeaderValue::Str("py".into())),
-            ("task".to_owned(), HeaderValue::Str("t".into())),
-            ("id".to_owned(), HeaderValue::Str("x".into())),
+            ("lang".into(), HeaderValue::Str("py".into())),
+            ("task".into(), HeaderValue::Str("t".into())),
+            ("id".into(), HeaderValue::Str("x".into())),
         ];
         let headers = TaskHeaders::from_table(&table).unwrap();
         assert_eq!(headers.task, "t");
@@ -666,16 +696,16 @@ mod tests {
     #[test]
     fn null_headers_are_absent_the_first_of_a_name_counts_and_unknown_ones_are_kept_in_order() {
         let table = vec![
-            ("zz-custom".to_owned(), HeaderValue::Int(1)),
-            ("task".to_owned(), HeaderValue::Str("t".into())),
-            ("id".to_owned(), HeaderValue::Str("x".into())),
-            ("shadow".to_owned(), HeaderValue::Null),
-            ("shadow".to_owned(), HeaderValue::Str("second".into())),
-            ("retries".to_owned(), HeaderValue::Int(3)),
-            ("retries".to_owned(), HeaderValue::Int(9)),
-            ("stamped_headers".to_owned(), HeaderValue::Null),
-            ("stamps".to_owned(), HeaderValue::Table(Vec::new())),
-            ("a-custom".to_owned(), HeaderValue::Str("b".into())),
+            ("zz-custom".into(), HeaderValue::Int(1)),
+            ("task".into(), HeaderValue::Str("t".into())),
+            ("id".into(), HeaderValue::Str("x".into())),
+            ("shadow".into(), HeaderValue::Null),
+            ("shadow".into(), HeaderValue::Str("second".into())),
+            ("retries".into(), HeaderValue::Int(3)),
+            ("retries".into(), HeaderValue::Int(9)),
+            ("stamped_headers".into(), HeaderValue::Null),
+            ("stamps".into(), HeaderValue::Table(Vec::new())),
+            ("a-custom".into(), HeaderValue::Str("b".into())),
         ];
         let headers = TaskHeaders::from_table(&table).unwrap();
         assert_eq!(headers.shadow, None);
@@ -684,23 +714,23 @@ mod tests {
         assert_eq!(
             headers.extra,
             vec![
-                ("zz-custom".to_owned(), HeaderValue::Int(1)),
-                ("a-custom".to_owned(), HeaderValue::Str("b".into())),
+                ("zz-custom".into(), HeaderValue::Int(1)),
+                ("a-custom".into(), HeaderValue::Str("b".into())),
             ]
         );
     }
 
     #[test]
     fn missing_or_malformed_headers_are_errors() {
-        let no_task = vec![("id".to_owned(), HeaderValue::Str("x".into()))];
+        let no_task = vec![("id".into(), HeaderValue::Str("x".into()))];
         assert!(TaskHeaders::from_table(&no_task)
             .unwrap_err()
             .to_string()
             .contains("missing header \"task\""));
         let bad_eta = vec![
-            ("task".to_owned(), HeaderValue::Str("t".into())),
-            ("id".to_owned(), HeaderValue::Str("x".into())),
-            ("eta".to_owned(), HeaderValue::Str("tomorrow".into())),
+            ("task".into(), HeaderValue::Str("t".into())),
+            ("id".into(), HeaderValue::Str("x".into())),
+            ("eta".into(), HeaderValue::Str("tomorrow".into())),
         ];
         assert!(TaskHeaders::from_table(&bad_eta)
             .unwrap_err()

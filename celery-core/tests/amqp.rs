@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use celery_core::backend::{ResultBackend, RpcBackend};
 use celery_core::broker::amqp::{AmqpBroker, AmqpOptions};
 use celery_core::broker::{Broker, BrokerErrorKind, Consumer, Delivery};
-use celery_core::protocol::{HeaderValue, Message, Properties, TaskHeaders};
+use celery_core::protocol::{HeaderValue, Headers, Message, Properties, TaskHeaders};
 use celery_core::task::{Invocation, Task, TaskOptions};
 use celery_core::{CallOptions, Celery, Error, Queue, ResultMeta, State, TaskError};
 use serde_json::{json, Map, Value};
@@ -75,7 +75,7 @@ fn body(delivery: &Delivery) -> String {
 }
 
 /// Header tables come back in key order (AMQP tables are unordered).
-fn sorted(mut headers: Vec<(String, HeaderValue)>) -> Vec<(String, HeaderValue)> {
+fn sorted(mut headers: Headers) -> Headers {
     for (_, value) in &mut headers {
         if let HeaderValue::Table(table) = value {
             *table = sorted(std::mem::take(table));
@@ -128,16 +128,13 @@ async fn round_trip_keeps_headers_properties_and_body() {
     task_headers.argsrepr = Some("('héllo ☃',)".to_owned());
     task_headers.timelimit = (Some(10.0), Some(2.5));
     task_headers.extra = vec![
-        ("big".to_owned(), HeaderValue::Int(1 << 40)),
-        ("negative".to_owned(), HeaderValue::Int(-7)),
+        ("big".into(), HeaderValue::Int(1 << 40)),
+        ("negative".into(), HeaderValue::Int(-7)),
         (
-            "nested".to_owned(),
+            "nested".into(),
             HeaderValue::Table(vec![
-                (
-                    "z".to_owned(),
-                    HeaderValue::List(vec![HeaderValue::Bool(true)]),
-                ),
-                ("a".to_owned(), HeaderValue::Null),
+                ("z".into(), HeaderValue::List(vec![HeaderValue::Bool(true)])),
+                ("a".into(), HeaderValue::Null),
             ]),
         ),
     ];

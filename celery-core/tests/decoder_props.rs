@@ -6,7 +6,9 @@
 
 use std::sync::OnceLock;
 
-use celery_core::protocol::{Body, HeaderValue, Headers, Message, Properties, TaskHeaders};
+use celery_core::protocol::{
+    Body, HeaderName, HeaderValue, Headers, Message, Properties, TaskHeaders,
+};
 use celery_core::worker::decode;
 use celery_core::Celery;
 use proptest::prelude::*;
@@ -114,11 +116,11 @@ fn header_value() -> impl Strategy<Value = HeaderValue> {
     })
 }
 
-fn key() -> impl Strategy<Value = String> {
+fn key() -> impl Strategy<Value = HeaderName> {
     prop_oneof![
-        3 => prop::sample::select(KNOWN_HEADERS).prop_map(str::to_owned),
-        1 => "[a-z_-]{0,10}",
-        1 => ".{0,6}",
+        3 => prop::sample::select(KNOWN_HEADERS).prop_map(HeaderName::Borrowed),
+        1 => "[a-z_-]{0,10}".prop_map(HeaderName::Owned),
+        1 => ".{0,6}".prop_map(HeaderName::Owned),
     ]
 }
 
@@ -388,7 +390,7 @@ proptest! {
         };
         headers.retain(|(key, _)| key != "compression");
         if let Some(name) = compression {
-            headers.push(("compression".to_owned(), HeaderValue::Str(name)));
+            headers.push(("compression".into(), HeaderValue::Str(name)));
         }
         let message = message(headers, content_type, body);
         let _ = decode(app(), &message);
@@ -406,7 +408,7 @@ proptest! {
         let mut headers =
             TaskHeaders::new("props.task", "4b2a1c5e-0000-4000-8000-000000000001").to_table();
         headers.push((
-            "compression".to_owned(),
+            "compression".into(),
             HeaderValue::Str(scheme.content_type().to_owned()),
         ));
         let body = scheme.compress(json.as_bytes()).unwrap();

@@ -77,7 +77,7 @@ impl Wire {
 fn table(headers: &Headers) -> FieldTable {
     let map: BTreeMap<ShortString, AMQPValue> = headers
         .iter()
-        .map(|(key, value)| (ShortString::from(key.as_str()), value_of(value)))
+        .map(|(key, value)| (ShortString::from(key.as_ref()), value_of(value)))
         .collect();
     FieldTable::from(map)
 }

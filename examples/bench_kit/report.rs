@@ -170,7 +170,7 @@ impl Figures {
                 raw_off,
             ),
             (
-                "raw lapin, rusty-celery's message (for scale)",
+                "raw lapin publishing rusty-celery's message",
                 &self.publish_raw_rusty_message,
                 raw_off,
             ),

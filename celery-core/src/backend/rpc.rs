@@ -183,7 +183,7 @@ fn result_message(codec: &ResultCodec, meta: &ResultMeta) -> Result<Message, Err
         .compression
         .map(|scheme| {
             vec![(
-                "compression".to_owned(),
+                "compression".into(),
                 crate::protocol::HeaderValue::Str(scheme),
             )]
         })
@@ -439,7 +439,7 @@ mod tests {
         use crate::compression::Compression;
         message.body = crate::compression::Zlib.compress(&message.body).unwrap();
         message.headers = vec![(
-            "compression".to_owned(),
+            "compression".into(),
             HeaderValue::Str("application/x-gzip".to_owned()),
         )];
         assert_eq!(

@@ -32,7 +32,7 @@ mod acks;
 use self::acks::AckBatcher;
 use super::{Acker, Broker, BrokerError, BrokerErrorKind, Consumer, Delivery};
 use crate::error::Error;
-use crate::protocol::{HeaderValue, Headers, Message, Properties};
+use crate::protocol::{header_name, HeaderValue, Headers, Message, Properties};
 use crate::routing::Queue;
 use crate::task::DeliveryInfo;
 use crate::BoxFuture;
@@ -1023,7 +1023,7 @@ fn encode_value(value: &HeaderValue) -> Result<AMQPValue, BrokerError> {
 fn decode_headers(table: &FieldTable) -> Headers {
     table
         .into_iter()
-        .map(|(key, value)| (key.as_str().to_owned(), decode_value(value)))
+        .map(|(key, value)| (header_name(key.as_str()), decode_value(value)))
         .collect()
 }
 
@@ -1374,7 +1374,7 @@ mod tests {
     #[test]
     fn long_names_are_refused_not_panicked_on() {
         let long = "x".repeat(300);
-        let error = encode_headers(&vec![(long.clone(), HeaderValue::Null)]).unwrap_err();
+        let error = encode_headers(&vec![(long.clone().into(), HeaderValue::Null)]).unwrap_err();
         assert_eq!(error.kind, BrokerErrorKind::Refused);
         let message = Message {
             headers: Vec::new(),
