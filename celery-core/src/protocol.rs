@@ -204,6 +204,27 @@ const KNOWN_HEADERS: &[&str] = &[
 /// Celery's stamping headers, which this crate sends empty and does not read.
 const STAMPING_HEADERS: &[&str] = &["stamped_headers", "stamps"];
 
+/// The place of a header in `KNOWN_HEADERS`, found when compiling (`const { slot("eta") }`):
+/// the worker reads a table per message, and looking each name up cost more than reading it.
+const fn slot(name: &str) -> usize {
+    let mut slot = 0;
+    while slot < KNOWN_HEADERS.len() {
+        let known = KNOWN_HEADERS[slot].as_bytes();
+        let wanted = name.as_bytes();
+        if known.len() == wanted.len() {
+            let mut at = 0;
+            while at < known.len() && known[at] == wanted[at] {
+                at += 1;
+            }
+            if at == known.len() {
+                return slot;
+            }
+        }
+        slot += 1;
+    }
+    panic!("not one of KNOWN_HEADERS")
+}
+
 impl TaskHeaders {
     /// Headers for a new task message with Celery's defaults.
     pub fn new(task: impl Into<String>, id: impl Into<String>) -> Self {
@@ -285,51 +306,141 @@ impl TaskHeaders {
     /// accepts `lang`, `task`, `id` alone); a malformed optional header is an error, not ignored,
     /// so that a bad ETA never runs a task early.
     pub fn from_table(table: &Headers) -> Result<Self, Error> {
-        // One pass over the table (a worker reads one per message): each known header's value
-        // (its first occurrence) by its place in `KNOWN_HEADERS`, the unknown ones kept aside.
-        let mut known: [Option<&HeaderValue>; KNOWN_HEADERS.len()] = [None; KNOWN_HEADERS.len()];
-        let mut extra = Vec::new();
-        for (key, value) in table {
-            match KNOWN_HEADERS.iter().position(|known| known == key) {
-                Some(slot) => {
-                    known[slot].get_or_insert(value);
+        Self::from_owned_table(table.clone()).map_err(|(error, _)| error)
+    }
+
+    /// [`from_table`](Self::from_table), moving the strings out of the table instead of
+    /// copying them (a worker reads one table per message). On an error the table comes back
+    /// as it was, for whatever the caller can still read of it (the id, for the FAILURE).
+    pub fn from_owned_table(table: Headers) -> Result<Self, (Error, Headers)> {
+        // One pass over the table: where each known header first occurs, by its place in
+        // `KNOWN_HEADERS`.
+        let mut first: [Option<usize>; KNOWN_HEADERS.len()] = [None; KNOWN_HEADERS.len()];
+        // And the other way round, for the entries of a usual table: the slot of the header at
+        // each place, when it is a known header's first occurrence.
+        let mut slot_at: [Option<u8>; 32] = [None; 32];
+        for (index, (key, _)) in table.iter().enumerate() {
+            if let Some(slot) = KNOWN_HEADERS.iter().position(|known| known == key) {
+                if first[slot].is_none() {
+                    first[slot] = Some(index);
+                    if let Some(at) = slot_at.get_mut(index) {
+                        *at = Some(slot as u8);
+                    }
                 }
-                None if STAMPING_HEADERS.contains(&key.as_ref()) => {}
-                None => extra.push((key.clone(), value.clone())),
             }
         }
+        let read = match ReadHeaders::check(&table, &first) {
+            Ok(read) => read,
+            Err(error) => return Err((error, table)),
+        };
+        // Everything is valid: the strings move out, the headers this crate does not
+        // interpret are kept aside, repeated and stamping ones dropped.
+        let mut strings: [Option<String>; KNOWN_HEADERS.len()] = Default::default();
+        let mut extra = Vec::new();
+        for (index, (key, value)) in table.into_iter().enumerate() {
+            let slot = match slot_at.get(index) {
+                Some(slot) => slot.map(usize::from),
+                None => first.iter().position(|at| *at == Some(index)),
+            };
+            match slot {
+                Some(slot) => {
+                    if let HeaderValue::Str(text) = value {
+                        strings[slot] = Some(text);
+                    }
+                }
+                None if KNOWN_HEADERS.contains(&key.as_ref())
+                    || STAMPING_HEADERS.contains(&key.as_ref()) => {}
+                None => extra.push((key, value)),
+            }
+        }
+        let mut take = |slot: usize| strings[slot].take();
+        Ok(TaskHeaders {
+            lang: take(const { slot("lang") }).unwrap_or_else(|| "py".to_owned()),
+            task: take(const { slot("task") }).unwrap_or_default(),
+            id: take(const { slot("id") }).unwrap_or_default(),
+            shadow: take(const { slot("shadow") }),
+            eta: read.eta,
+            expires: read.expires,
+            group: take(const { slot("group") }),
+            group_index: read.group_index,
+            retries: read.retries,
+            timelimit: read.timelimit,
+            root_id: take(const { slot("root_id") }),
+            parent_id: take(const { slot("parent_id") }),
+            argsrepr: take(const { slot("argsrepr") }),
+            kwargsrepr: take(const { slot("kwargsrepr") }),
+            origin: take(const { slot("origin") }),
+            ignore_result: read.ignore_result,
+            replaced_task_nesting: read.replaced_task_nesting,
+            compression: take(const { slot("compression") }),
+            extra,
+        })
+    }
+}
+
+/// The task headers that are not strings, read and checked; the string ones checked only.
+struct ReadHeaders {
+    eta: Option<DateTime<FixedOffset>>,
+    expires: Option<DateTime<FixedOffset>>,
+    group_index: Option<i64>,
+    retries: u32,
+    timelimit: (Option<f64>, Option<f64>),
+    ignore_result: bool,
+    replaced_task_nesting: i64,
+}
+
+impl ReadHeaders {
+    fn check(table: &Headers, first: &[Option<usize>; KNOWN_HEADERS.len()]) -> Result<Self, Error> {
         // A null header is an absent one.
-        let get = |name: &str| {
-            let slot = KNOWN_HEADERS.iter().position(|known| *known == name)?;
-            known[slot].filter(|value| !value.is_null())
+        let get = |slot: usize| {
+            first[slot]
+                .map(|index| &table[index].1)
+                .filter(|value| !value.is_null())
         };
-        let required = |name: &str| -> Result<String, Error> {
-            match get(name) {
-                Some(HeaderValue::Str(s)) if !s.is_empty() => Ok(s.clone()),
-                Some(other) => Err(Error::decode(
-                    "message headers",
-                    format!("header {name:?} must be a string, got {other:?}"),
-                )),
-                None => Err(Error::decode(
-                    "message headers",
-                    format!("missing header {name:?}"),
-                )),
-            }
+        let wrong = |name: &str, what: &str, value: &HeaderValue| {
+            Error::decode(
+                "message headers",
+                format!("header {name:?} must be {what}, got {value:?}"),
+            )
         };
-        let optional_str = |name: &str| -> Result<Option<String>, Error> {
-            match get(name) {
+        let optional_str = |slot: usize| -> Result<Option<&str>, Error> {
+            match get(slot) {
                 None => Ok(None),
-                Some(HeaderValue::Str(s)) => Ok(Some(s.clone())),
-                Some(other) => Err(Error::decode(
-                    "message headers",
-                    format!("header {name:?} must be a string, got {other:?}"),
-                )),
+                Some(HeaderValue::Str(s)) => Ok(Some(s)),
+                Some(other) => Err(wrong(KNOWN_HEADERS[slot], "a string", other)),
             }
         };
-        let optional_datetime = |name: &str| -> Result<Option<DateTime<FixedOffset>>, Error> {
-            optional_str(name)?
+        for slot in [const { slot("task") }, const { slot("id") }] {
+            let name = KNOWN_HEADERS[slot];
+            match get(slot) {
+                Some(HeaderValue::Str(s)) if !s.is_empty() => {}
+                Some(other) => return Err(wrong(name, "a string", other)),
+                None => {
+                    return Err(Error::decode(
+                        "message headers",
+                        format!("missing header {name:?}"),
+                    ))
+                }
+            }
+        }
+        for slot in [
+            const { slot("lang") },
+            const { slot("shadow") },
+            const { slot("group") },
+            const { slot("root_id") },
+            const { slot("parent_id") },
+            const { slot("argsrepr") },
+            const { slot("kwargsrepr") },
+            const { slot("origin") },
+            const { slot("compression") },
+        ] {
+            optional_str(slot)?;
+        }
+        let optional_datetime = |slot: usize| -> Result<Option<DateTime<FixedOffset>>, Error> {
+            let name = KNOWN_HEADERS[slot];
+            optional_str(slot)?
                 .map(|text| {
-                    parse_datetime(&text).ok_or_else(|| {
+                    parse_datetime(text).ok_or_else(|| {
                         Error::decode(
                             "message headers",
                             format!("header {name:?} is not an ISO-8601 datetime: {text:?}"),
@@ -338,18 +449,16 @@ impl TaskHeaders {
                 })
                 .transpose()
         };
-        let optional_int = |name: &str| -> Result<Option<i64>, Error> {
-            match get(name) {
+        let optional_int = |slot: usize| -> Result<Option<i64>, Error> {
+            match get(slot) {
                 None => Ok(None),
-                Some(value) => value.as_i64().map(Some).ok_or_else(|| {
-                    Error::decode(
-                        "message headers",
-                        format!("header {name:?} must be an integer, got {value:?}"),
-                    )
-                }),
+                Some(value) => value
+                    .as_i64()
+                    .map(Some)
+                    .ok_or_else(|| wrong(KNOWN_HEADERS[slot], "an integer", value)),
             }
         };
-        let timelimit = match get("timelimit") {
+        let timelimit = match get(const { slot("timelimit") }) {
             None => (None, None),
             Some(HeaderValue::List(items)) if items.len() == 2 => {
                 (items[0].as_f64(), items[1].as_f64())
@@ -361,16 +470,11 @@ impl TaskHeaders {
                 ))
             }
         };
-        let retries = optional_int("retries")?.unwrap_or(0);
-        Ok(TaskHeaders {
-            lang: optional_str("lang")?.unwrap_or_else(|| "py".to_owned()),
-            task: required("task")?,
-            id: required("id")?,
-            shadow: optional_str("shadow")?,
-            eta: optional_datetime("eta")?,
-            expires: optional_datetime("expires")?,
-            group: optional_str("group")?,
-            group_index: optional_int("group_index")?,
+        let retries = optional_int(const { slot("retries") })?.unwrap_or(0);
+        Ok(ReadHeaders {
+            eta: optional_datetime(const { slot("eta") })?,
+            expires: optional_datetime(const { slot("expires") })?,
+            group_index: optional_int(const { slot("group_index") })?,
             retries: u32::try_from(retries).map_err(|_| {
                 Error::decode(
                     "message headers",
@@ -378,15 +482,12 @@ impl TaskHeaders {
                 )
             })?,
             timelimit,
-            root_id: optional_str("root_id")?,
-            parent_id: optional_str("parent_id")?,
-            argsrepr: optional_str("argsrepr")?,
-            kwargsrepr: optional_str("kwargsrepr")?,
-            origin: optional_str("origin")?,
-            ignore_result: matches!(get("ignore_result"), Some(HeaderValue::Bool(true))),
-            replaced_task_nesting: optional_int("replaced_task_nesting")?.unwrap_or(0),
-            compression: optional_str("compression")?,
-            extra,
+            ignore_result: matches!(
+                get(const { slot("ignore_result") }),
+                Some(HeaderValue::Bool(true))
+            ),
+            replaced_task_nesting: optional_int(const { slot("replaced_task_nesting") })?
+                .unwrap_or(0),
         })
     }
 }
@@ -655,6 +756,19 @@ fn truncate_repr(mut text: String) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_table_that_does_not_read_comes_back_as_it_was() {
+        let mut table = TaskHeaders::new("tasks.add", "id-1").into_table();
+        for (name, value) in &mut table {
+            if name == "eta" {
+                *value = HeaderValue::Str("next tuesday".to_owned());
+            }
+        }
+        let (error, back) = TaskHeaders::from_owned_table(table.clone()).unwrap_err();
+        assert!(error.to_string().contains("\"eta\""), "{error}");
+        assert_eq!(back, table);
+    }
 
     #[test]
     fn celery_header_names_are_read_without_allocating() {

@@ -374,14 +374,11 @@ fn accept(
         info,
         acker,
     } = delivery;
-    let (headers, body) = match decode_message(&runtime.app, &message) {
-        Ok(decoded) => decoded,
-        Err(unusable) => {
-            return Accepted::Unusable(Box::new((message.properties, *unusable)), acker)
-        }
-    };
     // The properties move on (to the request, or to the rejection): not copied.
-    let properties = message.properties;
+    let (headers, body, properties) = match decode_message(&runtime.app, message) {
+        Ok(decoded) => decoded,
+        Err(unusable) => return Accepted::Unusable(unusable, acker),
+    };
     let Some(task) = runtime.app.task(&headers.task) else {
         let name = headers.task.clone();
         let unusable = Unusable {
@@ -540,13 +537,15 @@ fn settle(result: Result<(), crate::broker::BrokerError>, task_id: &str) {
 
 /// Decodes a received message: headers, `accept_content`, size limit, decompression, body.
 pub fn decode(app: &Celery, message: &Message) -> Result<TaskMessage, Error> {
-    let (headers, body) = decode_message(app, message).map_err(|unusable| Error::Decode {
-        what: format!(
-            "message {}",
-            unusable.task_id.as_deref().unwrap_or("without an id")
-        ),
-        reason: unusable.exception.to_string(),
-    })?;
+    let (headers, body) = decode_message(app, message.clone())
+        .map(|(headers, body, _)| (headers, body))
+        .map_err(|unusable| Error::Decode {
+            what: format!(
+                "message {}",
+                unusable.1.task_id.as_deref().unwrap_or("without an id")
+            ),
+            reason: unusable.1.exception.to_string(),
+        })?;
     Ok(TaskMessage {
         headers,
         properties: message.properties.clone(),
@@ -554,23 +553,57 @@ pub fn decode(app: &Celery, message: &Message) -> Result<TaskMessage, Error> {
     })
 }
 
-/// Decodes a message's headers and body; the caller keeps its properties, to move them on.
-fn decode_message(app: &Celery, message: &Message) -> Result<(TaskHeaders, Body), Box<Unusable>> {
-    // Whatever can be read of the id and name, for the FAILURE and the log; only on failure.
-    let fail = |exc_type: &str, text: String| {
-        let header = |name: &str| message.header(name).and_then(|v| v.as_str());
-        Box::new(Unusable {
-            task_id: header("id")
-                .or(message.properties.correlation_id.as_deref())
-                .map(str::to_owned),
-            task: header("task").map(str::to_owned),
-            exception: ExceptionInfo::new(exc_type, "kombu.exceptions", text),
-        })
+/// Decodes a message's headers and body, its header strings moved rather than copied; the
+/// properties come back either way, to move on to the request or the rejection.
+fn decode_message(
+    app: &Celery,
+    message: Message,
+) -> Result<(TaskHeaders, Body, Properties), Box<(Properties, Unusable)>> {
+    let Message {
+        headers: table,
+        properties,
+        body,
+    } = message;
+    let headers = match TaskHeaders::from_owned_table(table) {
+        Ok(headers) => headers,
+        Err((error, table)) => {
+            // Whatever can be read of the id and name, for the FAILURE and the log.
+            let header = |name: &str| {
+                let value = table.iter().find(|(key, _)| key == name)?;
+                value.1.as_str().map(str::to_owned)
+            };
+            let unusable = Unusable {
+                task_id: header("id").or_else(|| properties.correlation_id.clone()),
+                task: header("task"),
+                exception: ExceptionInfo::new("DecodeError", "kombu.exceptions", error.to_string()),
+            };
+            return Err(Box::new((properties, unusable)));
+        }
     };
-    let headers = TaskHeaders::from_table(&message.headers)
-        .map_err(|e| fail("DecodeError", e.to_string()))?;
+    match decode_body(app, &headers, &properties, &body) {
+        Ok(decoded) => Ok((headers, decoded, properties)),
+        Err((exc_type, text)) => {
+            let unusable = Unusable {
+                task_id: Some(headers.id),
+                task: Some(headers.task),
+                exception: ExceptionInfo::new(exc_type, "kombu.exceptions", text),
+            };
+            Err(Box::new((properties, unusable)))
+        }
+    }
+}
+
+/// Checks a message's content type against `accept_content` and its size against the limit,
+/// decompresses and decodes its body; on failure, the exception's type and text.
+fn decode_body(
+    app: &Celery,
+    headers: &TaskHeaders,
+    properties: &Properties,
+    body: &[u8],
+) -> Result<Body, (&'static str, String)> {
+    let fail = |exc_type: &'static str, text: String| (exc_type, text);
     let config = app.config();
-    let content_type = message.properties.content_type.as_str();
+    let content_type = properties.content_type.as_str();
     let serializer = app
         .serializers()
         .get(content_type)
@@ -589,27 +622,25 @@ fn decode_message(app: &Celery, message: &Message) -> Result<(TaskHeaders, Body)
     let too_large = || fail("DecodeError", Error::BodyTooLarge { limit }.to_string());
     let decompressed;
     let bytes = match &headers.compression {
-        None if message.body.len() > limit => return Err(too_large()),
-        None => &message.body,
+        None if body.len() > limit => return Err(too_large()),
+        None => body,
         Some(name) => {
             let scheme = app
                 .compressions()
                 .get(name)
                 .map_err(|e| fail("DecodeError", e.to_string()))?;
-            decompressed = scheme
-                .decompress(&message.body, limit)
-                .map_err(|e| match e {
-                    DecompressError::TooLarge => too_large(),
-                    DecompressError::Corrupt(reason) => fail(
-                        "DecodeError",
-                        format!("corrupt {} body: {reason}", scheme.name()),
-                    ),
-                })?;
+            decompressed = scheme.decompress(body, limit).map_err(|e| match e {
+                DecompressError::TooLarge => too_large(),
+                DecompressError::Corrupt(reason) => fail(
+                    "DecodeError",
+                    format!("corrupt {} body: {reason}", scheme.name()),
+                ),
+            })?;
             &decompressed
         }
     };
-    if let Some(body) = serializer.decode_body(bytes) {
-        return Ok((headers, body));
+    if let Some(decoded) = serializer.decode_body(bytes) {
+        return Ok(decoded);
     }
     let value = serializer.decode(bytes).map_err(|e| {
         fail(
@@ -617,8 +648,7 @@ fn decode_message(app: &Celery, message: &Message) -> Result<(TaskHeaders, Body)
             format!("body is not valid {}: {e}", serializer.name()),
         )
     })?;
-    let body = Body::from_value(value).map_err(|e| fail("DecodeError", e.to_string()))?;
-    Ok((headers, body))
+    Body::from_value(value).map_err(|e| fail("DecodeError", e.to_string()))
 }
 
 fn request_of(runtime: &Runtime, message: TaskMessage, delivery_info: DeliveryInfo) -> Request {
