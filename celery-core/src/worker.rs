@@ -537,18 +537,19 @@ fn settle(result: Result<(), crate::broker::BrokerError>, task_id: &str) {
 
 /// Decodes a received message: headers, `accept_content`, size limit, decompression, body.
 pub fn decode(app: &Celery, message: &Message) -> Result<TaskMessage, Error> {
-    let (headers, body) = decode_message(app, message.clone())
-        .map(|(headers, body, _)| (headers, body))
-        .map_err(|unusable| Error::Decode {
+    let (headers, body, properties) = decode_message(app, message.clone()).map_err(|rejected| {
+        let (_, unusable) = *rejected;
+        Error::Decode {
             what: format!(
                 "message {}",
-                unusable.1.task_id.as_deref().unwrap_or("without an id")
+                unusable.task_id.as_deref().unwrap_or("without an id")
             ),
-            reason: unusable.1.exception.to_string(),
-        })?;
+            reason: unusable.exception.to_string(),
+        }
+    })?;
     Ok(TaskMessage {
         headers,
-        properties: message.properties.clone(),
+        properties,
         body,
     })
 }
@@ -601,25 +602,24 @@ fn decode_body(
     properties: &Properties,
     body: &[u8],
 ) -> Result<Body, (&'static str, String)> {
-    let fail = |exc_type: &'static str, text: String| (exc_type, text);
     let config = app.config();
     let content_type = properties.content_type.as_str();
     let serializer = app
         .serializers()
         .get(content_type)
-        .map_err(|e| fail("ContentDisallowed", e.to_string()))?;
+        .map_err(|e| ("ContentDisallowed", e.to_string()))?;
     let accepted = config
         .accept_content
         .iter()
         .any(|a| a == content_type || a == serializer.name());
     if !accepted {
-        return Err(fail(
+        return Err((
             "ContentDisallowed",
             Error::ContentDisallowed(content_type.to_owned()).to_string(),
         ));
     }
     let limit = config.message_max_body_size;
-    let too_large = || fail("DecodeError", Error::BodyTooLarge { limit }.to_string());
+    let too_large = || ("DecodeError", Error::BodyTooLarge { limit }.to_string());
     let decompressed;
     let bytes = match &headers.compression {
         None if body.len() > limit => return Err(too_large()),
@@ -628,10 +628,10 @@ fn decode_body(
             let scheme = app
                 .compressions()
                 .get(name)
-                .map_err(|e| fail("DecodeError", e.to_string()))?;
+                .map_err(|e| ("DecodeError", e.to_string()))?;
             decompressed = scheme.decompress(body, limit).map_err(|e| match e {
                 DecompressError::TooLarge => too_large(),
-                DecompressError::Corrupt(reason) => fail(
+                DecompressError::Corrupt(reason) => (
                     "DecodeError",
                     format!("corrupt {} body: {reason}", scheme.name()),
                 ),
@@ -643,12 +643,12 @@ fn decode_body(
         return Ok(decoded);
     }
     let value = serializer.decode(bytes).map_err(|e| {
-        fail(
+        (
             "DecodeError",
             format!("body is not valid {}: {e}", serializer.name()),
         )
     })?;
-    Body::from_value(value).map_err(|e| fail("DecodeError", e.to_string()))
+    Body::from_value(value).map_err(|e| ("DecodeError", e.to_string()))
 }
 
 fn request_of(runtime: &Runtime, message: TaskMessage, delivery_info: DeliveryInfo) -> Request {
