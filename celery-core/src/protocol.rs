@@ -36,11 +36,27 @@ pub type Headers = Vec<(HeaderName, HeaderValue)>;
 /// A header name as read off the wire: one of Celery's names without allocating, any other
 /// copied.
 pub fn header_name(name: &str) -> HeaderName {
-    let mut celery_names = KNOWN_HEADERS.iter().chain(STAMPING_HEADERS);
-    match celery_names.find(|known| **known == name) {
+    match celery_header(name) {
         Some(known) => Cow::Borrowed(known),
         None => Cow::Owned(name.to_owned()),
     }
+}
+
+/// The static name, when `name` is one of the headers Celery's protocol v2 defines.
+fn celery_header(name: &str) -> Option<&'static str> {
+    KNOWN_HEADERS
+        .iter()
+        .chain(STAMPING_HEADERS)
+        .find(|known| **known == name)
+        .copied()
+}
+
+/// The value of a header (its first occurrence) in a table.
+pub fn find_header<'a>(table: &'a Headers, name: &str) -> Option<&'a HeaderValue> {
+    table
+        .iter()
+        .find(|(key, _)| key == name)
+        .map(|(_, value)| value)
 }
 
 impl HeaderValue {
@@ -146,10 +162,7 @@ pub struct Message {
 
 impl Message {
     pub fn header(&self, name: &str) -> Option<&HeaderValue> {
-        self.headers
-            .iter()
-            .find(|(key, _)| key == name)
-            .map(|(_, value)| value)
+        find_header(&self.headers, name)
     }
 }
 
@@ -348,8 +361,7 @@ impl TaskHeaders {
                         strings[slot] = Some(text);
                     }
                 }
-                None if KNOWN_HEADERS.contains(&key.as_ref())
-                    || STAMPING_HEADERS.contains(&key.as_ref()) => {}
+                None if celery_header(&key).is_some() => {}
                 None => extra.push((key, value)),
             }
         }

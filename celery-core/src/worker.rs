@@ -570,8 +570,8 @@ fn decode_message(
         Err((error, table)) => {
             // Whatever can be read of the id and name, for the FAILURE and the log.
             let header = |name: &str| {
-                let value = table.iter().find(|(key, _)| key == name)?;
-                value.1.as_str().map(str::to_owned)
+                let value = crate::protocol::find_header(&table, name)?;
+                value.as_str().map(str::to_owned)
             };
             let unusable = Unusable {
                 task_id: header("id").or_else(|| properties.correlation_id.clone()),

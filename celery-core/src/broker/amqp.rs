@@ -321,9 +321,7 @@ impl Shared {
     /// exchange makes RabbitMQ close the channel, and with it every publish in flight on that
     /// pooled channel; a passive declaration on the control channel finds it out instead.
     async fn check_exchange(&self, exchange: &str) -> Result<(), BrokerError> {
-        // The default exchange and the `amq.*` ones always exist.
-        if exchange.is_empty()
-            || exchange.starts_with("amq.")
+        if always_exists(exchange)
             || self
                 .exchanges
                 .lock()
@@ -406,8 +404,8 @@ impl Shared {
             exchange_type,
             routing_key,
         } = declaration;
-        // The default exchange and the `amq.*` ones exist already and may not be declared.
-        if !exchange.is_empty() && !exchange.starts_with("amq.") {
+        // The predeclared exchanges may not be declared.
+        if !always_exists(exchange) {
             channel
                 .exchange_declare(
                     short(exchange, "exchange name")?,
@@ -913,6 +911,11 @@ fn caught_by_another_refusal(error: BrokerError, exchange: &str) -> BrokerError 
         ),
         _ => error,
     }
+}
+
+/// The default exchange and the `amq.*` ones: predeclared by every broker.
+fn always_exists(exchange: &str) -> bool {
+    exchange.is_empty() || exchange.starts_with("amq.")
 }
 
 /// An AMQP short string (names, keys, most properties): at most 255 bytes.
