@@ -41,9 +41,11 @@
 //!   `worker_ready` to the N-th task counted in shared memory across the pool.
 //! - **round trip**: `add.delay(1, 1).get()` one at a time over amqp + rpc://, against a worker in
 //!   another process: this project (client and worker with default settings, confirms on; and a
-//!   client with confirms off), Python client and prefork worker, and the floor: raw lapin
-//!   publishing the same message with a confirm and `reply_to`, answered by a raw lapin echo on
-//!   another connection that acks first and replies as the rpc:// backend does.
+//!   client with confirms off); raw lapin publishing the same message with `reply_to` (confirms
+//!   on and off) to this project's worker, which shows the client's share; and the floor: that
+//!   raw client answered by a raw lapin echo on another connection that acks first and replies as
+//!   the rpc:// backend does. These take turns in blocks of 50, after 50 warm-ups each. Then
+//!   Python's client and prefork worker.
 //! - **memory broker**: publish and drain throughput on `memory://`.
 //! - **ETA memory**: M tasks with a one-day countdown queued, then a worker in a child process;
 //!   (RSS once it holds them all − RSS before it started) / M.
@@ -526,6 +528,29 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
     sorted[((q * sorted.len() as f64) as usize).min(sorted.len() - 1)]
 }
 
+/// Who does round trips in the round-trip phase. They take turns in blocks of [`RTT_BLOCK`],
+/// so that the drift of RabbitMQ and of the machine over the phase falls on all of them alike
+/// (measured one after the other, the floor moved by a third between runs minutes apart).
+enum RoundTripper {
+    Ours(celery::Celery),
+    Raw(Box<amqp::RawClient>),
+}
+
+impl RoundTripper {
+    async fn round_trip(&mut self) -> Res<f64> {
+        match self {
+            RoundTripper::Ours(app) => ours::round_trip(app).await,
+            RoundTripper::Raw(client) => client.round_trip().await,
+        }
+    }
+}
+
+/// A figure of the round-trip phase: (p50, p99) in ms, or why not.
+type RoundTrips = Option<Res<(f64, f64)>>;
+
+const RTT_BLOCK: usize = 50;
+const RTT_WARMUP: usize = 50;
+
 async fn rtt_phase(
     args: &Args,
     control: &Control,
@@ -548,28 +573,105 @@ async fn rtt_phase(
         worker.stop(Duration::from_secs(1)).await;
         return Err(format!("the worker child did not start: {ready:?}"));
     }
-    for (confirm, slot) in [(true, 0), (false, 1)] {
-        let outcome = async {
-            let app = ours::app(&args.broker, &queue, confirm)?;
-            ours::round_trips(&app, n, 50).await
+    let echo_queue = names.queue("rtt-echo");
+    let mut echo = None;
+    // Where each figure goes, and who measures it.
+    let mut trippers: Vec<(&mut RoundTrips, Res<RoundTripper>)> = Vec::new();
+    let [ours_confirm, ours_no_confirm] = &mut figures.rtt_ours;
+    trippers.push((
+        ours_confirm,
+        ours::app(&args.broker, &queue, true).map(RoundTripper::Ours),
+    ));
+    trippers.push((
+        ours_no_confirm,
+        ours::app(&args.broker, &queue, false).map(RoundTripper::Ours),
+    ));
+    if args.runs("raw") {
+        let wire = ours::app(&args.broker, &queue, true).and_then(|app| ours::add_wire(&app));
+        let raw = |queue: &str, confirm: bool| {
+            let wire = wire.clone();
+            let queue = queue.to_owned();
+            async move {
+                let mut wire = wire?;
+                wire.routing_key = queue.as_str().into();
+                wire.exchange = "".into();
+                amqp::RawClient::connect(&args.broker, &wire, confirm)
+                    .await
+                    .map(|client| RoundTripper::Raw(Box::new(client)))
+            }
+        };
+        let [client_confirm, client_no_confirm] = &mut figures.rtt_raw_client;
+        trippers.push((client_confirm, raw(&queue, true).await));
+        trippers.push((client_no_confirm, raw(&queue, false).await));
+        let started = async {
+            control.declare(&echo_queue).await?;
+            amqp::Echo::start(&args.broker, &echo_queue).await
         }
         .await;
-        figures.rtt_ours[slot] =
-            Some(outcome.map(|sorted| (percentile(&sorted, 0.5), percentile(&sorted, 0.99))));
+        let [raw_confirm, raw_no_confirm] = &mut figures.rtt_raw;
+        match started {
+            Ok(started) => {
+                echo = Some(started);
+                trippers.push((raw_confirm, raw(&echo_queue, true).await));
+                trippers.push((raw_no_confirm, raw(&echo_queue, false).await));
+            }
+            Err(error) => {
+                *raw_confirm = Some(Err(error.clone()));
+                *raw_no_confirm = Some(Err(error));
+            }
+        }
+    }
+
+    let mut samples: Vec<Vec<f64>> = trippers.iter().map(|_| Vec::with_capacity(n)).collect();
+    let mut failures: Vec<Option<String>> = trippers.iter().map(|_| None).collect();
+    let blocks = n.div_ceil(RTT_BLOCK);
+    for block in 0..=blocks {
+        // Block 0 warms every client up; which one goes first rotates with each block.
+        let count = if block == 0 {
+            RTT_WARMUP
+        } else {
+            RTT_BLOCK.min(n - (block - 1) * RTT_BLOCK)
+        };
+        for turn in 0..trippers.len() {
+            let index = (turn + block) % trippers.len();
+            let (_, tripper) = &mut trippers[index];
+            let tripper = match tripper {
+                Ok(tripper) if failures[index].is_none() => tripper,
+                Ok(_) => continue,
+                Err(error) => {
+                    failures[index] = Some(error.clone());
+                    continue;
+                }
+            };
+            for _ in 0..count {
+                match tripper.round_trip().await {
+                    Ok(ms) if block > 0 => samples[index].push(ms),
+                    Ok(_) => {}
+                    Err(error) => {
+                        failures[index] = Some(error);
+                        break;
+                    }
+                }
+            }
+        }
     }
     worker.stop(Duration::from_secs(10)).await;
-
-    if args.runs("raw") {
-        let queue = names.queue("rtt-raw");
-        let outcome = async {
-            control.declare(&queue).await?;
-            let app = ours::app(&args.broker, &queue, true)?;
-            let wire = ours::wire(&app, None)?;
-            amqp::echo_round_trips(&args.broker, &queue, &wire, true, n, 50).await
+    for (((figure, tripper), mut sorted), failure) in
+        trippers.into_iter().zip(samples).zip(failures)
+    {
+        if let Ok(RoundTripper::Raw(client)) = tripper {
+            client.close().await;
         }
-        .await;
-        figures.rtt_raw =
-            Some(outcome.map(|sorted| (percentile(&sorted, 0.5), percentile(&sorted, 0.99))));
+        *figure = Some(match failure {
+            Some(error) => Err(error),
+            None => {
+                sorted.sort_by(f64::total_cmp);
+                Ok((percentile(&sorted, 0.5), percentile(&sorted, 0.99)))
+            }
+        });
+    }
+    if let Some(echo) = echo {
+        echo.stop().await;
     }
 
     if let Some(python) = &peers.python {

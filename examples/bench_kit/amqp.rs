@@ -165,23 +165,7 @@ pub async fn drain(
     prefetch: u16,
     ack_every: usize,
 ) -> Res<Duration> {
-    let channel = connection
-        .create_channel()
-        .await
-        .map_err(err("open channel"))?;
-    channel
-        .basic_qos(prefetch, BasicQosOptions::default())
-        .await
-        .map_err(err("basic.qos"))?;
-    let mut consumer = channel
-        .basic_consume(
-            queue.into(),
-            "bench-raw".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .map_err(err("basic.consume"))?;
+    let (channel, mut consumer) = consume(connection, queue, prefetch, "bench-raw").await?;
     let started = Instant::now();
     let mut count = 0;
     while count < n {
@@ -363,118 +347,151 @@ impl Control {
     }
 }
 
-/// The round-trip floor: raw lapin doing what `delay().get()` and a worker with rpc:// do, one
-/// at a time. The client publishes `wire` (persistent, with a confirm when `confirm`) with a
-/// `reply_to` of its own queue and waits for the reply; an echo on another connection takes the
-/// message (prefetch 8, an ack each), acknowledges it first, as a worker does by default, and
-/// publishes a small reply (not persistent, no confirm: what the rpc:// backend sends). Returns
-/// the sorted round trips in ms after `warmup` of them.
-pub async fn echo_round_trips(
-    url: &str,
+/// A channel of its own with `prefetch` consuming `queue`, acknowledgements expected.
+async fn consume(
+    connection: &Connection,
     queue: &str,
-    wire: &Wire,
-    confirm: bool,
-    n: usize,
-    warmup: usize,
-) -> Res<Vec<f64>> {
-    let echo_connection = connect(url).await?;
-    let echo_channel = echo_connection
+    prefetch: u16,
+    tag: &str,
+) -> Res<(Channel, lapin::Consumer)> {
+    let channel = connection
         .create_channel()
         .await
         .map_err(err("open channel"))?;
-    echo_channel
-        .basic_qos(8, BasicQosOptions::default())
+    channel
+        .basic_qos(prefetch, BasicQosOptions::default())
         .await
         .map_err(err("basic.qos"))?;
-    let mut requests = echo_channel
+    let consumer = channel
         .basic_consume(
             queue.into(),
-            "bench-echo".into(),
+            tag.into(),
             BasicConsumeOptions::default(),
             FieldTable::default(),
         )
         .await
         .map_err(err("basic.consume"))?;
-    let echo = tokio::spawn(async move {
-        let reply = br#"{"status": "SUCCESS", "result": 2}"#;
-        while let Some(Ok(delivery)) = requests.next().await {
-            let _ = delivery.acker.ack(BasicAckOptions::default()).await;
-            let Some(reply_to) = delivery.properties.reply_to().clone() else {
-                continue;
-            };
-            let properties = BasicProperties::default()
-                .with_content_type("application/json".into())
-                .with_delivery_mode(1);
-            let _ = echo_channel
-                .basic_publish(
-                    "".into(),
-                    reply_to,
-                    BasicPublishOptions::default(),
-                    reply,
-                    properties,
-                )
-                .await;
-        }
-    });
+    Ok((channel, consumer))
+}
 
-    let connection = connect(url).await?;
-    let channel = publish_channel(&connection, confirm).await?;
-    let replies = channel
-        .queue_declare(
-            "".into(),
-            QueueDeclareOptions {
-                exclusive: true,
-                auto_delete: true,
-                ..QueueDeclareOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .map_err(err("declare the reply queue"))?;
-    let mut replies = channel
-        .basic_consume(
-            replies.name().clone(),
-            "bench-echo-client".into(),
-            BasicConsumeOptions {
-                no_ack: true,
-                ..BasicConsumeOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .map_err(err("basic.consume"))?;
-    let properties = wire
-        .properties
-        .clone()
-        .with_reply_to(replies.queue().clone());
-    let mut samples = Vec::with_capacity(n);
-    for i in 0..warmup + n {
+/// A raw lapin echo on `queue`, on a connection of its own: it acknowledges each request, then
+/// replies to its `reply_to` as the rpc:// backend would (transient, default exchange). Stops when
+/// dropped.
+pub struct Echo {
+    connection: Connection,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Echo {
+    pub async fn start(url: &str, queue: &str) -> Res<Echo> {
+        let connection = connect(url).await?;
+        let (channel, mut requests) = consume(&connection, queue, 8, "bench-echo").await?;
+        let task = tokio::spawn(async move {
+            let reply = br#"{"status": "SUCCESS", "result": 2}"#;
+            while let Some(Ok(delivery)) = requests.next().await {
+                let _ = delivery.acker.ack(BasicAckOptions::default()).await;
+                let Some(reply_to) = delivery.properties.reply_to().clone() else {
+                    continue;
+                };
+                let properties = BasicProperties::default()
+                    .with_content_type("application/json".into())
+                    .with_delivery_mode(1);
+                let _ = channel
+                    .basic_publish(
+                        "".into(),
+                        reply_to,
+                        BasicPublishOptions::default(),
+                        reply,
+                        properties,
+                    )
+                    .await;
+            }
+        });
+        Ok(Echo { connection, task })
+    }
+
+    pub async fn stop(self) {
+        self.task.abort();
+        let _ = self.connection.close(200, "done".into()).await;
+    }
+}
+
+/// A raw lapin client doing round trips one at a time: publishes `wire` with a `reply_to` of
+/// its own (awaiting the confirm when `confirm`), then waits for any reply.
+pub struct RawClient {
+    connection: Connection,
+    channel: Channel,
+    replies: lapin::Consumer,
+    properties: BasicProperties,
+    wire: Wire,
+    confirm: bool,
+}
+
+impl RawClient {
+    pub async fn connect(url: &str, wire: &Wire, confirm: bool) -> Res<RawClient> {
+        let connection = connect(url).await?;
+        let channel = publish_channel(&connection, confirm).await?;
+        let queue = channel
+            .queue_declare(
+                "".into(),
+                QueueDeclareOptions {
+                    exclusive: true,
+                    auto_delete: true,
+                    ..QueueDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .map_err(err("declare the reply queue"))?;
+        let replies = channel
+            .basic_consume(
+                queue.name().clone(),
+                "bench-raw-client".into(),
+                BasicConsumeOptions {
+                    no_ack: true,
+                    ..BasicConsumeOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .map_err(err("basic.consume"))?;
+        let properties = wire.properties.clone().with_reply_to(queue.name().clone());
+        Ok(RawClient {
+            connection,
+            channel,
+            replies,
+            properties,
+            wire: wire.clone(),
+            confirm,
+        })
+    }
+
+    /// One round trip, in milliseconds.
+    pub async fn round_trip(&mut self) -> Res<f64> {
         let began = Instant::now();
-        let pending = channel
+        let pending = self
+            .channel
             .basic_publish(
-                wire.exchange.clone(),
-                wire.routing_key.clone(),
+                self.wire.exchange.clone(),
+                self.wire.routing_key.clone(),
                 BasicPublishOptions::default(),
-                &wire.body,
-                properties.clone(),
+                &self.wire.body,
+                self.properties.clone(),
             )
             .await
             .map_err(err("basic.publish"))?;
-        if confirm {
+        if self.confirm {
             pending.await.map_err(err("confirm"))?;
         }
-        tokio::time::timeout(Duration::from_secs(10), replies.next())
+        tokio::time::timeout(Duration::from_secs(10), self.replies.next())
             .await
             .map_err(|_| String::from("no reply within 10 s"))?
             .ok_or("the reply consumer ended")?
             .map_err(err("reply"))?;
-        if i >= warmup {
-            samples.push(began.elapsed().as_secs_f64() * 1000.0);
-        }
+        Ok(began.elapsed().as_secs_f64() * 1000.0)
     }
-    let _ = connection.close(200, "done".into()).await;
-    let _ = echo_connection.close(200, "done".into()).await;
-    echo.abort();
-    samples.sort_by(f64::total_cmp);
-    Ok(samples)
+
+    pub async fn close(self) {
+        let _ = self.connection.close(200, "done".into()).await;
+    }
 }

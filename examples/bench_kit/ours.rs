@@ -92,6 +92,17 @@ pub fn wire(app: &Celery, countdown: Option<u64>) -> Res<Wire> {
     ))
 }
 
+/// One encoded `tasks.add(1, 1)` message as this project sends it: what a round trip sends.
+pub fn add_wire(app: &Celery) -> Res<Wire> {
+    let raw = add::s(1, 1).into_wire().map_err(|e| e.to_string())?;
+    let outgoing = app.producer().encode(raw).map_err(|e| e.to_string())?;
+    Ok(Wire::new(
+        &outgoing.route.exchange,
+        &outgoing.route.routing_key,
+        &outgoing.message,
+    ))
+}
+
 /// One warm-up message (it declares the queue and the reply queue), then `n` `apply_async`
 /// through one held producer, `inflight` at a time; when it started and when all returned.
 pub async fn publish(app: &Celery, n: usize, inflight: usize) -> Res<(SystemTime, SystemTime)> {
@@ -157,29 +168,22 @@ pub async fn memory_round(
     Ok((publish_time, drain_time))
 }
 
-/// `add.delay(1, 1).get()` one at a time: latencies in ms, sorted.
-pub async fn round_trips(app: &Celery, n: usize, warmup: usize) -> Res<Vec<f64>> {
-    let mut samples = Vec::with_capacity(n);
-    for i in 0..warmup + n {
-        let began = Instant::now();
-        let result = add::s(1, 1)
-            .apply_async_with(app)
-            .await
-            .map_err(|e| e.to_string())?;
-        let value = result
-            .get()
-            .timeout(Duration::from_secs(30))
-            .await
-            .map_err(|e| e.to_string())?;
-        if value != 2 {
-            return Err(format!("add(1, 1) returned {value}"));
-        }
-        if i >= warmup {
-            samples.push(began.elapsed().as_secs_f64() * 1000.0);
-        }
+/// One `add.delay(1, 1).get()`, in milliseconds.
+pub async fn round_trip(app: &Celery) -> Res<f64> {
+    let began = Instant::now();
+    let result = add::s(1, 1)
+        .apply_async_with(app)
+        .await
+        .map_err(|e| e.to_string())?;
+    let value = result
+        .get()
+        .timeout(Duration::from_secs(30))
+        .await
+        .map_err(|e| e.to_string())?;
+    if value != 2 {
+        return Err(format!("add(1, 1) returned {value}"));
     }
-    samples.sort_by(f64::total_cmp);
-    Ok(samples)
+    Ok(began.elapsed().as_secs_f64() * 1000.0)
 }
 
 /// A child process of this binary (`--child …`), with its stdin piped: closing it stops the

@@ -79,8 +79,11 @@ pub struct Figures {
     /// This project's round trips with client confirms on (default) and off: (p50, p99) ms.
     pub rtt_ours: [Option<Res<(f64, f64)>>; 2],
     pub rtt_python: Option<Res<(f64, f64)>>,
-    /// Raw lapin publisher and echo: the floor.
-    pub rtt_raw: Option<Res<(f64, f64)>>,
+    /// A raw lapin client against this project's worker, confirms on and off: apart from
+    /// `rtt_ours`, the client's share of a round trip; apart from `rtt_raw`, the worker's.
+    pub rtt_raw_client: [Option<Res<(f64, f64)>>; 2],
+    /// Raw lapin client and echo, confirms on and off: the floors.
+    pub rtt_raw: [Option<Res<(f64, f64)>>; 2],
     pub memory_publish: Samples,
     pub memory_drain: Samples,
     pub eta: Option<Eta>,
@@ -228,7 +231,16 @@ impl Figures {
         let rtt_rows = [
             ("this project (default: confirms on)", &self.rtt_ours[0]),
             ("this project (client confirms off)", &self.rtt_ours[1]),
-            ("raw lapin echo, confirms on (floor)", &self.rtt_raw),
+            (
+                "raw lapin client -> this worker, confirm on",
+                &self.rtt_raw_client[0],
+            ),
+            (
+                "raw lapin client -> this worker, confirm off",
+                &self.rtt_raw_client[1],
+            ),
+            ("raw lapin echo, confirms on (floor)", &self.rtt_raw[0]),
+            ("raw lapin echo, confirms off (floor)", &self.rtt_raw[1]),
             ("Python Celery 5.7 (prefork -c 2 worker)", &self.rtt_python),
         ];
         for (name, outcome) in rtt_rows {

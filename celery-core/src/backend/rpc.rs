@@ -98,7 +98,7 @@ impl RpcBackend {
         let queue = self.reply_queue();
         let consumer = self
             .broker
-            .consume_declared(vec![reply_queue_declaration(&queue)], 0)
+            .consume_unacknowledged(vec![reply_queue_declaration(&queue)])
             .await
             .map_err(|e| self.error(e))?;
         self.declared.store(true, Ordering::Release);
@@ -134,7 +134,9 @@ fn reply_queue_declaration(name: &str) -> Declaration {
     }
 }
 
-/// Receives result messages until the backend is dropped.
+/// Receives result messages until the backend is dropped. They are consumed with `no_ack`, as
+/// Celery's rpc:// consumer takes them: acknowledging would only keep a reply for a later
+/// consumer, and the reply queue (auto-delete) goes with this one.
 async fn receive(mut consumer: AmqpConsumer, results: Arc<Mutex<Results>>, codec: ResultCodec) {
     while let Some(delivery) = consumer.next().await {
         let delivery = match delivery {
@@ -168,9 +170,6 @@ async fn receive(mut consumer: AmqpConsumer, results: Arc<Mutex<Results>>, codec
                     results.lock().expect("rpc results poisoned").record(meta);
                 }
             }
-        }
-        if let Err(error) = delivery.acker.ack().await {
-            tracing::debug!(%error, "rpc:// result not acknowledged");
         }
     }
 }

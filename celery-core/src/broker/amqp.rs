@@ -174,13 +174,15 @@ impl AmqpBroker {
         self.shared.declare_on(&channel, declaration).await
     }
 
-    /// Consumes queues, declaring them first and again after every reconnection.
-    pub(crate) async fn consume_declared(
+    /// Consumes queues without acknowledgements (`no_ack`: the broker forgets a message once
+    /// it is sent), declaring them first and again after every reconnection. For replies, as
+    /// Celery's rpc:// backend consumes them: a reply is wanted only by this process.
+    pub(crate) async fn consume_unacknowledged(
         &self,
         declarations: Vec<Declaration>,
-        prefetch: u16,
     ) -> Result<AmqpConsumer, BrokerError> {
-        AmqpConsumer::start(self.shared.clone(), declarations, prefetch, true).await
+        let acknowledged = false;
+        AmqpConsumer::start(self.shared.clone(), declarations, 0, acknowledged, true).await
     }
 }
 
@@ -520,7 +522,8 @@ impl Broker for AmqpBroker {
         let declarations = queues.iter().map(Declaration::from).collect();
         Box::pin(async move {
             let consumer =
-                AmqpConsumer::start(self.shared.clone(), declarations, prefetch, false).await?;
+                AmqpConsumer::start(self.shared.clone(), declarations, prefetch, true, false)
+                    .await?;
             Ok(Box::new(consumer) as Box<dyn Consumer>)
         })
     }
@@ -601,6 +604,8 @@ pub(crate) struct AmqpConsumer {
     shared: Arc<Shared>,
     declarations: Vec<Declaration>,
     prefetch: u16,
+    /// Whether the broker waits for an acknowledgement of each delivery (no `no_ack`).
+    acknowledged: bool,
     session: Option<Session>,
     cancelled: bool,
     /// Consecutive failures, for the reconnection backoff.
@@ -612,7 +617,8 @@ struct Session {
     channel: Channel,
     consumers: Vec<Option<lapin::Consumer>>,
     next: usize,
-    acks: AckBatcher,
+    /// `None` when consuming with `no_ack`.
+    acks: Option<AckBatcher>,
 }
 
 impl AmqpConsumer {
@@ -620,12 +626,14 @@ impl AmqpConsumer {
         shared: Arc<Shared>,
         declarations: Vec<Declaration>,
         prefetch: u16,
+        acknowledged: bool,
         declare_first: bool,
     ) -> Result<Self, BrokerError> {
         let mut consumer = AmqpConsumer {
             shared,
             declarations,
             prefetch,
+            acknowledged,
             session: None,
             cancelled: false,
             failures: 0,
@@ -655,7 +663,10 @@ impl AmqpConsumer {
                 .basic_consume(
                     short(&declaration.queue, "queue name")?,
                     ShortString::from(tag),
-                    BasicConsumeOptions::default(),
+                    BasicConsumeOptions {
+                        no_ack: !self.acknowledged,
+                        ..BasicConsumeOptions::default()
+                    },
                     FieldTable::default(),
                 )
                 .await
@@ -665,7 +676,9 @@ impl AmqpConsumer {
             consumers.push(Some(consumer));
         }
         Ok(Session {
-            acks: AckBatcher::start(channel.clone()),
+            acks: self
+                .acknowledged
+                .then(|| AckBatcher::start(channel.clone())),
             channel,
             consumers,
             next: 0,
@@ -678,7 +691,7 @@ impl AmqpConsumer {
         Duration::from_millis(250 << exponent)
     }
 
-    fn delivery(acks: &AckBatcher, delivery: lapin::message::Delivery) -> Delivery {
+    fn delivery(acks: Option<&AckBatcher>, delivery: lapin::message::Delivery) -> Delivery {
         let lapin::message::Delivery {
             delivery_tag,
             exchange,
@@ -699,11 +712,14 @@ impl AmqpConsumer {
             message,
             // lapin's own acker is not used: acknowledgements go through the batcher, which
             // sends one `multiple` ack for many deliveries.
-            acker: Box::new(AmqpAcker {
-                tag: delivery_tag,
-                pending: true,
-                acks: acks.clone(),
-            }),
+            acker: match acks {
+                Some(acks) => Box::new(AmqpAcker {
+                    tag: delivery_tag,
+                    pending: true,
+                    acks: acks.clone(),
+                }),
+                None => Box::new(NothingToAcknowledge),
+            },
         }
     }
 }
@@ -769,8 +785,10 @@ impl Consumer for AmqpConsumer {
                 let item = std::future::poll_fn(|cx| session.poll_next(cx)).await;
                 let error = match item {
                     Some(Ok(delivery)) => {
-                        session.acks.delivered(delivery.delivery_tag);
-                        return Some(Ok(Self::delivery(&session.acks, delivery)));
+                        if let Some(acks) = &session.acks {
+                            acks.delivered(delivery.delivery_tag);
+                        }
+                        return Some(Ok(Self::delivery(session.acks.as_ref(), delivery)));
                     }
                     Some(Err(error)) => self.shared.error("consume", error),
                     None if self.cancelled => return None,
@@ -803,8 +821,8 @@ impl Consumer for AmqpConsumer {
 
     fn flush(&mut self) -> BoxFuture<'_, ()> {
         Box::pin(async move {
-            if let Some(session) = &self.session {
-                session.acks.flush().await;
+            if let Some(acks) = self.session.as_ref().and_then(|s| s.acks.as_ref()) {
+                acks.flush().await;
             }
         })
     }
@@ -864,6 +882,19 @@ impl Drop for AmqpAcker {
                 tracing::debug!(%error, "could not requeue a dropped delivery");
             }
         }
+    }
+}
+
+/// The acker of a delivery consumed with `no_ack`: the broker has already forgotten it.
+struct NothingToAcknowledge;
+
+impl Acker for NothingToAcknowledge {
+    fn ack(self: Box<Self>) -> BoxFuture<'static, Result<(), BrokerError>> {
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn reject(self: Box<Self>, _requeue: bool) -> BoxFuture<'static, Result<(), BrokerError>> {
+        Box::pin(std::future::ready(Ok(())))
     }
 }
 
