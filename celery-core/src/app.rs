@@ -396,6 +396,9 @@ impl Builder {
     }
 
     pub fn build(self) -> Result<Celery, Error> {
+        // A broker the app opened from `broker_url` is the one an rpc:// backend publishes
+        // results through; one given ready-made may be anything.
+        let opened_from_url = self.broker.is_none();
         let broker = match self.broker {
             Some(broker) => broker,
             None => {
@@ -411,7 +414,11 @@ impl Builder {
         };
         let backend = match self.backend {
             Some(backend) => backend,
-            None => backend::from_url(&self.config.result_backend, &self.config.broker_url)?,
+            None => backend::from_url(
+                &self.config.result_backend,
+                &self.config.broker_url,
+                opened_from_url.then_some(&broker),
+            )?,
         };
         let serializers = SerializerRegistry::default();
         let compressions = CompressionRegistry::default();

@@ -51,11 +51,22 @@ pub trait ResultBackend: Send + Sync + 'static {
 }
 
 /// Opens the backend a URL names: `memory://[name]`, or `rpc://`, which reaches the broker at
-/// `broker_url` (an `amqp://` one).
-pub fn from_url(url: &str, broker_url: &str) -> Result<std::sync::Arc<dyn ResultBackend>, Error> {
+/// `broker_url` (an `amqp://` one) and publishes results through `broker`, the app's broker for
+/// that URL, when given.
+pub fn from_url(
+    url: &str,
+    broker_url: &str,
+    broker: Option<&std::sync::Arc<dyn crate::broker::Broker>>,
+) -> Result<std::sync::Arc<dyn ResultBackend>, Error> {
     match url.split_once("://").map(|(scheme, _)| scheme) {
         Some("memory") | Some("cache+memory") => Ok(MemoryBackend::shared(url)),
-        Some("rpc") => Ok(std::sync::Arc::new(RpcBackend::new(broker_url)?)),
+        Some("rpc") => {
+            let backend = RpcBackend::new(broker_url)?;
+            Ok(std::sync::Arc::new(match broker {
+                Some(broker) => backend.publishing_through(broker.clone()),
+                None => backend,
+            }))
+        }
         _ => Err(Error::Config(format!(
             "unsupported result backend URL {url:?} (supported: memory://, rpc://)"
         ))),

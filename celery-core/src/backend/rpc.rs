@@ -2,7 +2,9 @@
 //! as a message to the caller's reply queue, named after the calling app's id; the caller
 //! consumes that queue and keeps the latest state of each task.
 //!
-//! It rides on the broker's AMQP connection settings (`broker_url`), with a connection of its own.
+//! It rides on the broker's AMQP connection settings (`broker_url`): results are received on a
+//! connection of its own, and published through the app's broker when the app has one for that
+//! server (as Celery publishes them through its producer pool), else on that same connection.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -31,6 +33,8 @@ const KEPT_FINISHED: usize = 10_000;
 /// Results as messages to the caller's reply queue.
 pub struct RpcBackend {
     broker: AmqpBroker,
+    /// Where a worker publishes results, when not on `broker`: see [`RpcBackend::publishing_through`].
+    publisher: Option<Arc<dyn Broker>>,
     /// The reply queue: the app's id once [`bind_client`](ResultBackend::bind_client) names it.
     reply_queue: Mutex<String>,
     declared: AtomicBool,
@@ -61,12 +65,22 @@ impl RpcBackend {
         })?;
         Ok(RpcBackend {
             broker,
+            publisher: None,
             reply_queue: Mutex::new(uuid::Uuid::new_v4().to_string()),
             declared: AtomicBool::new(false),
             codec: Default::default(),
             results: Arc::default(),
             listener: tokio::sync::Mutex::new(None),
         })
+    }
+
+    /// Publishes results through `broker` (the app's, on the same server), as Celery's worker
+    /// does through its producer pool: a worker's acknowledgements and results then share one
+    /// connection, and results are confirmed or not as the app's other messages are
+    /// (`broker_confirm_publish`).
+    pub fn publishing_through(mut self, broker: Arc<dyn Broker>) -> Self {
+        self.publisher = Some(broker);
+        self
     }
 
     /// The queue this client receives results on.
@@ -308,7 +322,11 @@ impl ResultBackend for RpcBackend {
                 return Ok(());
             };
             let message = result_message(&self.codec.read().expect("result codec poisoned"), meta)?;
-            self.broker
+            let publisher: &dyn Broker = match &self.publisher {
+                Some(publisher) => publisher.as_ref(),
+                None => &self.broker,
+            };
+            publisher
                 .publish("", reply_to, &message)
                 .await
                 .map_err(|e| self.error(e))
@@ -430,6 +448,34 @@ mod tests {
 
         message.body = b"[1]".to_vec();
         assert!(decode_result(&ResultCodec::default(), &message).is_err());
+    }
+
+    /// A worker's results go through the app's broker when it is given one; this one is an
+    /// in-memory broker, so nothing reaches the rpc backend's own (unreachable) server.
+    #[tokio::test]
+    async fn results_are_published_through_the_given_broker() {
+        let broker = crate::broker::MemoryBroker::shared("memory://rpc-publishing-through");
+        let backend = RpcBackend::new("amqp://guest:guest@127.0.0.1:1//")
+            .unwrap()
+            .publishing_through(broker.clone());
+        let meta = ResultMeta::new("the-id".to_owned(), State::Success, json!(4));
+        backend.store(&meta, Some("reply-queue")).await.unwrap();
+
+        let queue = crate::routing::Queue::new("reply-queue");
+        let mut consumer = broker
+            .consume(std::slice::from_ref(&queue), 0)
+            .await
+            .unwrap();
+        let delivery = consumer.next().await.unwrap().unwrap();
+        assert_eq!(
+            delivery.message.properties.correlation_id.as_deref(),
+            Some("the-id")
+        );
+        let received = decode_result(&ResultCodec::default(), &delivery.message).unwrap();
+        assert_eq!(
+            (received.status, received.result),
+            (State::Success, json!(4))
+        );
     }
 
     #[test]
