@@ -367,6 +367,67 @@ fn message(headers: Headers, content_type: String, body: Vec<u8>) -> Message {
     }
 }
 
+/// A task body `[[…], {}, null]` whose args are one list nested `depth` levels deep, in each
+/// serializer's syntax.
+fn nested_bodies(depth: usize) -> Vec<(&'static str, Vec<u8>)> {
+    let (open, close) = ("[".repeat(depth), "]".repeat(depth));
+    let json = format!("[{open}{close}, {{}}, null]").into_bytes();
+    // fixarray(3) [ fixarray(1) × depth, fixarray(0) ], fixmap(0), nil
+    let msgpack = [vec![0x93], vec![0x91; depth - 1], vec![0x90, 0x80, 0xc0]].concat();
+    let pickle = [
+        b"\x80\x02".as_slice(),
+        &b"]".repeat(depth),
+        &b"a".repeat(depth - 1),
+        b"}N\x87.",
+    ]
+    .concat();
+    vec![
+        ("application/json", json.clone()),
+        ("application/x-msgpack", msgpack),
+        // YAML's flow syntax is JSON's.
+        ("application/x-yaml", json),
+        ("application/x-python-serialize", pickle),
+    ]
+}
+
+/// A body nested far deeper than any task's arguments is refused by every decoder, without
+/// overflowing the stack (which would take the worker down, not fail one message): on a thread
+/// with half of tokio's default stack of 2 MiB, in a debug build. 100 levels still decode.
+#[test]
+fn deeply_nested_bodies_are_refused_without_overflowing_the_stack() {
+    // The default size limit: these bodies are larger than `app()`'s.
+    let app = Celery::builder("nesting")
+        .accept_content(SERIALIZERS.iter().copied())
+        .build()
+        .unwrap();
+    for (depth, refused) in [(100, false), (100_000, true)] {
+        for (content_type, body) in nested_bodies(depth) {
+            let message = message(valid_headers(), content_type.to_owned(), body);
+            let app = app.clone();
+            let outcome = std::thread::Builder::new()
+                .stack_size(1 << 20)
+                .spawn(move || decode(&app, &message).map(|decoded| decoded.body.args.len()))
+                .unwrap()
+                .join()
+                .expect("decoding does not panic");
+            match outcome {
+                Ok(args) => {
+                    assert!(!refused, "{content_type}: {depth} levels accepted");
+                    assert_eq!(args, 1, "{content_type}: one argument");
+                }
+                Err(error) => {
+                    assert!(refused, "{content_type}: {depth} levels refused: {error}");
+                    let error = error.to_string();
+                    let about_nesting = ["deep", "depth", "recursion"]
+                        .iter()
+                        .any(|w| error.contains(w));
+                    assert!(about_nesting, "{error}");
+                }
+            }
+        }
+    }
+}
+
 proptest! {
     #![proptest_config(config())]
 

@@ -44,6 +44,11 @@ use serde_json::Value;
 use crate::error::Error;
 use crate::protocol::Body;
 
+/// How deep a body may nest: serde_json's own limit, which every built-in reader keeps, so that
+/// a hostile body is refused instead of overflowing the stack of the worker thread reading it
+/// (rmp-serde's own limit, 1,024, does in a debug build, and the pickle reader did at 512).
+pub(crate) const MAX_NESTING: usize = 128;
+
 pub use json::Json;
 pub use msgpack::Msgpack;
 pub use pickle::{Pickle, PICKLE_PROTOCOL};

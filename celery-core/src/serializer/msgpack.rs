@@ -31,6 +31,7 @@ impl Serializer for Msgpack {
     fn decode(&self, bytes: &[u8]) -> Result<Value, String> {
         let mut rest = bytes;
         let mut deserializer = rmp_serde::Deserializer::new(&mut rest);
+        deserializer.set_max_depth(super::MAX_NESTING);
         let KombuValue(value) =
             KombuValue::deserialize(&mut deserializer).map_err(|e| e.to_string())?;
         if !rest.is_empty() {

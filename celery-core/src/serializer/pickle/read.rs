@@ -5,10 +5,7 @@ use std::collections::HashMap;
 use serde_json::{Map, Number, Value};
 
 use super::{op, refused, HIGHEST_PROTOCOL, PLAIN_DATA};
-use crate::serializer::{kombu, python_float_repr};
-
-/// Nesting deeper than this is refused (it is also how a list that contains itself ends).
-const MAX_DEPTH: usize = 512;
+use crate::serializer::{kombu, python_float_repr, MAX_NESTING as MAX_DEPTH};
 
 /// Decodes a pickle of plain data.
 pub(super) fn loads(bytes: &[u8]) -> Result<Value, String> {

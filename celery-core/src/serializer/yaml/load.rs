@@ -7,10 +7,7 @@ use saphyr_parser::{Event, Parser, ScalarStyle, Tag};
 use serde_json::{Map, Value};
 
 use super::resolve::{float_value, int_value, timestamp_value};
-use crate::serializer::{kombu, python_float_repr};
-
-/// Nesting deeper than this is refused.
-const MAX_DEPTH: usize = 512;
+use crate::serializer::{kombu, python_float_repr, MAX_NESTING as MAX_DEPTH};
 
 const CORE: &str = "tag:yaml.org,2002:";
 
