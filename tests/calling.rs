@@ -378,6 +378,28 @@ async fn countdown_and_eta_hold_a_task_without_blocking_others() {
     assert!(sent.elapsed() >= Duration::from_secs(1));
     assert_eq!(eta.get().timeout(WAIT).await.unwrap(), 4);
     assert!(chrono::Utc::now() >= at);
+
+    // The last ETA a message can name is held like any other; a countdown past any date is an
+    // error of the call (Python's OverflowError), not a panic.
+    let last = chrono::DateTime::parse_from_rfc3339("9999-12-31T23:59:59Z").unwrap();
+    let held = add::s(4, 4)
+        .with_options(CallOptions::new().eta(last))
+        .apply_async_with(&app)
+        .await
+        .unwrap();
+    for countdown in [f64::INFINITY, 1e20] {
+        let refused = add::s(5, 5)
+            .with_options(CallOptions::new().countdown(countdown))
+            .apply_async_with(&app)
+            .await;
+        assert!(
+            matches!(&refused, Err(Error::Encode { what, .. }) if what == "countdown"),
+            "{refused:?}"
+        );
+    }
+    let after = add::s(6, 6).apply_async_with(&app).await.unwrap();
+    assert_eq!(after.get().timeout(WAIT).await.unwrap(), 12);
+    assert_eq!(held.state().await.unwrap(), celery::State::Pending);
     worker.shutdown().await;
 }
 

@@ -45,14 +45,32 @@ pub enum Expires {
 
 impl Expires {
     /// The absolute expiry time for a message sent at `now`.
-    pub fn resolve(self, now: DateTime<Utc>) -> DateTime<FixedOffset> {
+    pub fn resolve(self, now: DateTime<Utc>) -> Result<DateTime<FixedOffset>, crate::Error> {
         match self {
-            Expires::After(seconds) => {
-                (now + chrono::Duration::microseconds((seconds * 1e6) as i64)).fixed_offset()
-            }
-            Expires::At(at) => at,
+            Expires::After(seconds) => seconds_after(now, seconds, "expires"),
+            Expires::At(at) => Ok(at),
         }
     }
+}
+
+/// `now` plus `seconds` (of a countdown, an expiry): an error, naming `what`, when that is no
+/// time a date can hold (NaN, infinite, or past the year 262,143), where Python's `timedelta`
+/// raises `OverflowError` or `ValueError`.
+pub fn seconds_after(
+    now: DateTime<Utc>,
+    seconds: f64,
+    what: &str,
+) -> Result<DateTime<FixedOffset>, crate::Error> {
+    let micros = seconds * 1e6;
+    let later = (micros.is_finite() && micros.abs() < i64::MAX as f64)
+        .then(|| chrono::Duration::microseconds(micros as i64))
+        .and_then(|delta| now.checked_add_signed(delta));
+    later
+        .map(|at| at.fixed_offset())
+        .ok_or_else(|| crate::Error::Encode {
+            what: what.to_owned(),
+            reason: format!("{seconds} seconds from now is not a date"),
+        })
 }
 
 impl<T: IntoSeconds> From<T> for Expires {
@@ -611,9 +629,29 @@ mod tests {
     fn expires_resolves_relative_to_now() {
         let now = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
         assert_eq!(
-            format_datetime(Expires::from(10).resolve(now)),
+            format_datetime(Expires::from(10).resolve(now).unwrap()),
             "2026-01-01T00:00:10+00:00"
         );
+        // Python's timedelta raises for these; here they are errors, not a panic.
+        for seconds in [
+            f64::NAN,
+            f64::INFINITY,
+            -f64::INFINITY,
+            1e13,
+            -1e13,
+            u64::MAX as f64,
+        ] {
+            let error = Expires::After(seconds)
+                .resolve(now)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                error.contains("expires") && error.contains("not a date"),
+                "{error}"
+            );
+        }
+        let far = seconds_after(now, 7.9e12, "countdown").unwrap();
+        assert_eq!(chrono::Datelike::year(&far), 252_367);
         assert_eq!(
             Expires::from(Duration::from_millis(1500)),
             Expires::After(1.5)

@@ -102,12 +102,17 @@ impl Producer {
             .clone()
             .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
         let now = Utc::now();
-        let eta = options.eta.or_else(|| {
-            options.countdown.map(|seconds| {
-                (now + chrono::Duration::microseconds((seconds * 1e6) as i64)).fixed_offset()
-            })
-        });
-        let expires = options.expires.map(|expires| expires.resolve(now));
+        let eta = match (options.eta, options.countdown) {
+            (Some(eta), _) => Some(eta),
+            (None, Some(seconds)) => {
+                Some(crate::calling::seconds_after(now, seconds, "countdown")?)
+            }
+            (None, None) => None,
+        };
+        let expires = options
+            .expires
+            .map(|expires| expires.resolve(now))
+            .transpose()?;
         let queue = app.queue(
             options
                 .queue

@@ -973,9 +973,10 @@ async fn resend_for_retry(
     request: &Request,
     retry: &crate::task::RetryRequest,
 ) -> Result<(), Error> {
-    let eta = retry.eta.unwrap_or_else(|| {
-        (Utc::now() + chrono::Duration::microseconds((retry.countdown * 1e6) as i64)).fixed_offset()
-    });
+    let eta = match retry.eta {
+        Some(eta) => eta,
+        None => crate::calling::seconds_after(Utc::now(), retry.countdown, "retry countdown")?,
+    };
     let mut signature = RawSignature::new(request.task.clone());
     signature.args = request.args.clone();
     signature.kwargs = request.kwargs.clone();
