@@ -969,6 +969,17 @@ async fn time_limits_and_panics_fail_the_task_not_the_worker() {
         .await
         .unwrap();
     assert_eq!(per_call.get().timeout(WAIT).await.unwrap(), 0.05);
+    // As in Celery, 0 is no limit of its own (the task's 0.2 s applies), and a limit that has
+    // already passed (a message can say anything) fails the task at once.
+    let no_limit = CallOptions::new().time_limit(0);
+    let zero = sleepy::s(0.05).with_options(no_limit);
+    let zero = zero.apply_async_with(&app).await.unwrap();
+    assert_eq!(zero.get().timeout(WAIT).await.unwrap(), 0.05);
+    let passed = CallOptions::new().time_limit(-1.0);
+    let passed = sleepy::s(0.05).with_options(passed);
+    let passed = passed.apply_async_with(&app).await.unwrap();
+    let error = passed.get().timeout(WAIT).await.unwrap_err();
+    assert_eq!(error.exception().unwrap().exc_type, "TimeLimitExceeded");
     worker.shutdown().await;
 }
 

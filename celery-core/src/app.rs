@@ -405,9 +405,15 @@ impl Builder {
                 let options = AmqpOptions {
                     pool_limit: self.config.broker_pool_limit,
                     confirm_publish: self.config.broker_confirm_publish,
-                    connect_timeout: std::time::Duration::from_secs_f64(
+                    connect_timeout: std::time::Duration::try_from_secs_f64(
                         self.config.broker_connection_timeout,
-                    ),
+                    )
+                    .map_err(|_| {
+                        Error::Config(format!(
+                            "broker_connection_timeout must be a number of seconds, not {}",
+                            self.config.broker_connection_timeout
+                        ))
+                    })?,
                 };
                 broker::from_url(&self.config.broker_url, options)?
             }

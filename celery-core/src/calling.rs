@@ -128,7 +128,8 @@ impl RetryPolicy {
         let seconds = (self.interval_start + self.interval_step * f64::from(retry))
             .min(self.interval_max)
             .max(0.0);
-        Duration::from_secs_f64(seconds)
+        // An infinite `interval_max` waits for ever rather than panicking.
+        Duration::try_from_secs_f64(seconds).unwrap_or(Duration::MAX)
     }
 
     /// Whether an error of this kind should be retried.

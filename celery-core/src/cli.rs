@@ -93,14 +93,14 @@ pub enum Command {
         #[arg(long)]
         wait: bool,
         /// Seconds to wait with --wait.
-        #[arg(long, default_value_t = 60.0)]
-        timeout: f64,
+        #[arg(long, default_value = "60", value_parser = seconds)]
+        timeout: Duration,
     },
     /// Wait for a task's result and print it.
     Result {
         task_id: String,
-        #[arg(long, default_value_t = 60.0)]
-        timeout: f64,
+        #[arg(long, default_value = "60", value_parser = seconds)]
+        timeout: Duration,
     },
     /// Remove all messages from queues.
     Purge {
@@ -158,6 +158,12 @@ fn init_logging(level: &str) {
         .with_max_level(level)
         .with_target(false)
         .try_init();
+}
+
+/// A number of seconds, as `--timeout` takes it.
+fn seconds(text: &str) -> Result<Duration, String> {
+    let seconds: f64 = text.parse().map_err(|e| format!("{e}"))?;
+    Duration::try_from_secs_f64(seconds).map_err(|_| format!("{text} is not a number of seconds"))
 }
 
 fn parse_json(what: &str, text: &str) -> Result<Value, Error> {
@@ -306,13 +312,10 @@ fn confirm(queues: &[String]) -> bool {
 
 async fn print_result(
     result: &crate::result::AsyncResult<Value>,
-    timeout: f64,
+    timeout: Duration,
     out: &mut (dyn Write + Send),
 ) -> Result<(), Error> {
-    let value: Value = result
-        .get()
-        .timeout(Duration::from_secs_f64(timeout))
-        .await?;
+    let value: Value = result.get().timeout(timeout).await?;
     writeln!(out, "{value}").map_err(output_error)?;
     Ok(())
 }
@@ -385,6 +388,19 @@ mod tests {
         assert!(
             matches!(cli.command, Command::Call { ref name, wait: true, countdown: Some(c), .. } if name == "tasks.add" && c == 1.0)
         );
+
+        let timeout = |text: &str| {
+            Cli::try_parse_from(["app", "result", "some-id", "--timeout", text]).map(
+                |cli| match cli.command {
+                    Command::Result { timeout, .. } => timeout,
+                    other => panic!("{other:?}"),
+                },
+            )
+        };
+        assert_eq!(timeout("2.5").unwrap(), Duration::from_millis(2500));
+        for refused in ["-1", "inf", "NaN", "1e30", "soon"] {
+            assert!(timeout(refused).is_err(), "--timeout {refused}");
+        }
     }
 
     #[tokio::test]
@@ -409,7 +425,7 @@ mod tests {
             serializer: None,
             compression: None,
             wait: false,
-            timeout: 1.0,
+            timeout: Duration::from_secs(1),
         };
         execute(&app, call, &mut Vec::new()).await.unwrap();
         let purge = Command::Purge {
@@ -449,7 +465,7 @@ mod tests {
             serializer: None,
             compression: None,
             wait: false,
-            timeout: 1.0,
+            timeout: Duration::from_secs(1),
         };
         assert!(execute(&app, bad, &mut Vec::new())
             .await

@@ -807,11 +807,15 @@ async fn execute(
     }
 
     let started = Instant::now();
-    let hard_limit = request
-        .timelimit
-        .0
-        .or(task.options.time_limit)
-        .or(config.task_time_limit);
+    // Celery's `time_limit or task.time_limit`, then the pool's default: 0 means none.
+    let hard_limit = [
+        request.timelimit.0,
+        task.options.time_limit,
+        config.task_time_limit,
+    ]
+    .into_iter()
+    .flatten()
+    .find(|&seconds| seconds != 0.0);
     let outcome = run_task(run, hard_limit).await;
     let runtime_s = started.elapsed().as_secs_f64();
 
@@ -902,10 +906,18 @@ async fn run_task(run: TaskFuture, hard_limit: Option<f64>) -> Result<Value, Tas
     // A panic becomes the task's failure instead of taking the worker down; the task runs in
     // the message's own tokio task (a task of its own would cost a spawn per message).
     let guarded = std::panic::AssertUnwindSafe(run).catch_unwind();
-    let outcome = match hard_limit {
+    // 0 is no limit, as in Celery.
+    let outcome = match hard_limit.filter(|&seconds| seconds != 0.0) {
         None => guarded.await,
         Some(seconds) => {
-            match tokio::time::timeout(Duration::from_secs_f64(seconds), guarded).await {
+            // A limit from a message may be anything: a negative one has passed already (as
+            // Python's timer would find it), one too large for a Duration never comes.
+            let limit = Duration::try_from_secs_f64(seconds).unwrap_or(if seconds > 0.0 {
+                Duration::MAX
+            } else {
+                Duration::ZERO
+            });
+            match tokio::time::timeout(limit, guarded).await {
                 Ok(outcome) => outcome,
                 // Dropping the task's future cancels it.
                 Err(_) => {
