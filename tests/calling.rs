@@ -281,7 +281,9 @@ async fn errbacks_run_in_process_or_as_messages_with_the_failed_id() {
     let (app, worker) = started("errback").await;
     let options = CallOptions::new()
         .link_error(on_error::s("first".to_owned()))
-        .link_error(record_failed_id::partial());
+        .link_error(record_failed_id::partial())
+        // Immutable: sent with its own arguments only, as Celery's group of errbacks does.
+        .link_error(record_failed_id::si("immutable errback".to_owned()));
     let failing = divide::s(1, 0)
         .with_options(options)
         .apply_async_with(&app)
@@ -298,6 +300,14 @@ async fn errbacks_run_in_process_or_as_messages_with_the_failed_id() {
         .contains(&failing.id().to_owned())
     {
         assert!(Instant::now() < deadline, "the message errback never ran");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    while !FAILED_IDS
+        .lock()
+        .unwrap()
+        .contains(&"immutable errback".to_owned())
+    {
+        assert!(Instant::now() < deadline, "the immutable errback never ran");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let calls = ERRBACK_CALLS.lock().unwrap().clone();
@@ -865,6 +875,28 @@ async fn chains_pass_each_result_on() {
             .await
             .unwrap(),
         "ab!"
+    );
+    // A failed step fails the steps after it too (Celery's `_fail_chain`): the chain's result,
+    // the last step's, reports the failure instead of waiting for ever.
+    let failing = chain![divide::s(1, 0), add::partial(16), mul::partial(3)]
+        .apply_async_with(&app)
+        .await
+        .unwrap();
+    let error = failing.get().timeout(WAIT).await.unwrap_err();
+    assert_eq!(error.exception().unwrap().exc_type, "ZeroDivisionError");
+    // A task whose next step cannot be sent fails, as in Celery, instead of being stored as a
+    // success with a chain that never goes on.
+    let unsendable = mul::partial(3).with_options(CallOptions::new().serializer("no-such-codec"));
+    let parent = add::s(1, 1)
+        .with_options(CallOptions::new().link(unsendable))
+        .apply_async_with(&app)
+        .await
+        .unwrap();
+    let error = parent.get().timeout(WAIT).await.unwrap_err();
+    let exception = error.exception().unwrap();
+    assert_eq!(
+        (exception.exc_type.as_str(), exception.exc_module.as_deref()),
+        ("EncodeError", Some("kombu.exceptions"))
     );
     worker.shutdown().await;
 }

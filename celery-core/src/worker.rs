@@ -776,6 +776,10 @@ async fn execute(
                 .cloned()
                 .unwrap_or_else(|| ExceptionInfo::builtin("TypeError", error.to_string()));
             tracing::error!(task = %request.task, id = %request.id, error = %exception, "rejecting message whose arguments do not fit the task");
+            // In Celery the TypeError is raised in the task's body: the chain after it fails
+            // and its errbacks run, as for any failure.
+            Box::pin(fail_chain(runtime, request, &exception, None)).await;
+            Box::pin(send_errbacks(runtime, request, &exception, None)).await;
             return Box::pin(reject_with_failure(runtime, request, exception, acker)).await;
         }
     };
@@ -860,7 +864,17 @@ async fn report(
             let children = if request.callbacks.is_empty() && request.chain.is_empty() {
                 Vec::new()
             } else {
-                Box::pin(send_callbacks(runtime, request, &value)).await
+                match Box::pin(send_callbacks(runtime, request, &value)).await {
+                    Ok(children) => children,
+                    // As in Celery, a task whose callbacks or next step cannot be sent fails:
+                    // stored as a success, its chain would wait for ever.
+                    Err(error) => {
+                        let exception = follow_up_exception(&error);
+                        tracing::error!(task = %request.task, id = %request.id, error = %exception, "Task failed: its callbacks could not be sent");
+                        return Box::pin(fail(runtime, request, exception, None, ignore_result))
+                            .await;
+                    }
+                }
             };
             if !ignore_result {
                 let mut meta = ResultMeta::new(request.id.clone(), State::Success, value);
@@ -975,8 +989,36 @@ async fn fail(
             traceback.clone(),
         );
         store(runtime, request, meta).await;
+        fail_chain(runtime, request, &exception, traceback.clone()).await;
     }
     send_errbacks(runtime, request, &exception, traceback).await;
+}
+
+/// Stores the failure for every step of the chain after a failed task as well (Celery's
+/// `_fail_chain`): whoever waits on the chain, which is the last step's result, learns of the
+/// failure instead of waiting for ever. Each step was given its id and `reply_to` when the chain
+/// was sent; a step without an id (a nested canvas) is skipped, as in Celery.
+async fn fail_chain(
+    runtime: &Runtime,
+    request: &Request,
+    exception: &ExceptionInfo,
+    traceback: Option<String>,
+) {
+    for step in &request.chain {
+        let Some(step_id) = step.options.task_id.clone() else {
+            continue;
+        };
+        let mut meta = ResultMeta::exception(step_id, State::Failure, exception, traceback.clone());
+        meta.group_id = step.options.group_id.clone();
+        let reply_to = step
+            .options
+            .reply_to
+            .as_deref()
+            .or(request.reply_to.as_deref());
+        if let Err(error) = store_retrying(&runtime.app, meta, reply_to).await {
+            tracing::error!(%error, id = %request.id, step = %step.task, "could not store the failure of a chain step");
+        }
+    }
 }
 
 async fn resend_for_retry(
@@ -1030,7 +1072,7 @@ async fn send_follow_up(
     app: &Celery,
     mut signature: RawSignature,
     request: &Request,
-) -> Option<String> {
+) -> Result<String, Error> {
     signature.options.parent_id = Some(request.id.clone());
     signature.options.root_id = Some(
         request
@@ -1040,31 +1082,51 @@ async fn send_follow_up(
     );
     let name = signature.task.clone();
     let defaults = app.task(&name).map_or(TaskOptions::DEFAULT, |t| t.options);
-    match app.producer().send(signature, &defaults).await {
-        Ok(id) => Some(id),
-        Err(error) => {
-            tracing::error!(%error, parent = %request.id, task = %name, "could not send a follow-up task");
-            None
-        }
-    }
+    app.producer().send(signature, &defaults).await.inspect_err(|error| {
+        tracing::error!(%error, parent = %request.id, task = %name, "could not send a follow-up task");
+    })
 }
 
-/// Sends the callbacks and the next chain step with the result; returns their ids.
-async fn send_callbacks(runtime: &Runtime, request: &Request, result: &Value) -> Vec<String> {
+/// Sends the callbacks and the next chain step with the result; returns their ids, or the
+/// first error (the others are still sent, as Celery sends them).
+async fn send_callbacks(
+    runtime: &Runtime,
+    request: &Request,
+    result: &Value,
+) -> Result<Vec<String>, Error> {
     let mut children = Vec::new();
+    let mut failed = None;
+    let mut follow = |sent: Result<String, Error>| match sent {
+        Ok(id) => children.push(id),
+        Err(error) => {
+            failed.get_or_insert(error);
+        }
+    };
     for callback in &request.callbacks {
         let mut signature = callback.clone();
         signature.args = callback.args_with_parent_result(result);
-        children.extend(send_follow_up(&runtime.app, signature, request).await);
+        follow(send_follow_up(&runtime.app, signature, request).await);
     }
     let mut chain = request.chain.clone();
     if let Some(next) = chain.pop() {
         let mut signature = next.clone();
         signature.args = next.args_with_parent_result(result);
         signature.options.chain = chain;
-        children.extend(send_follow_up(&runtime.app, signature, request).await);
+        follow(send_follow_up(&runtime.app, signature, request).await);
     }
-    children
+    match failed {
+        None => Ok(children),
+        Some(error) => Err(error),
+    }
+}
+
+/// The exception of a task whose callbacks could not be sent, as kombu names it.
+fn follow_up_exception(error: &Error) -> ExceptionInfo {
+    let name = match error {
+        Error::Encode { .. } | Error::UnknownCodec { .. } => "EncodeError",
+        _ => "OperationalError",
+    };
+    ExceptionInfo::new(name, "kombu.exceptions", error.to_string())
 }
 
 async fn send_errbacks(
@@ -1094,12 +1156,16 @@ async fn send_errbacks(
             }
             None => {
                 // Python's convention for errbacks not callable here: a message with the failed
-                // task's id as first argument.
+                // task's id as first argument, unless the errback is immutable (`si`).
                 let mut signature = errback.clone();
-                signature.args = std::iter::once(Value::String(request.id.clone()))
-                    .chain(errback.args.iter().cloned())
-                    .collect();
-                send_follow_up(app, signature, request).await;
+                if !errback.immutable {
+                    signature.args = std::iter::once(Value::String(request.id.clone()))
+                        .chain(errback.args.iter().cloned())
+                        .collect();
+                }
+                if let Err(error) = send_follow_up(app, signature, request).await {
+                    tracing::error!(%error, parent = %request.id, errback = %errback.task, "could not send an errback");
+                }
             }
         }
     }
