@@ -313,21 +313,27 @@ async fn unacknowledged_messages_come_back_and_cancel_still_lets_running_tasks_a
 /// Acknowledgements go out in batches; `flush` is what makes a worker's last ones reach the
 /// broker before it stops. Here the consumer's runtime is dropped right after the flush, which
 /// kills whatever had not been sent: any acknowledgement lost would bring its message back.
+/// Every acknowledgement reaches the broker before the consumer goes, also when it consumes
+/// two queues on its channel: their deliveries, buffered by lapin queue by queue, are handed
+/// out in the order of their tags, which the acknowledgement window relies on (handed out queue
+/// by queue in turn, acknowledgements were dropped and the messages came back).
 #[tokio::test]
 async fn flushed_acknowledgements_reach_the_broker_before_the_consumer_goes() {
     require_rabbitmq!();
     const COUNT: usize = 50;
     let broker = broker().await;
-    let name = unique("flush");
-    let queue = Queue::new(&name);
-    broker.declare(&queue).await.unwrap();
-    for n in 0..COUNT {
-        broker
-            .publish("", &name, &message(&n.to_string()))
-            .await
-            .unwrap();
+    let names = [unique("flush-a"), unique("flush-b")];
+    let queues: Vec<Queue> = names.iter().map(Queue::new).collect();
+    for (queue, name) in queues.iter().zip(&names) {
+        broker.declare(queue).await.unwrap();
+        for n in 0..COUNT {
+            broker
+                .publish("", name, &message(&n.to_string()))
+                .await
+                .unwrap();
+        }
     }
-    let consumed = queue.clone();
+    let consumed = queues.clone();
     std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -335,12 +341,11 @@ async fn flushed_acknowledgements_reach_the_broker_before_the_consumer_goes() {
             .unwrap();
         runtime.block_on(async {
             let own = AmqpBroker::connect(URL).await.expect("connect to RabbitMQ");
-            let mut consumer = own
-                .consume(std::slice::from_ref(&consumed), COUNT as u16)
-                .await
-                .unwrap();
+            let mut consumer = own.consume(&consumed, 2 * COUNT as u16).await.unwrap();
+            // Both queues' deliveries arrive and wait in lapin before any is taken.
+            tokio::time::sleep(Duration::from_millis(300)).await;
             let mut deliveries = Vec::new();
-            for _ in 0..COUNT {
+            for _ in 0..2 * COUNT {
                 deliveries.push(next(&mut consumer).await);
             }
             for delivery in deliveries {
@@ -354,15 +359,17 @@ async fn flushed_acknowledgements_reach_the_broker_before_the_consumer_goes() {
     .unwrap();
 
     // Whatever was not acknowledged is back once RabbitMQ has seen the consumer go.
-    let deadline = Instant::now() + WAIT;
-    let (mut ready, mut consumers) = queue_counts(&name).await;
-    while consumers > 0 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        (ready, consumers) = queue_counts(&name).await;
+    for name in &names {
+        let deadline = Instant::now() + WAIT;
+        let (mut ready, mut consumers) = queue_counts(name).await;
+        while consumers > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            (ready, consumers) = queue_counts(name).await;
+        }
+        assert_eq!(consumers, 0, "the consumer's connection did not close");
+        assert_eq!(ready, 0, "acknowledged messages of {name} came back");
     }
-    assert_eq!(consumers, 0, "the consumer's connection did not close");
-    assert_eq!(ready, 0, "acknowledged messages came back");
-    cleanup(&broker, &[&name]).await;
+    cleanup(&broker, &[&names[0], &names[1]]).await;
 }
 
 #[tokio::test]

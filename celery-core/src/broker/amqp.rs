@@ -616,7 +616,8 @@ pub(crate) struct AmqpConsumer {
 struct Session {
     channel: Channel,
     consumers: Vec<Option<lapin::Consumer>>,
-    next: usize,
+    /// The first delivery waiting in each consumer, taken out to compare delivery tags.
+    heads: Vec<Option<lapin::message::Delivery>>,
     /// `None` when consuming with `no_ack`.
     acks: Option<AckBatcher>,
 }
@@ -676,12 +677,12 @@ impl AmqpConsumer {
             consumers.push(Some(consumer));
         }
         Ok(Session {
+            heads: consumers.iter().map(|_| None).collect(),
             acks: self
                 .acknowledged
                 .then(|| AckBatcher::start(channel.clone())),
             channel,
             consumers,
-            next: 0,
         })
     }
 
@@ -725,32 +726,52 @@ impl AmqpConsumer {
 }
 
 impl Session {
-    /// The next delivery of any of the queues, taken in turn.
+    /// The next delivery of any of the queues, lowest delivery tag first.
+    ///
+    /// The queues share the channel, whose tags the broker numbers in the order it sends, and
+    /// lapin hands each delivery to its queue's consumer in that order. Handed out in tag order,
+    /// the acknowledgement window sees increasing tags, and a `multiple` acknowledgement never
+    /// covers a delivery still waiting in another queue's consumer. So each consumer's first
+    /// delivery is taken out, the consumers without one are polled again until a pass finds
+    /// nothing new (a lower tag reached its consumer before a higher one was seen), and the
+    /// lowest is handed out.
     fn poll_next(
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Option<lapin::Result<lapin::message::Delivery>>> {
-        let count = self.consumers.len();
-        let mut open = 0;
-        for offset in 0..count {
-            let index = (self.next + offset) % count;
-            let Some(consumer) = self.consumers[index].as_mut() else {
-                continue;
-            };
-            match Pin::new(consumer).poll_next(cx) {
-                Poll::Ready(Some(item)) => {
-                    self.next = index + 1;
-                    return Poll::Ready(Some(item));
+        loop {
+            let mut found = false;
+            for (consumer, head) in self.consumers.iter_mut().zip(&mut self.heads) {
+                let (Some(stream), None) = (consumer.as_mut(), head.as_ref()) else {
+                    continue;
+                };
+                match Pin::new(&mut *stream).poll_next(cx) {
+                    Poll::Ready(Some(Ok(delivery))) => {
+                        *head = Some(delivery);
+                        found = true;
+                    }
+                    Poll::Ready(Some(Err(error))) => return Poll::Ready(Some(Err(error))),
+                    Poll::Ready(None) => {
+                        tracing::warn!(queue = %stream.queue(), "the broker cancelled a consumer");
+                        *consumer = None;
+                    }
+                    Poll::Pending => {}
                 }
-                Poll::Ready(None) => {
-                    tracing::warn!(queue = %self.consumers[index].as_ref().map(|c| c.queue()).unwrap_or_default(), "the broker cancelled a consumer");
-                    self.consumers[index] = None;
-                }
-                Poll::Pending => open += 1,
+            }
+            if !found {
+                break;
             }
         }
+        let lowest = self
+            .heads
+            .iter_mut()
+            .filter(|head| head.is_some())
+            .min_by_key(|head| head.as_ref().map(|delivery| delivery.delivery_tag));
+        if let Some(delivery) = lowest.and_then(Option::take) {
+            return Poll::Ready(Some(Ok(delivery)));
+        }
         // With no queue at all there is simply nothing to deliver.
-        if open == 0 && count > 0 {
+        if self.consumers.iter().all(Option::is_none) && !self.consumers.is_empty() {
             Poll::Ready(None)
         } else {
             Poll::Pending
