@@ -516,11 +516,16 @@ pub fn format_datetime(datetime: DateTime<FixedOffset>) -> String {
 
 /// Parses an ISO-8601 datetime; a naive one (no offset) is UTC, as Celery treats it.
 pub fn parse_datetime(text: &str) -> Option<DateTime<FixedOffset>> {
-    DateTime::parse_from_rfc3339(text).ok().or_else(|| {
-        chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f")
-            .ok()
-            .map(|naive| naive.and_utc().fixed_offset())
-    })
+    DateTime::parse_from_rfc3339(text)
+        .ok()
+        .or_else(|| {
+            chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f")
+                .ok()
+                .map(|naive| naive.and_utc().fixed_offset())
+        })
+        // Python's datetime holds the years 1 to 9999 (chrono's `%Y` reads `+10000` too, which
+        // would then not read back once written out).
+        .filter(|at| (1..=9999).contains(&chrono::Datelike::year(at)))
 }
 
 /// The fourth part of the body: the workflow embedded in a task message.
@@ -870,6 +875,16 @@ mod tests {
         assert_eq!(format_datetime(naive), "2026-01-02T03:04:05.000006+00:00");
         let whole = parse_datetime("2026-01-02T03:04:05+02:00").unwrap();
         assert_eq!(format_datetime(whole), "2026-01-02T03:04:05+02:00");
+        // What Python's datetime holds, and only that: what is read is written back readable.
+        let last = parse_datetime("9999-12-31T23:59:59").unwrap();
+        assert_eq!(parse_datetime(&format_datetime(last)), Some(last));
+        for beyond in [
+            "+10000-01-01T00:00:00",
+            "-0001-01-01T00:00:00",
+            "0000-01-01T00:00:00",
+        ] {
+            assert_eq!(parse_datetime(beyond), None, "{beyond}");
+        }
     }
 
     #[test]

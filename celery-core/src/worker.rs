@@ -1059,7 +1059,7 @@ async fn resend_for_retry(
     options.group_index = request.group_index;
     options.shadow = request.shadow.clone();
     options.reply_to = request.reply_to.clone();
-    options.retries = Some(request.retries + 1);
+    options.retries = Some(request.retries.saturating_add(1));
     app.producer()
         .send(signature, &task.options)
         .await
