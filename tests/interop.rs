@@ -519,6 +519,27 @@ async fn a_rust_worker_runs_what_python_sends() {
         "group"
     );
     assert_eq!(side.client(&["chain"]).await["result"], json!(60), "chain");
+    // The failure of a step reaches the chain's result (the last step's), as from Python.
+    assert_eq!(
+        side.client(&["chain_failure"]).await,
+        json!({"exc_type": "ValueError", "exc_args": ["boom"]}),
+        "a failed chain step"
+    );
+    // A group as a callback, and as the last step of a chain: each member gets the result.
+    for (scenario, value, expected) in [
+        ("link_group", 4, json!(4)),
+        ("chain_to_group", 6, json!([6, 6])),
+    ] {
+        assert_eq!(
+            side.client(&[scenario]).await["result"],
+            expected,
+            "{scenario}"
+        );
+        for member in ["a", "b"] {
+            let line = format!("{scenario}-{member}:{value}");
+            wait_for_line(|| side.records(), |l| l == line, "a member of a group").await;
+        }
+    }
     assert_eq!(
         side.client(&["named_queue"]).await["result"],
         json!(42),

@@ -1103,20 +1103,114 @@ async fn send_callbacks(
         }
     };
     for callback in &request.callbacks {
-        let mut signature = callback.clone();
-        signature.args = callback.args_with_parent_result(result);
-        follow(send_follow_up(&runtime.app, signature, request).await);
+        match follow_ups(callback, result) {
+            Ok(signatures) => {
+                for signature in signatures {
+                    follow(send_follow_up(&runtime.app, signature, request).await);
+                }
+            }
+            Err(error) => follow(Err(error)),
+        }
     }
     let mut chain = request.chain.clone();
     if let Some(next) = chain.pop() {
-        let mut signature = next.clone();
-        signature.args = next.args_with_parent_result(result);
-        signature.options.chain = chain;
-        follow(send_follow_up(&runtime.app, signature, request).await);
+        let steps = follow_ups(&next, result).and_then(|mut steps| match steps.as_mut_slice() {
+            [step] => {
+                // The steps after this one run after those of a chain it opens, if any.
+                let inner = std::mem::take(&mut step.options.chain);
+                step.options.chain = chain;
+                if next.subtask_type.is_some() {
+                    step.options.chain.extend(inner);
+                }
+                Ok(steps)
+            }
+            _ if chain.is_empty() => Ok(steps),
+            _ => Err(unsupported_canvas(
+                "a group followed by more steps (a chord)",
+            )),
+        });
+        match steps {
+            Ok(steps) => {
+                for step in steps {
+                    follow(send_follow_up(&runtime.app, step, request).await);
+                }
+            }
+            Err(error) => follow(Err(error)),
+        }
     }
     match failed {
         None => Ok(children),
         Some(error) => Err(error),
+    }
+}
+
+/// What to send for a callback or the next chain step, applied to its parent's `result`: the
+/// signature with the result as first argument (unless immutable); for a group, each of its
+/// members so; for a chain, its first step so, carrying the others. That is what Celery's
+/// `signature(d).apply_async((result,))` sends for each kind.
+fn follow_ups(signature: &RawSignature, result: &Value) -> Result<Vec<RawSignature>, Error> {
+    let Some(kind) = signature.subtask_type.as_deref() else {
+        let mut plain = signature.clone();
+        plain.args = signature.args_with_parent_result(result);
+        return Ok(vec![plain]);
+    };
+    let tasks = signature
+        .kwargs
+        .get("tasks")
+        .cloned()
+        .unwrap_or(Value::Null);
+    let mut members: Vec<RawSignature> =
+        serde_json::from_value(tasks).map_err(|error| Error::Encode {
+            what: format!("the {kind} {}", signature.task),
+            reason: format!("its kwargs.tasks are not a list of signatures: {error}"),
+        })?;
+    for member in &mut members {
+        // An immutable group or chain passes no result on to its members either.
+        member.immutable |= signature.immutable;
+    }
+    match kind {
+        "group" => {
+            let mut sent = Vec::new();
+            for (index, mut member) in members.into_iter().enumerate() {
+                let options = &mut member.options;
+                options.group_id = options
+                    .group_id
+                    .take()
+                    .or(signature.options.task_id.clone());
+                options.group_index = options.group_index.or(i64::try_from(index).ok());
+                sent.extend(follow_ups(&member, result)?);
+            }
+            Ok(sent)
+        }
+        "chain" if members.is_empty() => Ok(Vec::new()),
+        "chain" => {
+            let rest: Vec<RawSignature> = members.drain(1..).rev().collect();
+            let mut first = follow_ups(&members[0], result)?;
+            match first.as_mut_slice() {
+                [step] => {
+                    // Last step first, as a message carries its chain.
+                    let inner = std::mem::replace(&mut step.options.chain, rest);
+                    step.options.chain.extend(inner);
+                    Ok(first)
+                }
+                _ if rest.is_empty() => Ok(first),
+                _ => Err(unsupported_canvas(
+                    "a group followed by more steps (a chord)",
+                )),
+            }
+        }
+        other => Err(unsupported_canvas(other)),
+    }
+}
+
+/// A canvas this worker cannot apply as a callback: chords need a result backend that counts
+/// their parts, which rpc:// is not (Celery raises `NotImplementedError` for them there).
+fn unsupported_canvas(what: &str) -> Error {
+    Error::Encode {
+        what: format!("a callback that is {what}"),
+        reason: "this worker applies tasks, groups and chains as callbacks; chords and other \
+                 canvases need a result backend that supports them"
+            .to_owned(),
     }
 }
 
@@ -1174,6 +1268,95 @@ async fn send_errbacks(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A group and a chain as Python Celery 5.7 writes them in `link` or in a chain (frozen:
+    /// each member has its id and `reply_to`).
+    fn python_canvas(kind: &str, members: &[(i64, bool)]) -> RawSignature {
+        let tasks: Vec<Value> = members
+            .iter()
+            .enumerate()
+            .map(|(index, &(arg, immutable))| {
+                serde_json::json!({"task": "tasks.add", "args": [arg], "kwargs": {},
+                    "options": {"task_id": format!("member-{index}"), "reply_to": "client"},
+                    "subtask_type": null, "immutable": immutable})
+            })
+            .collect();
+        serde_json::from_value(serde_json::json!({
+            "task": format!("celery.{kind}"), "args": [], "kwargs": {"tasks": tasks},
+            "options": {"task_id": format!("the-{kind}")}, "subtask_type": kind, "immutable": false
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_group_callback_sends_each_member_with_the_result() {
+        let group = python_canvas("group", &[(1, false), (2, false), (3, true)]);
+        let sent = follow_ups(&group, &serde_json::json!(10)).unwrap();
+        let seen: Vec<_> = sent
+            .iter()
+            .map(|s| {
+                (
+                    s.options.task_id.as_deref().unwrap(),
+                    s.args.clone(),
+                    s.options.group_index,
+                )
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                (
+                    "member-0",
+                    vec![serde_json::json!(10), serde_json::json!(1)],
+                    Some(0)
+                ),
+                (
+                    "member-1",
+                    vec![serde_json::json!(10), serde_json::json!(2)],
+                    Some(1)
+                ),
+                ("member-2", vec![serde_json::json!(3)], Some(2)),
+            ]
+        );
+        assert!(sent
+            .iter()
+            .all(|s| s.options.group_id.as_deref() == Some("the-group")));
+    }
+
+    #[test]
+    fn a_chain_callback_sends_its_first_step_carrying_the_others() {
+        let chain = python_canvas("chain", &[(1, false), (2, false), (3, false)]);
+        let sent = follow_ups(&chain, &serde_json::json!(10)).unwrap();
+        assert_eq!(sent.len(), 1);
+        assert_eq!(sent[0].args, [serde_json::json!(10), serde_json::json!(1)]);
+        // Last step first, as a message carries its chain; their arguments wait for results.
+        let rest: Vec<_> = sent[0]
+            .options
+            .chain
+            .iter()
+            .map(|s| (s.options.task_id.as_deref().unwrap(), s.args.clone()))
+            .collect();
+        assert_eq!(
+            rest,
+            [
+                ("member-2", vec![serde_json::json!(3)]),
+                ("member-1", vec![serde_json::json!(2)])
+            ]
+        );
+    }
+
+    #[test]
+    fn chords_and_malformed_canvases_are_errors_not_tasks_named_celery_something() {
+        let mut chord = python_canvas("group", &[(1, false)]);
+        chord.subtask_type = Some("chord".to_owned());
+        let error = follow_ups(&chord, &Value::Null).unwrap_err().to_string();
+        assert!(error.contains("chord"), "{error}");
+        let mut malformed = python_canvas("group", &[]);
+        malformed
+            .kwargs
+            .insert("tasks".to_owned(), serde_json::json!("not a list"));
+        assert!(follow_ups(&malformed, &Value::Null).is_err());
+    }
     use crate::broker::BrokerError;
     use crate::BoxFuture;
 

@@ -75,6 +75,21 @@ def run(scenario):
     if scenario == "chain":
         workflow = chain(sig("tasks.add", 2, 2), sig("tasks.add", 16), sig("tasks.mul", 3))
         return {"result": workflow.apply_async().get(timeout=TIMEOUT)}
+    if scenario == "chain_failure":
+        workflow = chain(sig("tasks.fail", "boom"), sig("tasks.add", 16), sig("tasks.mul", 3))
+        try:
+            workflow.apply_async().get(timeout=TIMEOUT)
+            return {"state": "no error"}
+        except Exception as exc:
+            return {"exc_type": type(exc).__name__, "exc_args": list(exc.args)}
+    if scenario == "link_group":
+        members = group(sig("tasks.record", "link_group-a"), sig("tasks.record", "link_group-b"))
+        result = sig("tasks.add", 2, 2).apply_async(link=members)
+        return {"result": result.get(timeout=TIMEOUT)}
+    if scenario == "chain_to_group":
+        members = group(sig("tasks.record", "chain_to_group-a"), sig("tasks.record", "chain_to_group-b"))
+        workflow = chain(sig("tasks.add", 3, 3), members)
+        return {"result": workflow.apply_async().get(timeout=TIMEOUT)}
     if scenario == "named_queue":
         result = sig("tasks.add", 20, 22, queue=QUEUE + ".named").apply_async()
         return {"result": result.get(timeout=TIMEOUT)}
