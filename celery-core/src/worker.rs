@@ -658,6 +658,11 @@ fn request_of(runtime: &Runtime, message: TaskMessage, delivery_info: DeliveryIn
         body,
     } = message;
     let embed = body.embed;
+    if embed.chord.as_ref().is_some_and(|chord| !chord.is_null()) {
+        // Only a result backend that counts a chord's parts can run its body; Celery's rpc://
+        // refuses chords, so a client on such a backend is talking to the wrong workers.
+        tracing::warn!(id = %headers.id, task = %headers.task, "the message is part of a chord; this worker does not run chord bodies");
+    }
     Request {
         id: headers.id,
         task: headers.task,

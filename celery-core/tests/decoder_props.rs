@@ -2,7 +2,8 @@
 //! content type and compression header, arbitrary header tables, arbitrary JSON bodies — it
 //! returns `Ok` or `Err`, never panics, and never allocates past `message_max_body_size`.
 //!
-//! Bounded: 256 cases per property, bodies of at most a few KiB; no failure files are written.
+//! Bounded: 256 cases per property (`PROPTEST_CASES=20000` for a longer run), bodies of at most a
+//! few KiB; no failure files are written.
 
 use std::sync::OnceLock;
 
@@ -35,7 +36,10 @@ fn app() -> &'static Celery {
 
 fn config() -> Config {
     Config {
-        cases: 256,
+        cases: std::env::var("PROPTEST_CASES")
+            .ok()
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(256),
         failure_persistence: None,
         ..Config::default()
     }
