@@ -397,7 +397,18 @@ async fn countdown_and_eta_hold_a_task_without_blocking_others() {
         .apply_async_with(&app)
         .await
         .unwrap();
-    for countdown in [f64::INFINITY, 1e20] {
+    let beyond = chrono::NaiveDate::from_ymd_opt(10_000, 1, 1).unwrap();
+    let beyond = beyond.and_hms_opt(0, 0, 0).unwrap().and_utc();
+    let refused = add::s(5, 5)
+        .with_options(CallOptions::new().eta(beyond))
+        .apply_async_with(&app)
+        .await;
+    assert!(
+        matches!(&refused, Err(Error::Encode { what, .. }) if what == "eta"),
+        "{refused:?}"
+    );
+    // 1e12 s is past Python's year 9999, short of chrono's 262,143.
+    for countdown in [f64::INFINITY, 1e20, 1e12] {
         let refused = add::s(5, 5)
             .with_options(CallOptions::new().countdown(countdown))
             .apply_async_with(&app)
@@ -849,6 +860,9 @@ async fn group_results_come_back_in_order() {
     );
     assert_eq!(result.results().len(), 4);
     assert_eq!(result.completed_count().await.unwrap(), 4);
+    // A timeout too long for a deadline is no deadline (it was a panic in `Instant + Duration`).
+    let forever = result.get().timeout(Duration::MAX).await.unwrap();
+    assert_eq!(forever, vec![4, 8, 16, 32]);
     worker.shutdown().await;
 }
 

@@ -64,13 +64,20 @@ pub fn seconds_after(
     let micros = seconds * 1e6;
     let later = (micros.is_finite() && micros.abs() < i64::MAX as f64)
         .then(|| chrono::Duration::microseconds(micros as i64))
-        .and_then(|delta| now.checked_add_signed(delta));
+        .and_then(|delta| now.checked_add_signed(delta))
+        .map(|at| at.fixed_offset());
     later
-        .map(|at| at.fixed_offset())
+        .filter(|at| python_can_hold(at))
         .ok_or_else(|| crate::Error::Encode {
             what: what.to_owned(),
             reason: format!("{seconds} seconds from now is not a date"),
         })
+}
+
+/// Whether Python's `datetime` holds this time (years 1 to 9999): a message naming a later ETA
+/// or expiry could be read by no worker, Python's or this crate's.
+pub(crate) fn python_can_hold(at: &DateTime<FixedOffset>) -> bool {
+    (1..=9999).contains(&chrono::Datelike::year(at))
 }
 
 impl<T: IntoSeconds> From<T> for Expires {
@@ -148,7 +155,11 @@ impl RetryPolicy {
         Some(RetryPolicy {
             max_retries: match map.get("max_retries") {
                 Some(Value::Null) => None,
-                Some(v) => v.as_u64().map(|n| n as u32).or(defaults.max_retries),
+                // More retries than a u32 counts is as good as no limit.
+                Some(v) => v
+                    .as_u64()
+                    .map(|n| u32::try_from(n).unwrap_or(u32::MAX))
+                    .or(defaults.max_retries),
                 None => defaults.max_retries,
             },
             interval_start: number("interval_start", defaults.interval_start),
@@ -651,8 +662,10 @@ mod tests {
                 "{error}"
             );
         }
-        let far = seconds_after(now, 7.9e12, "countdown").unwrap();
-        assert_eq!(chrono::Datelike::year(&far), 252_367);
+        // Past Python's year 9999 (chrono would go on to 262,143): no worker could read it.
+        let far = seconds_after(now, 2.5e11, "countdown").unwrap();
+        assert_eq!(chrono::Datelike::year(&far), 9948);
+        assert!(seconds_after(now, 7.9e12, "countdown").is_err());
         assert_eq!(
             Expires::from(Duration::from_millis(1500)),
             Expires::After(1.5)

@@ -180,7 +180,10 @@ impl<'a, R: DeserializeOwned + Send + 'a> IntoFuture for GroupGet<'a, R> {
 
     fn into_future(self) -> Self::IntoFuture {
         Box::pin(async move {
-            let deadline = self.timeout.map(|t| tokio::time::Instant::now() + t);
+            // A timeout too long for a deadline (`Duration::MAX`) is no deadline.
+            let deadline = self
+                .timeout
+                .and_then(|t| tokio::time::Instant::now().checked_add(t));
             let mut values = Vec::with_capacity(self.group.results.len());
             for result in &self.group.results {
                 let get = result.get();

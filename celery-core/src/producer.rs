@@ -113,6 +113,15 @@ impl Producer {
             .expires
             .map(|expires| expires.resolve(now))
             .transpose()?;
+        for (what, at) in [("eta", eta), ("expires", expires)] {
+            if at.is_some_and(|at| !crate::calling::python_can_hold(&at)) {
+                return Err(Error::Encode {
+                    what: what.to_owned(),
+                    reason: "a date past Python's year 9999 (or before year 1) no worker can read"
+                        .to_owned(),
+                });
+            }
+        }
         let queue = app.queue(
             options
                 .queue

@@ -525,7 +525,7 @@ pub fn parse_datetime(text: &str) -> Option<DateTime<FixedOffset>> {
         })
         // Python's datetime holds the years 1 to 9999 (chrono's `%Y` reads `+10000` too, which
         // would then not read back once written out).
-        .filter(|at| (1..=9999).contains(&chrono::Datelike::year(at)))
+        .filter(crate::calling::python_can_hold)
 }
 
 /// The fourth part of the body: the workflow embedded in a task message.

@@ -406,8 +406,8 @@ pub struct BoundArgs {
 }
 
 impl BoundArgs {
-    /// Decodes the argument at `index`; a missing one decodes from `null`, so `Option` parameters
-    /// may be left out.
+    /// Decodes the argument at `index`; a missing one is `None` for an `Option` parameter and an
+    /// error for any other.
     pub fn take<T: DeserializeOwned>(&mut self, index: usize) -> Result<T, TaskError> {
         let param = self.params[index];
         match self.slots[index].take() {
@@ -417,13 +417,38 @@ impl BoundArgs {
                     self.task
                 ))
             }),
-            None => serde_json::from_value(Value::Null).map_err(|_| {
+            None => T::deserialize(Missing).map_err(|_| {
                 type_error(format!(
                     "{}() missing required argument: '{param}'",
                     self.task
                 ))
             }),
         }
+    }
+}
+
+/// What a left-out argument reads as: `None` for an `Option`, and an error for anything else, as
+/// Python raises `TypeError` for it (read as `null`, a `Value` or `()` parameter would pass).
+struct Missing;
+
+impl<'de> serde::Deserializer<'de> for Missing {
+    type Error = serde::de::value::Error;
+
+    fn deserialize_any<V: serde::de::Visitor<'de>>(self, _: V) -> Result<V::Value, Self::Error> {
+        Err(serde::de::Error::custom("missing"))
+    }
+
+    fn deserialize_option<V: serde::de::Visitor<'de>>(
+        self,
+        visitor: V,
+    ) -> Result<V::Value, Self::Error> {
+        visitor.visit_none()
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
+        unit unit_struct newtype_struct seq tuple tuple_struct map struct enum identifier
+        ignored_any
     }
 }
 
@@ -577,6 +602,17 @@ mod tests {
         let mut inv = invocation(json!([1]), json!({}));
         let mut args = inv.bind(&["x", "note"]).unwrap();
         assert_eq!(args.take::<Option<String>>(1).unwrap(), None);
+        // Only an `Option` may be left out: `null` would pass for these, Python raises.
+        let mut inv = invocation(json!([]), json!({}));
+        let mut args = inv.bind(&["value", "unit"]).unwrap();
+        let missing = args.take::<Value>(0).unwrap_err();
+        assert!(
+            missing
+                .to_string()
+                .contains("missing required argument: 'value'"),
+            "{missing}"
+        );
+        assert!(args.take::<()>(1).is_err());
     }
 
     #[test]
