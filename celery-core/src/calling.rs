@@ -67,7 +67,7 @@ pub fn seconds_after(
         .and_then(|delta| now.checked_add_signed(delta))
         .map(|at| at.fixed_offset());
     later
-        .filter(|at| python_can_hold(at))
+        .filter(python_can_hold)
         .ok_or_else(|| crate::Error::Encode {
             what: what.to_owned(),
             reason: format!("{seconds} seconds from now is not a date"),
