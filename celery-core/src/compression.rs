@@ -73,7 +73,8 @@ pub fn read_bounded(mut reader: impl Read, limit: usize) -> Result<Vec<u8>, Deco
     let mut out = Vec::new();
     let read = reader
         .by_ref()
-        .take(limit as u64 + 1)
+        // Saturating: a limit of usize::MAX (no limit) must not wrap to nothing.
+        .take((limit as u64).saturating_add(1))
         .read_to_end(&mut out)
         .map_err(|e| DecompressError::Corrupt(e.to_string()))?;
     if read > limit {

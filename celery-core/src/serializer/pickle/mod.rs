@@ -228,6 +228,33 @@ mod tests {
         assert_eq!(loads(bytes).unwrap(), json!([[7], [7]]));
     }
 
+    /// Shared references cost the bytes they repeat: a 256 KiB string referenced 256 Ki times
+    /// (one DUP byte each) was 64 GiB of copies; bytes made by REDUCE from a memoized callable
+    /// and argument (5 bytes a copy) were copied while parsing.
+    #[test]
+    fn shared_references_cannot_expand_past_the_input() {
+        let size = 1usize << 18;
+        let length = u32::try_from(size).unwrap().to_le_bytes();
+        let mut dups = b"\x80\x04(X".to_vec();
+        dups.extend_from_slice(&length);
+        dups.extend(std::iter::repeat_n(b'x', size));
+        dups.extend(std::iter::repeat_n(b'2', size));
+        dups.extend_from_slice(b"l.");
+        let err = Pickle.decode(&dups).unwrap_err();
+        assert!(err.contains("expand it beyond"), "{err}");
+
+        let mut reduces = b"\x80\x02c__builtin__\nbytearray\nq\x000B".to_vec();
+        reduces.extend_from_slice(&length);
+        reduces.extend(std::iter::repeat_n(0xff, size));
+        reduces.extend_from_slice(b"\x85q\x010");
+        for _ in 0..40_000 {
+            reduces.extend_from_slice(b"h\x00h\x01R0");
+        }
+        reduces.extend_from_slice(b"N.");
+        let err = Pickle.decode(&reduces).unwrap_err();
+        assert!(err.contains("expand it beyond"), "{err}");
+    }
+
     #[test]
     fn refuses_code_sets_and_malformed_input() {
         let refusals: [(&[u8], &str); 6] = [

@@ -78,6 +78,10 @@ struct Machine<'a> {
     nodes: Vec<Node>,
     stack: Vec<Item>,
     memo: HashMap<u64, Item>,
+    /// What the decoded value may cost beyond the input: one per value, one per byte of text
+    /// copied (by REDUCE, or as each reference to a shared string becomes a value of its own).
+    /// A pickle of shared references would otherwise expand without bound.
+    budget: usize,
 }
 
 impl<'a> Machine<'a> {
@@ -89,7 +93,15 @@ impl<'a> Machine<'a> {
             nodes: Vec::new(),
             stack: Vec::new(),
             memo: HashMap::new(),
+            budget: 16 * data.len() + 65_536,
         }
+    }
+
+    fn spend(budget: &mut usize, cost: usize) -> Result<(), String> {
+        *budget = budget.checked_sub(cost).ok_or_else(|| {
+            "pickle: shared references expand it beyond the size of its input".to_owned()
+        })?;
+        Ok(())
     }
 
     fn run(mut self) -> Result<Value, String> {
@@ -99,7 +111,7 @@ impl<'a> Machine<'a> {
             if opcode == op::STOP {
                 let top = self.pop()?;
                 let id = self.node_of(top)?;
-                let mut budget = 16 * self.data.len() + 65_536;
+                let mut budget = self.budget;
                 return self.to_value(id, 0, &mut budget);
             }
             self.step(opcode)?;
@@ -388,6 +400,7 @@ impl<'a> Machine<'a> {
                 )))
             }
         };
+        Self::spend(&mut self.budget, bytes.len()).map_err(|e| self.error(e))?;
         self.push(Node::Bytes(bytes));
         Ok(())
     }
@@ -607,9 +620,12 @@ impl<'a> Machine<'a> {
                 "pickle: nested more than {MAX_DEPTH} levels deep, or a container holds itself"
             ));
         }
-        *budget = budget.checked_sub(1).ok_or_else(|| {
-            "pickle: shared references expand it beyond the size of its input".to_owned()
-        })?;
+        let copied = match &self.nodes[id] {
+            Node::Str(text) => text.len(),
+            Node::Bytes(bytes) => bytes.len(),
+            _ => 0,
+        };
+        Self::spend(budget, 1 + copied)?;
         Ok(match &self.nodes[id] {
             Node::Scalar(value) => value.clone(),
             Node::Str(text) => Value::String(text.clone()),
@@ -624,6 +640,7 @@ impl<'a> Machine<'a> {
                 let mut map = Map::with_capacity(pairs.len());
                 for &(key, value) in pairs {
                     let key = self.json_key(key)?;
+                    Self::spend(budget, key.len())?;
                     map.insert(key, self.to_value(value, depth + 1, budget)?);
                 }
                 Value::Object(map)

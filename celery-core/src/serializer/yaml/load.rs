@@ -18,10 +18,45 @@ pub(super) fn load(text: &str) -> Result<Value, String> {
 
 struct Loader<'a> {
     parser: Parser<'a, saphyr_parser::StrInput<'a>>,
-    /// Finished anchored nodes and how many values each holds.
-    anchors: HashMap<usize, (Value, usize)>,
-    /// How many more values aliases may produce before the document counts as a bomb.
+    /// Finished anchored nodes, with what each costs and how deep it nests.
+    anchors: HashMap<usize, (Value, Weight)>,
+    /// What the document may still cost before it counts as a bomb: one per value, plus the
+    /// bytes of text each alias (and each anchored copy) repeats.
     budget: usize,
+}
+
+/// What repeating a value costs, and how many levels it nests below itself.
+#[derive(Clone, Copy)]
+struct Weight {
+    cost: usize,
+    height: usize,
+}
+
+impl Weight {
+    /// Walks a finished value; it nests no deeper than the limit, so the walk is bounded.
+    fn of(value: &Value) -> Weight {
+        match value {
+            Value::String(text) => Weight {
+                cost: 1 + text.len(),
+                height: 0,
+            },
+            Value::Array(items) => Self::of_children(items.iter().map(|item| (0, item))),
+            Value::Object(map) => {
+                Self::of_children(map.iter().map(|(key, item)| (key.len(), item)))
+            }
+            _ => Weight { cost: 1, height: 0 },
+        }
+    }
+
+    fn of_children<'v>(children: impl Iterator<Item = (usize, &'v Value)>) -> Weight {
+        children.fold(Weight { cost: 1, height: 1 }, |total, (key, child)| {
+            let child = Self::of(child);
+            Weight {
+                cost: total.cost.saturating_add(key).saturating_add(child.cost),
+                height: total.height.max(child.height + 1),
+            }
+        })
+    }
 }
 
 /// A node's value, or the `<<` merge key.
@@ -82,15 +117,18 @@ impl<'a> Loader<'a> {
         if depth > MAX_DEPTH {
             return Err(format!("yaml: nested more than {MAX_DEPTH} levels deep"));
         }
-        let budget_before = self.budget;
         let (anchor, resolved) = match event {
             Event::Alias(id) => {
-                let (value, size) = self.anchors.get(&id).ok_or_else(|| {
+                let (value, weight) = self.anchors.get(&id).ok_or_else(|| {
                     "yaml: an alias to an undefined or unfinished anchor (recursive \
                      structures are not supported)"
                         .to_owned()
                 })?;
-                self.budget = self.budget.checked_sub(*size).ok_or_else(|| {
+                // An alias repeats its anchor's nesting where it stands.
+                if depth + weight.height > MAX_DEPTH {
+                    return Err(format!("yaml: nested more than {MAX_DEPTH} levels deep"));
+                }
+                self.budget = self.budget.checked_sub(weight.cost).ok_or_else(|| {
                     "yaml: aliases expand it beyond the size of its input".to_owned()
                 })?;
                 return Ok(Resolved::Value(value.clone()));
@@ -125,8 +163,12 @@ impl<'a> Loader<'a> {
             .ok_or_else(|| "yaml: aliases expand it beyond the size of its input".to_owned())?;
         if anchor != 0 {
             if let Resolved::Value(value) = &resolved {
-                let size = budget_before - self.budget;
-                self.anchors.insert(anchor, (value.clone(), size));
+                // The anchored copy counts too: nested anchors each keep one.
+                let weight = Weight::of(value);
+                self.budget = self.budget.checked_sub(weight.cost).ok_or_else(|| {
+                    "yaml: aliases expand it beyond the size of its input".to_owned()
+                })?;
+                self.anchors.insert(anchor, (value.clone(), weight));
             }
         }
         Ok(resolved)

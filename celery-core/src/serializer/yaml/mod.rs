@@ -163,6 +163,31 @@ mod tests {
         }
         let err = load(&text).unwrap_err();
         assert!(err.contains("aliases expand it"), "{err}");
+
+        // A long text repeated by aliases costs its length each time, not one value.
+        let text = format!(
+            "a: &a {}\nb: [{}]\n",
+            "x".repeat(1 << 18),
+            ["*a"; 60_000].join(", ")
+        );
+        let err = load(&text).unwrap_err();
+        assert!(err.contains("aliases expand it"), "{err}");
+    }
+
+    #[test]
+    fn aliases_cannot_nest_deeper_than_the_limit() {
+        // Each anchor nests the previous one 120 levels deeper: 3 of them are 360 levels, which
+        // no single level of the text reaches.
+        let wrap = |inner: String| format!("{}{inner}{}", "[".repeat(120), "]".repeat(120));
+        let mut text = format!("l0: &l0 {}\n", wrap("0".to_owned()));
+        for i in 1..3 {
+            text.push_str(&format!("l{i}: &l{i} {}\n", wrap(format!("*l{}", i - 1))));
+        }
+        let err = load(&text).unwrap_err();
+        assert!(err.contains("levels deep"), "{err}");
+        // Aliases that stay within the limit read as before.
+        let shallow = load("a: &a [[1, 2], {k: v}]\nb: [*a, *a]\n").unwrap();
+        assert_eq!(shallow["b"][1], json!([[1, 2], {"k": "v"}]));
     }
 
     #[test]
