@@ -136,6 +136,11 @@ async fn quiet(x: i32) -> i32 {
     x
 }
 
+#[task(name = "tests.ratio")]
+async fn ratio(x: f64, y: f64) -> f64 {
+    x / y
+}
+
 #[task(name = "tests.sleepy", time_limit = 0.2)]
 async fn sleepy(seconds: f64) -> f64 {
     tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
@@ -163,6 +168,7 @@ fn register_all(app: &Celery) {
         .register(attr_routed::Task)
         .register(quiet::Task)
         .register(sleepy::Task)
+        .register(ratio::Task)
         .register(panics::Task);
 }
 
@@ -992,6 +998,24 @@ async fn a_retrying_task_keeps_its_id_and_counts_retries() {
         error.exception().unwrap().exc_type,
         "MaxRetriesExceededError"
     );
+    worker.shutdown().await;
+}
+
+/// JSON has no NaN or infinity, and serde_json would write them as `null`: refused instead, as
+/// an argument (the call fails) and as a result (the task fails), never sent changed.
+#[tokio::test]
+async fn non_finite_floats_are_refused_not_sent_as_null() {
+    let (app, worker) = started("non-finite").await;
+    let refused = ratio::s(f64::NAN, 1.0).apply_async_with(&app).await;
+    assert!(
+        matches!(&refused, Err(Error::Encode { reason, .. }) if reason.contains("NaN")),
+        "{refused:?}"
+    );
+    let infinite = ratio::s(1.0, 0.0).apply_async_with(&app).await.unwrap();
+    let error = infinite.get().timeout(WAIT).await.unwrap_err();
+    assert_eq!(error.exception().unwrap().exc_type, "EncodeError");
+    let finite = ratio::s(1.0, 4.0).apply_async_with(&app).await.unwrap();
+    assert_eq!(finite.get().timeout(WAIT).await.unwrap(), 0.25);
     worker.shutdown().await;
 }
 

@@ -186,7 +186,7 @@ impl ArgList {
     }
 
     pub fn push<T: Serialize + ?Sized>(mut self, value: &T) -> Self {
-        match serde_json::to_value(value) {
+        match crate::serializer::to_value(value) {
             Ok(value) => self.values.push(value),
             Err(error) => {
                 let position = self.values.len();
@@ -280,7 +280,7 @@ impl<R, K> Signature<R, K> {
 
     /// Adds keyword arguments (Celery's `kwargs`).
     pub fn kwarg(mut self, name: impl Into<String>, value: impl Serialize) -> Self {
-        match serde_json::to_value(value) {
+        match crate::serializer::to_value(&value) {
             Ok(value) => {
                 self.raw.kwargs.insert(name.into(), value);
             }

@@ -221,7 +221,8 @@ impl TaskContext {
         let Some(app) = &self.inner.app else {
             return Ok(());
         };
-        let meta = serde_json::to_value(meta).map_err(|e| Error::encode("task state meta", e))?;
+        let meta =
+            crate::serializer::to_value(&meta).map_err(|e| Error::encode("task state meta", e))?;
         let request = &self.inner.request;
         let record = ResultMeta::new(request.id.clone(), state.into(), meta);
         app.backend()
@@ -498,7 +499,7 @@ pub mod glue {
 
     /// Encodes an infallible task's return value.
     pub fn output<T: Serialize>(value: T) -> Result<Value, TaskError> {
-        serde_json::to_value(value).map_err(|e| {
+        crate::serializer::to_value(&value).map_err(|e| {
             TaskError::new(
                 "EncodeError",
                 format!("cannot encode the task's result: {e}"),

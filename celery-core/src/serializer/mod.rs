@@ -30,6 +30,7 @@
 //!
 //! [`crate::types`] has task argument types that write and read these forms.
 
+mod finite;
 mod json;
 pub mod kombu;
 mod msgpack;
@@ -49,6 +50,7 @@ use crate::protocol::Body;
 /// (rmp-serde's own limit, 1,024, does in a debug build, and the pickle reader did at 512).
 pub(crate) const MAX_NESTING: usize = 128;
 
+pub use finite::to_value;
 pub use json::Json;
 pub use msgpack::Msgpack;
 pub use pickle::{Pickle, PICKLE_PROTOCOL};
