@@ -148,6 +148,13 @@ impl RetryPolicy {
     }
 
     fn from_wire(value: &Value) -> Option<Self> {
+        // The struct's own positional form, as a held ETA message keeps it (MessagePack by
+        // position): [max_retries, interval_start, interval_step, interval_max].
+        if let Some([max_retries, start, step, max]) = value.as_array().map(Vec::as_slice) {
+            let positional = serde_json::json!({"max_retries": max_retries,
+                "interval_start": start, "interval_step": step, "interval_max": max});
+            return Self::from_wire(&positional);
+        }
         let map = value.as_object()?;
         let number =
             |key: &str, default: f64| map.get(key).and_then(Value::as_f64).unwrap_or(default);
