@@ -1118,22 +1118,13 @@ async fn send_callbacks(
         }
     }
     let mut chain = request.chain.clone();
-    if let Some(next) = chain.pop() {
-        let steps = follow_ups(&next, result).and_then(|mut steps| match steps.as_mut_slice() {
-            [step] => {
-                // The steps after this one run after those of a chain it opens, if any.
-                let inner = std::mem::take(&mut step.options.chain);
-                step.options.chain = chain;
-                if next.subtask_type.is_some() {
-                    step.options.chain.extend(inner);
-                }
-                Ok(steps)
-            }
-            _ if chain.is_empty() => Ok(steps),
-            _ => Err(unsupported_canvas(
-                "a group followed by more steps (a chord)",
-            )),
-        });
+    if let Some(mut next) = chain.pop() {
+        if next.subtask_type.is_none() {
+            // Celery sends the next step with `apply_async(chain=rest)`, which replaces a chain
+            // of its own options.
+            next.options.chain.clear();
+        }
+        let steps = follow_ups(&next, result).and_then(|steps| carry(steps, chain));
         match steps {
             Ok(steps) => {
                 for step in steps {
@@ -1189,22 +1180,31 @@ fn follow_ups(signature: &RawSignature, result: &Value) -> Result<Vec<RawSignatu
         }
         "chain" if members.is_empty() => Ok(Vec::new()),
         "chain" => {
+            // Last step first, as a message carries its chain.
             let rest: Vec<RawSignature> = members.drain(1..).rev().collect();
-            let mut first = follow_ups(&members[0], result)?;
-            match first.as_mut_slice() {
-                [step] => {
-                    // Last step first, as a message carries its chain.
-                    let inner = std::mem::replace(&mut step.options.chain, rest);
-                    step.options.chain.extend(inner);
-                    Ok(first)
-                }
-                _ if rest.is_empty() => Ok(first),
-                _ => Err(unsupported_canvas(
-                    "a group followed by more steps (a chord)",
-                )),
-            }
+            carry(follow_ups(&members[0], result)?, rest)
         }
         other => Err(unsupported_canvas(other)),
+    }
+}
+
+/// Gives the steps that come `later` (last first) to the one step a signature became, to run
+/// after the step's own chain. A group became several steps: steps after it would wait for all
+/// of its members, which is a chord.
+fn carry(
+    mut steps: Vec<RawSignature>,
+    later: Vec<RawSignature>,
+) -> Result<Vec<RawSignature>, Error> {
+    match steps.as_mut_slice() {
+        [step] => {
+            let own = std::mem::replace(&mut step.options.chain, later);
+            step.options.chain.extend(own);
+            Ok(steps)
+        }
+        _ if later.is_empty() => Ok(steps),
+        _ => Err(unsupported_canvas(
+            "a group followed by more steps (a chord)",
+        )),
     }
 }
 
