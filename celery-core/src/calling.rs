@@ -105,7 +105,7 @@ impl Serialize for Expires {
 ///
 /// The defaults are Celery's code defaults: 3 retries, the first at once, each next one 0.2 s
 /// later than the previous, never more than 1 s apart.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RetryPolicy {
     /// `None` retries forever.
     pub max_retries: Option<u32>,
@@ -113,8 +113,21 @@ pub struct RetryPolicy {
     pub interval_step: f64,
     pub interval_max: f64,
     /// Which broker errors are retried; `None` means connection-level ones (Celery's default).
-    #[serde(skip)]
     pub retry_errors: Option<Vec<BrokerErrorKind>>,
+}
+
+/// Always the dict Celery sends, also through a format that writes structs by position (a held
+/// ETA message keeps its request as positional MessagePack), since it is read back by name.
+impl Serialize for RetryPolicy {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(Some(4))?;
+        map.serialize_entry("max_retries", &self.max_retries)?;
+        map.serialize_entry("interval_start", &self.interval_start)?;
+        map.serialize_entry("interval_step", &self.interval_step)?;
+        map.serialize_entry("interval_max", &self.interval_max)?;
+        map.end()
+    }
 }
 
 impl Default for RetryPolicy {
@@ -148,13 +161,6 @@ impl RetryPolicy {
     }
 
     fn from_wire(value: &Value) -> Option<Self> {
-        // The struct's own positional form, as a held ETA message keeps it (MessagePack by
-        // position): [max_retries, interval_start, interval_step, interval_max].
-        if let Some([max_retries, start, step, max]) = value.as_array().map(Vec::as_slice) {
-            let positional = serde_json::json!({"max_retries": max_retries,
-                "interval_start": start, "interval_step": step, "interval_max": max});
-            return Self::from_wire(&positional);
-        }
         let map = value.as_object()?;
         let number =
             |key: &str, default: f64| map.get(key).and_then(Value::as_f64).unwrap_or(default);

@@ -816,15 +816,11 @@ async fn execute(
     }
 
     let started = Instant::now();
-    // Celery's `time_limit or task.time_limit`, then the pool's default: 0 means none.
-    let hard_limit = [
+    let hard_limit = time_limit([
         request.timelimit.0,
         task.options.time_limit,
         config.task_time_limit,
-    ]
-    .into_iter()
-    .flatten()
-    .find(|&seconds| seconds != 0.0);
+    ]);
     let outcome = run_task(run, hard_limit).await;
     let runtime_s = started.elapsed().as_secs_f64();
 
@@ -921,12 +917,20 @@ fn prepare(task: &RegisteredTask, invocation: Invocation) -> Result<TaskFuture, 
         .unwrap_or_else(|payload| Err(panic_error(payload)))
 }
 
+/// The time limit that applies: the first set of `candidates` (the message's, the task's, the
+/// app's), as Celery's `time_limit or task.time_limit` reads them: 0 is none.
+fn time_limit<const N: usize>(candidates: [Option<f64>; N]) -> Option<f64> {
+    candidates
+        .into_iter()
+        .flatten()
+        .find(|&seconds| seconds != 0.0)
+}
+
 async fn run_task(run: TaskFuture, hard_limit: Option<f64>) -> Result<Value, TaskError> {
     // A panic becomes the task's failure instead of taking the worker down; the task runs in
     // the message's own tokio task (a task of its own would cost a spawn per message).
     let guarded = std::panic::AssertUnwindSafe(run).catch_unwind();
-    // 0 is no limit, as in Celery.
-    let outcome = match hard_limit.filter(|&seconds| seconds != 0.0) {
+    let outcome = match hard_limit {
         None => guarded.await,
         Some(seconds) => {
             // A limit from a message may be anything: a negative one has passed already (as
@@ -1099,24 +1103,11 @@ async fn send_callbacks(
     request: &Request,
     result: &Value,
 ) -> Result<Vec<String>, Error> {
-    let mut children = Vec::new();
-    let mut failed = None;
-    let mut follow = |sent: Result<String, Error>| match sent {
-        Ok(id) => children.push(id),
-        Err(error) => {
-            failed.get_or_insert(error);
-        }
-    };
-    for callback in &request.callbacks {
-        match follow_ups(callback, result) {
-            Ok(signatures) => {
-                for signature in signatures {
-                    follow(send_follow_up(&runtime.app, signature, request).await);
-                }
-            }
-            Err(error) => follow(Err(error)),
-        }
-    }
+    let mut expanded: Vec<Result<Vec<RawSignature>, Error>> = request
+        .callbacks
+        .iter()
+        .map(|callback| follow_ups(callback, result))
+        .collect();
     let mut chain = request.chain.clone();
     if let Some(mut next) = chain.pop() {
         if next.subtask_type.is_none() {
@@ -1124,20 +1115,28 @@ async fn send_callbacks(
             // of its own options.
             next.options.chain.clear();
         }
-        let steps = follow_ups(&next, result).and_then(|steps| carry(steps, chain));
-        match steps {
-            Ok(steps) => {
-                for step in steps {
-                    follow(send_follow_up(&runtime.app, step, request).await);
+        expanded.push(follow_ups(&next, result).and_then(|steps| carry(steps, chain)));
+    }
+    let mut children = Vec::new();
+    let mut failed = None;
+    for signatures in expanded {
+        let signatures = match signatures {
+            Ok(signatures) => signatures,
+            Err(error) => {
+                failed.get_or_insert(error);
+                continue;
+            }
+        };
+        for signature in signatures {
+            match send_follow_up(&runtime.app, signature, request).await {
+                Ok(id) => children.push(id),
+                Err(error) => {
+                    failed.get_or_insert(error);
                 }
             }
-            Err(error) => follow(Err(error)),
         }
     }
-    match failed {
-        None => Ok(children),
-        Some(error) => Err(error),
-    }
+    failed.map_or(Ok(children), Err)
 }
 
 /// What to send for a callback or the next chain step, applied to its parent's `result`: the
@@ -1246,7 +1245,7 @@ async fn send_errbacks(
                     Invocation::new(context, errback.args.clone(), errback.kwargs.clone());
                 invocation.errback = Some((request.clone(), exception.clone(), traceback.clone()));
                 let outcome = match prepare(&task, invocation) {
-                    Ok(run) => run_task(run, task.options.time_limit).await,
+                    Ok(run) => run_task(run, time_limit([task.options.time_limit])).await,
                     Err(error) => Err(error),
                 };
                 if let Err(error) = outcome {
@@ -1257,11 +1256,8 @@ async fn send_errbacks(
                 // Python's convention for errbacks not callable here: a message with the failed
                 // task's id as first argument, unless the errback is immutable (`si`).
                 let mut signature = errback.clone();
-                if !errback.immutable {
-                    signature.args = std::iter::once(Value::String(request.id.clone()))
-                        .chain(errback.args.iter().cloned())
-                        .collect();
-                }
+                signature.args =
+                    errback.args_with_parent_result(&Value::String(request.id.clone()));
                 if let Err(error) = send_follow_up(app, signature, request).await {
                     tracing::error!(%error, parent = %request.id, errback = %errback.task, "could not send an errback");
                 }
@@ -1273,6 +1269,8 @@ async fn send_errbacks(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::broker::BrokerError;
+    use crate::BoxFuture;
 
     /// A group and a chain as Python Celery 5.7 writes them in `link` or in a chain (frozen:
     /// each member has its id and `reply_to`).
@@ -1362,8 +1360,6 @@ mod tests {
             .insert("tasks".to_owned(), serde_json::json!("not a list"));
         assert!(follow_ups(&malformed, &Value::Null).is_err());
     }
-    use crate::broker::BrokerError;
-    use crate::BoxFuture;
 
     struct NoAcker;
 

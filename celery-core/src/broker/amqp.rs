@@ -181,8 +181,9 @@ impl AmqpBroker {
         &self,
         declarations: Vec<Declaration>,
     ) -> Result<AmqpConsumer, BrokerError> {
-        let acknowledged = false;
-        AmqpConsumer::start(self.shared.clone(), declarations, 0, acknowledged, true).await
+        let (prefetch, acknowledged, declare_first) = (0, false, true);
+        let shared = self.shared.clone();
+        AmqpConsumer::start(shared, declarations, prefetch, acknowledged, declare_first).await
     }
 }
 
@@ -521,8 +522,11 @@ impl Broker for AmqpBroker {
     ) -> BoxFuture<'a, Result<Box<dyn Consumer>, BrokerError>> {
         let declarations = queues.iter().map(Declaration::from).collect();
         Box::pin(async move {
+            // Declared by the app beforehand; declared again after reconnecting.
+            let (acknowledged, declare_first) = (true, false);
+            let shared = self.shared.clone();
             let consumer =
-                AmqpConsumer::start(self.shared.clone(), declarations, prefetch, true, false)
+                AmqpConsumer::start(shared, declarations, prefetch, acknowledged, declare_first)
                     .await?;
             Ok(Box::new(consumer) as Box<dyn Consumer>)
         })
