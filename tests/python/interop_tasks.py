@@ -56,6 +56,9 @@ def fail(message):
 
 @app.task(name="tasks.progress", bind=True)
 def progress(self, steps):
+    # A state sent before the client's get() subscribes is not replayed (in Python Celery
+    # either: only the latest is kept): give a loaded machine time to subscribe first.
+    time.sleep(0.3)
     for step in steps:
         self.update_state(state="PROGRESS", meta={"progress": step})
         time.sleep(0.05)
