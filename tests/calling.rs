@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use celery::broker::BrokerErrorKind;
 use celery::prelude::*;
+use celery::protocol::TaskHeaders;
 use celery::{signature, RetryPolicy};
 use common::{app, FlakyBroker, RecordingBroker, WAIT};
 use serde::{Deserialize, Serialize};
@@ -456,6 +457,16 @@ async fn an_expired_task_is_revoked_and_never_runs() {
         at_date.get().timeout(WAIT).await,
         Err(Error::TaskRevoked { .. })
     ));
+    // Expired when it arrives, it is revoked at once, not held until its ETA an hour away.
+    let held_for_nothing = count::s(1000)
+        .with_options(CallOptions::new().countdown(3600).expires(past))
+        .apply_async_with(&app)
+        .await
+        .unwrap();
+    assert!(matches!(
+        held_for_nothing.get().timeout(WAIT).await,
+        Err(Error::TaskRevoked { .. })
+    ));
     assert!(
         COUNTED.load(Ordering::SeqCst) < before + 1000,
         "an expired task ran"
@@ -520,6 +531,23 @@ async fn ignore_result_from_option_attribute_and_setting() {
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert_eq!(by_option.state().await.unwrap(), State::Pending);
     assert_eq!(by_attribute.state().await.unwrap(), State::Pending);
+    // Nothing will be stored, so `get()` does not wait (Celery's returns None at once): an
+    // error for a result type without a "nothing" value, that value otherwise.
+    assert!(by_option.ignored() && by_attribute.ignored());
+    let waited = Instant::now();
+    assert!(matches!(
+        by_option.get().await,
+        Err(Error::ResultIgnored { task_id }) if task_id == by_option.id()
+    ));
+    assert_eq!(
+        by_option.clone().cast::<Option<i32>>().get().await.unwrap(),
+        None
+    );
+    assert_eq!(
+        by_attribute.clone().cast::<Value>().get().await.unwrap(),
+        Value::Null
+    );
+    assert!(waited.elapsed() < WAIT);
     worker.shutdown().await;
 
     let url = common::memory_url("ignore-setting");
@@ -532,21 +560,16 @@ async fn ignore_result_from_option_attribute_and_setting() {
     register_all(&quiet_app);
     let worker = quiet_app.worker().concurrency(1).start().await.unwrap();
     let ignored = add::s(1, 1).apply_async_with(&quiet_app).await.unwrap();
-    // As in Celery, a worker whose task ignores results does not store one even when the call
-    // asked for it: both the message and the task must want the result.
-    let still_ignored = add::s(2, 2)
-        .with_options(CallOptions::new().ignore_result(false))
-        .apply_async_with(&quiet_app)
-        .await
-        .unwrap();
     let failing = divide::s(1, 0).apply_async_with(&quiet_app).await.unwrap();
-    let marker = count::s(0)
+    // As in Celery 5.7 (`get_actual_ignore_result`), the message's explicit choice wins over
+    // the task's and the app's: a caller that asks for the result gets it.
+    let wanted = add::s(2, 2)
         .with_options(CallOptions::new().ignore_result(false))
         .apply_async_with(&quiet_app)
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    for result in [ignored.id(), still_ignored.id(), failing.id(), marker.id()] {
+    assert_eq!(wanted.get().timeout(WAIT).await.unwrap(), 4);
+    for result in [ignored.id(), failing.id()] {
         assert_eq!(
             quiet_app.result::<Value>(result).state().await.unwrap(),
             State::Pending
@@ -713,7 +736,12 @@ async fn queue_exchange_routing_key_and_priority() {
         .await
         .unwrap();
     let (exchange, key, _) = broker.last();
-    assert_eq!((exchange.as_str(), key.as_str()), ("other", "special"));
+    assert_eq!(
+        (exchange.as_str(), key.as_str()),
+        ("", "other"),
+        "a routing key without an exchange: to the queue by name, as Celery does (its own \
+         binding would not match the key)"
+    );
 
     add::s(1, 1)
         .with_options(CallOptions::new().exchange("celery").routing_key("celery"))
@@ -1001,6 +1029,43 @@ async fn a_retrying_task_keeps_its_id_and_counts_retries() {
     worker.shutdown().await;
 }
 
+/// A retry is the same call again (Celery's `signature_from_request`): the call's parent, time
+/// limits and result choice go with it.
+#[tokio::test]
+async fn a_retry_keeps_the_calls_parent_time_limits_and_result_choice() {
+    let broker = RecordingBroker::new("retry-options");
+    let app = Celery::builder("retry-options")
+        .broker(broker.clone())
+        .result_backend(common::memory_url("retry-options"))
+        .task_ignore_result(true)
+        .build()
+        .unwrap();
+    register_all(&app);
+    let worker = app.worker().start().await.unwrap();
+    let options = CallOptions::new()
+        .parent("the-parent", "the-root")
+        .time_limit(30)
+        .soft_time_limit(20)
+        .ignore_result(false);
+    let result = flaky::s(1)
+        .with_options(options)
+        .apply_async_with(&app)
+        .await
+        .unwrap();
+    assert_eq!(result.get().timeout(WAIT).await.unwrap(), 1);
+    let retried = broker
+        .all()
+        .into_iter()
+        .map(|(_, _, message)| TaskHeaders::from_table(&message.headers).unwrap())
+        .find(|headers| headers.id == result.id() && headers.retries == 1)
+        .expect("the retry was sent");
+    assert_eq!(retried.parent_id.as_deref(), Some("the-parent"));
+    assert_eq!(retried.root_id.as_deref(), Some("the-root"));
+    assert_eq!(retried.timelimit, (Some(30.0), Some(20.0)));
+    assert_eq!(retried.ignore_result, Some(false));
+    worker.shutdown().await;
+}
+
 /// JSON has no NaN or infinity, and serde_json would write them as `null`: refused instead, as
 /// an argument (the call fails) and as a result (the task fails), never sent changed.
 #[tokio::test]
@@ -1238,6 +1303,53 @@ async fn messages_are_acked_at_start_or_after_the_result_with_acks_late() {
 }
 
 #[tokio::test]
+async fn a_countdown_wins_over_an_eta_and_a_zero_countdown_is_none() {
+    let broker = RecordingBroker::new("countdown-rules");
+    let app = Celery::builder("countdown-rules")
+        .broker(broker.clone())
+        .result_backend(common::memory_url("countdown-rules"))
+        .build()
+        .unwrap();
+    let eta_header = |broker: &RecordingBroker| {
+        let (_, _, message) = broker.last();
+        match message.header("eta") {
+            Some(celery::protocol::HeaderValue::Str(at)) => {
+                Some(chrono::DateTime::parse_from_rfc3339(at).unwrap())
+            }
+            Some(celery::protocol::HeaderValue::Null) | None => None,
+            Some(other) => panic!("eta header {other:?}"),
+        }
+    };
+    // As Celery's `if countdown:`, 0 is no countdown: no eta, so a worker runs it at once
+    // instead of through its timer.
+    add::s(1, 1)
+        .with_options(CallOptions::new().countdown(0))
+        .apply_async_with(&app)
+        .await
+        .unwrap();
+    assert_eq!(eta_header(&broker), None);
+    // Both given: the countdown is what Celery sends.
+    let in_a_day = chrono::Utc::now() + chrono::TimeDelta::days(1);
+    let before = chrono::Utc::now();
+    add::s(1, 1)
+        .with_options(CallOptions::new().eta(in_a_day).countdown(60))
+        .apply_async_with(&app)
+        .await
+        .unwrap();
+    let eta = eta_header(&broker).expect("an eta");
+    let ahead = eta.signed_duration_since(before).num_seconds();
+    assert!((59..=61).contains(&ahead), "{eta} is {ahead} s ahead");
+    // A zero countdown leaves a given eta alone.
+    add::s(1, 1)
+        .with_options(CallOptions::new().eta(in_a_day).countdown(0))
+        .apply_async_with(&app)
+        .await
+        .unwrap();
+    let eta = eta_header(&broker).expect("an eta");
+    assert_eq!(eta.timestamp_micros(), in_a_day.timestamp_micros());
+}
+
+#[tokio::test]
 async fn task_routes_send_tasks_by_name_unless_the_call_or_the_task_says_otherwise() {
     let broker = RecordingBroker::new("task-routes");
     let app = Celery::builder("routes")
@@ -1263,6 +1375,17 @@ async fn task_routes_send_tasks_by_name_unless_the_call_or_the_task_says_otherwi
         .await
         .unwrap();
     assert_eq!(route(&broker).1, "mine", "the call's queue wins");
+    mul::s(1, 1)
+        .with_options(CallOptions::new().routing_key("k").priority(8))
+        .apply_async_with(&app)
+        .await
+        .unwrap();
+    assert_eq!(
+        route(&broker),
+        ("".into(), "math".into(), Some(8)),
+        "the route fills in what the call left out, key by key (a routing key alone does not \
+         route a direct queue's message elsewhere)"
+    );
     attr_routed::s(1).apply_async_with(&app).await.unwrap();
     assert_eq!(route(&broker).1, "attr-queue", "the task's attribute wins");
     add::s(1, 1).apply_async_with(&app).await.unwrap();

@@ -273,8 +273,8 @@ impl Celery {
         raw.kwargs = kwargs;
         raw.options = options.options;
         let defaults = self.task(name).map_or(TaskOptions::DEFAULT, |t| t.options);
-        let id = self.producer().send(raw, &defaults).await?;
-        Ok(AsyncResult::new(id, self.clone()))
+        let sent = self.producer().send(raw, &defaults).await?;
+        Ok(AsyncResult::of_sent(sent, self.clone()))
     }
 
     /// The result of a task by id.

@@ -112,7 +112,9 @@ pub struct RetryPolicy {
     pub interval_start: f64,
     pub interval_step: f64,
     pub interval_max: f64,
-    /// Which broker errors are retried; `None` means connection-level ones (Celery's default).
+    /// Broker errors retried besides the connection and channel errors, which are always
+    /// retried (kombu's `Connection.ensure(retry_errors=…)`); `Nack` and `Refused` can be
+    /// added here.
     pub retry_errors: Option<Vec<BrokerErrorKind>>,
 }
 
@@ -152,12 +154,14 @@ impl RetryPolicy {
         Duration::try_from_secs_f64(seconds).unwrap_or(Duration::MAX)
     }
 
-    /// Whether an error of this kind should be retried.
+    /// Whether an error of this kind should be retried: connection and channel errors always,
+    /// others when `retry_errors` names them.
     pub fn retries(&self, kind: BrokerErrorKind) -> bool {
-        match &self.retry_errors {
-            Some(kinds) => kinds.contains(&kind),
-            None => kind.is_recoverable(),
-        }
+        kind.is_recoverable()
+            || self
+                .retry_errors
+                .as_ref()
+                .is_some_and(|kinds| kinds.contains(&kind))
     }
 
     fn from_wire(value: &Value) -> Option<Self> {
@@ -597,6 +601,24 @@ mod tests {
         let waits: Vec<f64> = (0..7).map(|i| policy.interval(i).as_secs_f64()).collect();
         assert_eq!(waits, vec![0.0, 0.2, 0.4, 0.6, 0.8, 1.0, 1.0]);
         assert_eq!(policy.max_retries, Some(3));
+    }
+
+    #[test]
+    fn retry_errors_add_to_the_connection_and_channel_errors() {
+        let default = RetryPolicy::default();
+        let with_nacks = RetryPolicy {
+            retry_errors: Some(vec![BrokerErrorKind::Nack]),
+            ..RetryPolicy::default()
+        };
+        for kind in [BrokerErrorKind::Connection, BrokerErrorKind::Channel] {
+            assert!(default.retries(kind), "{kind:?}");
+            assert!(with_nacks.retries(kind), "{kind:?} still retried");
+        }
+        assert!(!default.retries(BrokerErrorKind::Nack));
+        assert!(with_nacks.retries(BrokerErrorKind::Nack));
+        for kind in [BrokerErrorKind::Refused, BrokerErrorKind::Closed] {
+            assert!(!with_nacks.retries(kind), "{kind:?}");
+        }
     }
 
     #[test]

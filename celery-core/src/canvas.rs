@@ -116,8 +116,8 @@ impl<R> Group<R> {
             let (mut signature, defaults) = member?;
             signature.options.group_id = Some(group_id.clone());
             signature.options.group_index = Some(index as i64);
-            let id = producer.send(signature, &defaults).await?;
-            results.push(AsyncResult::new(id, app.clone()));
+            let sent = producer.send(signature, &defaults).await?;
+            results.push(AsyncResult::of_sent(sent, app.clone()));
         }
         Ok(GroupResult {
             id: group_id,

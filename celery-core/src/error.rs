@@ -59,6 +59,11 @@ pub enum Error {
     /// `get()` gave up waiting.
     #[error("TimeoutError: the operation timed out after {seconds} s waiting for task {task_id}")]
     Timeout { task_id: String, seconds: f64 },
+    /// `get()` on a task sent with `ignore_result`, whose result is stored nowhere, and whose
+    /// result type has no "nothing" value (Celery's `get()` returns `None` at once; a `()` or
+    /// `Option` result type gets that here too).
+    #[error("task {task_id} was sent with ignore_result: no result is stored, there is nothing to wait for")]
+    ResultIgnored { task_id: String },
     /// `delay`/`apply_async` without an explicit app, and no app was made current.
     #[error("no current app: call `app.set_current()` once, or use the `*_with(&app)` forms")]
     NoCurrentApp,

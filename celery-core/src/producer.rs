@@ -18,6 +18,14 @@ pub struct Producer {
     app: Celery,
 }
 
+/// A task message the broker took.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sent {
+    pub id: String,
+    /// Sent with `ignore_result`: no worker stores its states.
+    pub ignore_result: bool,
+}
+
 /// A task message ready to publish, and where it goes.
 #[derive(Debug, Clone)]
 pub struct Outgoing {
@@ -45,45 +53,58 @@ impl Producer {
             .map(|(raw, defaults)| self.send(raw, &defaults));
         let app = self.app.clone();
         async move {
-            let id = sent?.await?;
-            Ok(crate::result::AsyncResult::new(id, app))
+            let sent = sent?.await?;
+            Ok(crate::result::AsyncResult::of_sent(sent, app))
         }
     }
 
-    /// Routes, encodes and publishes a signature; returns the task id. The message is built in
-    /// this call, the future publishes it.
+    /// Routes, encodes and publishes a signature; returns the task id and whether its result
+    /// is ignored. The message is built in this call, the future publishes it.
     pub fn send(
         &self,
         mut signature: RawSignature,
         task_options: &TaskOptions,
-    ) -> impl Future<Output = Result<String, Error>> + Send + 'static {
+    ) -> impl Future<Output = Result<Sent, Error>> + Send + 'static {
         task_options.write_into(&mut signature.options);
         self.apply_task_routes(&mut signature);
         let retry = signature.options.retry;
         let policy = signature.options.retry_policy.take();
+        let ignore_result = signature
+            .options
+            .ignore_result
+            .unwrap_or(self.app.config().task_ignore_result);
         let outgoing = self.encode(signature);
         let producer = self.clone();
         async move {
             let outgoing = outgoing?;
             producer.app.backend().prepare_client().await?;
             producer.publish(&outgoing, retry, policy).await?;
-            Ok(outgoing.id)
+            Ok(Sent {
+                id: outgoing.id,
+                ignore_result,
+            })
         }
     }
 
-    /// Celery's router: a call's options and the task's attributes win over `task_routes`.
+    /// Celery's router: the first of `task_routes` matching the task fills in whatever the
+    /// call's options and the task's attributes left unset, key by key (Celery's
+    /// `lpmerge(route, options)`): a call giving only a routing key still goes to the route's
+    /// queue.
     fn apply_task_routes(&self, signature: &mut RawSignature) {
-        let options = &mut signature.options;
-        if options.queue.is_some() || options.exchange.is_some() || options.routing_key.is_some() {
-            return;
-        }
         let routes = &self.app.config().task_routes;
-        if let Some(route) = routes.iter().find(|route| route.matches(&signature.task)) {
-            options.queue.clone_from(&route.queue);
-            options.exchange.clone_from(&route.exchange);
-            options.routing_key.clone_from(&route.routing_key);
-            options.priority = options.priority.or(route.priority);
+        let Some(route) = routes.iter().find(|route| route.matches(&signature.task)) else {
+            return;
+        };
+        let options = &mut signature.options;
+        fn fill<T: Clone>(slot: &mut Option<T>, from_route: &Option<T>) {
+            if slot.is_none() {
+                slot.clone_from(from_route);
+            }
         }
+        fill(&mut options.queue, &route.queue);
+        fill(&mut options.exchange, &route.exchange);
+        fill(&mut options.routing_key, &route.routing_key);
+        fill(&mut options.priority, &route.priority);
     }
 
     /// Builds the protocol v2 message for a signature whose options are final.
@@ -102,12 +123,14 @@ impl Producer {
             .clone()
             .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
         let now = Utc::now();
-        let eta = match (options.eta, options.countdown) {
-            (Some(eta), _) => Some(eta),
-            (None, Some(seconds)) => {
+        // As Celery's `as_task_v2`: a countdown other than 0 wins over an eta, and a countdown of
+        // 0 is no countdown at all (no eta header: a worker runs it at once instead of through
+        // its timer).
+        let eta = match options.countdown {
+            Some(seconds) if seconds != 0.0 => {
                 Some(crate::calling::seconds_after(now, seconds, "countdown")?)
             }
-            (None, None) => None,
+            _ => options.eta,
         };
         let expires = options
             .expires
@@ -163,7 +186,7 @@ impl Producer {
         headers.argsrepr = Some(args_repr(&args));
         headers.kwargsrepr = Some(kwargs_repr(&kwargs));
         headers.origin = Some(app.origin().to_owned());
-        headers.ignore_result = options.ignore_result.unwrap_or(config.task_ignore_result);
+        headers.ignore_result = Some(options.ignore_result.unwrap_or(config.task_ignore_result));
 
         let non_empty =
             |signatures: Vec<RawSignature>| (!signatures.is_empty()).then_some(signatures);

@@ -185,7 +185,9 @@ pub struct TaskHeaders {
     pub argsrepr: Option<String>,
     pub kwargsrepr: Option<String>,
     pub origin: Option<String>,
-    pub ignore_result: bool,
+    /// `None` when the message does not say (no header, or null): the task's own setting then
+    /// decides, as in Celery 5.7, where the message's explicit value wins over the task's.
+    pub ignore_result: Option<bool>,
     pub replaced_task_nesting: i64,
     /// The compression scheme's MIME type, when the body is compressed.
     pub compression: Option<String>,
@@ -257,7 +259,8 @@ impl TaskHeaders {
             argsrepr: None,
             kwargsrepr: None,
             origin: None,
-            ignore_result: false,
+            // Celery always writes it (false unless asked).
+            ignore_result: Some(false),
             replaced_task_nesting: 0,
             compression: None,
             extra: Vec::new(),
@@ -299,7 +302,8 @@ impl TaskHeaders {
             ("origin".into(), text(self.origin)),
             (
                 "ignore_result".into(),
-                HeaderValue::Bool(self.ignore_result),
+                self.ignore_result
+                    .map_or(HeaderValue::Null, HeaderValue::Bool),
             ),
             (
                 "replaced_task_nesting".into(),
@@ -397,7 +401,7 @@ struct ReadHeaders {
     group_index: Option<i64>,
     retries: u32,
     timelimit: (Option<f64>, Option<f64>),
-    ignore_result: bool,
+    ignore_result: Option<bool>,
     replaced_task_nesting: i64,
 }
 
@@ -494,10 +498,11 @@ impl ReadHeaders {
                 )
             })?,
             timelimit,
-            ignore_result: matches!(
-                get(const { slot("ignore_result") }),
-                Some(HeaderValue::Bool(true))
-            ),
+            ignore_result: match get(const { slot("ignore_result") }) {
+                Some(HeaderValue::Bool(ignore)) => Some(*ignore),
+                Some(HeaderValue::Int(ignore)) => Some(*ignore != 0),
+                _ => None,
+            },
             replaced_task_nesting: optional_int(const { slot("replaced_task_nesting") })?
                 .unwrap_or(0),
         })
@@ -785,6 +790,27 @@ mod tests {
         let (error, back) = TaskHeaders::from_owned_table(table.clone()).unwrap_err();
         assert!(error.to_string().contains("\"eta\""), "{error}");
         assert_eq!(back, table);
+    }
+
+    #[test]
+    fn ignore_result_is_read_as_the_message_says_or_left_to_the_task() {
+        let with = |value: Option<HeaderValue>| {
+            let mut table = TaskHeaders::new("tasks.add", "id-1").into_table();
+            table.retain(|(name, _)| name != "ignore_result");
+            if let Some(value) = value {
+                table.push(("ignore_result".into(), value));
+            }
+            TaskHeaders::from_table(&table).unwrap().ignore_result
+        };
+        assert_eq!(with(Some(HeaderValue::Bool(true))), Some(true));
+        assert_eq!(with(Some(HeaderValue::Bool(false))), Some(false));
+        assert_eq!(with(Some(HeaderValue::Null)), None);
+        assert_eq!(with(None), None, "no header: the task's setting decides");
+        assert_eq!(
+            TaskHeaders::new("tasks.add", "id-1").ignore_result,
+            Some(false),
+            "written as Celery writes it"
+        );
     }
 
     #[test]

@@ -195,6 +195,8 @@ pub enum TaskOutcome<R> {
 pub struct AsyncResult<R = Value> {
     id: String,
     app: Celery,
+    /// Sent with `ignore_result` (Celery's `AsyncResult.ignored`): `get()` does not wait.
+    ignored: bool,
     marker: PhantomData<fn() -> R>,
 }
 
@@ -203,6 +205,7 @@ impl<R> Clone for AsyncResult<R> {
         AsyncResult {
             id: self.id.clone(),
             app: self.app.clone(),
+            ignored: self.ignored,
             marker: PhantomData,
         }
     }
@@ -219,8 +222,26 @@ impl<R> AsyncResult<R> {
         AsyncResult {
             id: id.into(),
             app,
+            ignored: false,
             marker: PhantomData,
         }
+    }
+
+    /// The result of a task this app sent, which knows whether the task was sent with
+    /// `ignore_result`.
+    pub(crate) fn of_sent(sent: crate::producer::Sent, app: Celery) -> Self {
+        AsyncResult {
+            id: sent.id,
+            app,
+            ignored: sent.ignore_result,
+            marker: PhantomData,
+        }
+    }
+
+    /// Whether the task was sent with `ignore_result`: no state of it is stored, and `get()`
+    /// returns at once (Celery's `AsyncResult.ignored`).
+    pub fn ignored(&self) -> bool {
+        self.ignored
     }
 
     pub fn id(&self) -> &str {
@@ -273,6 +294,7 @@ impl<R> AsyncResult<R> {
         AsyncResult {
             id: self.id,
             app: self.app,
+            ignored: self.ignored,
             marker: PhantomData,
         }
     }
@@ -348,6 +370,14 @@ impl<'a, R: DeserializeOwned + Send + 'a> Get<'a, R> {
     }
 }
 
+/// What `get()` gives for a task sent with `ignore_result`, at once: Python's `None` where the
+/// result type has such a value (`()`, `Option`, `Value`), else [`Error::ResultIgnored`].
+fn nothing_stored<R: DeserializeOwned>(task_id: &str) -> Result<R, Error> {
+    serde_json::from_value(Value::Null).map_err(|_| Error::ResultIgnored {
+        task_id: task_id.to_owned(),
+    })
+}
+
 fn decode_success<R: DeserializeOwned>(meta: ResultMeta) -> Result<R, Error> {
     crate::serializer::kombu::from_value(meta.result)
         .map_err(|e| Error::decode(format!("the result of task {}", meta.task_id), e))
@@ -359,6 +389,9 @@ impl<'a, R: DeserializeOwned + Send + 'a> IntoFuture for Get<'a, R> {
 
     fn into_future(self) -> Self::IntoFuture {
         Box::pin(async move {
+            if self.result.ignored {
+                return nothing_stored(&self.result.id);
+            }
             let meta = self.wait_ready().await?;
             match meta.status {
                 State::Success => decode_success(meta),
@@ -395,6 +428,9 @@ impl<'a, R: DeserializeOwned + Send + 'a> IntoFuture for GetOutcome<'a, R> {
 
     fn into_future(self) -> Self::IntoFuture {
         Box::pin(async move {
+            if self.get.result.ignored {
+                return nothing_stored(&self.get.result.id).map(TaskOutcome::Success);
+            }
             let meta = self.get.wait_ready().await?;
             Ok(match meta.status {
                 State::Success => TaskOutcome::Success(decode_success(meta)?),

@@ -149,12 +149,21 @@ pub struct Route {
 }
 
 impl Route {
-    /// Celery's rule: with neither an exchange nor a routing key given, a message for a direct
-    /// queue goes through the default exchange `""` keyed by the queue's name; otherwise through
-    /// the given (or the queue's) exchange and key.
+    /// Celery's rule (`AMQP.send_task_message`): a message for a queue on a direct exchange goes
+    /// through the default exchange `""` keyed by the queue's name, unless both an exchange and
+    /// a routing key are given (one of them alone is not enough to route anywhere else: with a
+    /// routing key alone the queue's own binding would not match, and RabbitMQ would drop the
+    /// message). For other exchange types, the given exchange and key, else the queue's.
     pub fn resolve(queue: Queue, exchange: Option<&str>, routing_key: Option<&str>) -> Route {
+        let exchange = exchange.filter(|name| !name.is_empty());
+        let routing_key = routing_key.filter(|key| !key.is_empty());
         match (exchange, routing_key) {
-            (None, None) if queue.exchange_type == "direct" => Route {
+            (Some(exchange), Some(routing_key)) => Route {
+                exchange: exchange.to_owned(),
+                routing_key: routing_key.to_owned(),
+                queue,
+            },
+            _ if queue.exchange_type == "direct" => Route {
                 exchange: String::new(),
                 routing_key: queue.name.clone(),
                 queue,
@@ -192,16 +201,44 @@ mod tests {
     }
 
     #[test]
-    fn an_explicit_exchange_or_key_is_used_with_the_queues_other_half() {
-        let route = Route::resolve(Queue::new("q"), None, Some("other"));
+    fn a_direct_queue_needs_both_an_exchange_and_a_key_to_be_routed_elsewhere() {
+        // One of them alone would route by the queue's binding with the other half changed,
+        // which matches nothing: Celery sends such a message to the queue by name.
+        for (exchange, key) in [
+            (None, Some("other")),
+            (Some("x"), None),
+            (Some(""), Some("other")),
+        ] {
+            let route = Route::resolve(Queue::new("q"), exchange, key);
+            assert_eq!(
+                (route.exchange.as_str(), route.routing_key.as_str()),
+                ("", "q"),
+                "{exchange:?} {key:?}"
+            );
+        }
+        let route = Route::resolve(Queue::new("q"), Some("x"), Some("other"));
         assert_eq!(
             (route.exchange.as_str(), route.routing_key.as_str()),
-            ("q", "other")
+            ("x", "other")
         );
-        let route = Route::resolve(Queue::new("q"), Some("x"), None);
+    }
+
+    #[test]
+    fn a_topic_queue_takes_the_given_half_and_its_own_other_half() {
+        let topic = || {
+            Queue::new("news")
+                .exchange("feeds", "topic")
+                .routing_key("news.#")
+        };
+        let route = Route::resolve(topic(), None, Some("news.sport"));
         assert_eq!(
             (route.exchange.as_str(), route.routing_key.as_str()),
-            ("x", "q")
+            ("feeds", "news.sport")
+        );
+        let route = Route::resolve(topic(), Some("other"), None);
+        assert_eq!(
+            (route.exchange.as_str(), route.routing_key.as_str()),
+            ("other", "news.#")
         );
     }
 }

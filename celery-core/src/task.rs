@@ -135,7 +135,8 @@ pub struct Request {
     pub delivery_info: DeliveryInfo,
     /// The worker running the task.
     pub hostname: Option<String>,
-    pub ignore_result: bool,
+    /// The message's `ignore_result`, when it says: it wins over the task's setting.
+    pub ignore_result: Option<bool>,
     /// `(hard, soft)` time limits in seconds.
     pub timelimit: (Option<f64>, Option<f64>),
     pub callbacks: Vec<RawSignature>,

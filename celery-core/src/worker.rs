@@ -396,11 +396,17 @@ fn accept(
     let request = request_of(runtime, decoded, info);
     tracing::info!(task = %request.task, id = %request.id, "Task received");
 
-    if let Some(eta) = request
-        .eta
-        .as_deref()
-        .and_then(crate::protocol::parse_datetime)
-    {
+    // A message that has already expired is revoked now, not held until its ETA (Celery checks
+    // `req.revoked()` on receipt): held, it would keep its task PENDING and the message
+    // unacknowledged for nothing.
+    let eta = match is_expired(&request) {
+        true => None,
+        false => request
+            .eta
+            .as_deref()
+            .and_then(crate::protocol::parse_datetime),
+    };
+    if let Some(eta) = eta {
         let wait = (eta.with_timezone(&Utc) - Utc::now())
             .to_std()
             .unwrap_or_default();
@@ -443,7 +449,7 @@ async fn run_when_free(
 ) {
     let request = context.request();
     if is_expired(request) {
-        return Box::pin(revoke_expired(&runtime, request, acker)).await;
+        return Box::pin(revoke_expired(&runtime, &task, request, acker)).await;
     }
     let mut shutdown = runtime.shutdown.clone();
     let slot = tokio::select! {
@@ -454,9 +460,19 @@ async fn run_when_free(
         return requeue(acker, request).await;
     };
     if is_expired(request) {
-        return Box::pin(revoke_expired(&runtime, request, acker)).await;
+        return Box::pin(revoke_expired(&runtime, &task, request, acker)).await;
     }
     execute(&runtime, &task, &context, acker).await;
+}
+
+/// Whether a task's states are not stored: the message says (Celery 5.7's
+/// `get_actual_ignore_result`: the caller's explicit choice wins), else the task, else the app.
+fn ignores_result(app: &Celery, task: &RegisteredTask, request: &Request) -> bool {
+    request.ignore_result.unwrap_or_else(|| {
+        task.options
+            .ignore_result
+            .unwrap_or(app.config().task_ignore_result)
+    })
 }
 
 fn is_expired(request: &Request) -> bool {
@@ -474,15 +490,24 @@ async fn requeue(acker: Box<dyn Acker>, request: &Request) {
     }
 }
 
-async fn revoke_expired(runtime: &Runtime, request: &Request, acker: Box<dyn Acker>) {
+/// An expired task is not run: REVOKED is stored (unless its results are ignored, as Celery's
+/// `Request.store_errors` says) and the message acknowledged.
+async fn revoke_expired(
+    runtime: &Runtime,
+    task: &RegisteredTask,
+    request: &Request,
+    acker: Box<dyn Acker>,
+) {
     tracing::info!(task = %request.task, id = %request.id, "Discarding revoked task: expired");
-    let exception = ExceptionInfo::celery("TaskRevokedError", "expired");
-    store(
-        runtime,
-        request,
-        ResultMeta::exception(request.id.clone(), State::Revoked, &exception, None),
-    )
-    .await;
+    if !ignores_result(&runtime.app, task, request) {
+        let exception = ExceptionInfo::celery("TaskRevokedError", "expired");
+        store(
+            runtime,
+            request,
+            ResultMeta::exception(request.id.clone(), State::Revoked, &exception, None),
+        )
+        .await;
+    }
     settle(acker.ack().await, &request.id);
 }
 
@@ -800,11 +825,7 @@ async fn execute(
             }
         }
     }
-    let ignore_result = request.ignore_result
-        || task
-            .options
-            .ignore_result
-            .unwrap_or(config.task_ignore_result);
+    let ignore_result = ignores_result(&runtime.app, task, request);
     if !ignore_result
         && task
             .options
@@ -892,6 +913,8 @@ async fn report(
             });
             tracing::info!(task = %request.task, id = %request.id, countdown = retry.countdown, "Task retry");
             match Box::pin(resend_for_retry(app, task, request, &retry)).await {
+                // As Celery stores RETRY only when errors are stored.
+                Ok(()) if ignore_result => {}
                 Ok(()) => {
                     let retrying =
                         ResultMeta::exception(request.id.clone(), State::Retry, &exception, None);
@@ -1062,8 +1085,17 @@ async fn resend_for_retry(
     options.link_error = request.errbacks.clone();
     options.chain = request.chain.clone();
     options.root_id = request.root_id.clone();
-    // As Celery does, the retried message names the task itself as its parent.
-    options.parent_id = Some(request.id.clone());
+    // As Celery's `signature_from_request`: the request's parent, else (sent from within the
+    // task) the task itself.
+    options.parent_id = Some(
+        request
+            .parent_id
+            .clone()
+            .unwrap_or_else(|| request.id.clone()),
+    );
+    // The call's own time limits and result choice go with it (`as_execution_options`).
+    (options.time_limit, options.soft_time_limit) = request.timelimit;
+    options.ignore_result = Some(ignores_result(app, task, request));
     options.group_id = request.group.clone();
     options.group_index = request.group_index;
     options.shadow = request.shadow.clone();
@@ -1091,9 +1123,13 @@ async fn send_follow_up(
     );
     let name = signature.task.clone();
     let defaults = app.task(&name).map_or(TaskOptions::DEFAULT, |t| t.options);
-    app.producer().send(signature, &defaults).await.inspect_err(|error| {
-        tracing::error!(%error, parent = %request.id, task = %name, "could not send a follow-up task");
-    })
+    app.producer()
+        .send(signature, &defaults)
+        .await
+        .map(|sent| sent.id)
+        .inspect_err(|error| {
+            tracing::error!(%error, parent = %request.id, task = %name, "could not send a follow-up task");
+        })
 }
 
 /// Sends the callbacks and the next chain step with the result; returns their ids, or the
@@ -1491,7 +1527,7 @@ mod tests {
                 redelivered: true,
             },
             hostname: Some("celery@here".to_owned()),
-            ignore_result: true,
+            ignore_result: Some(true),
             timelimit: (Some(10.0), None),
             callbacks: vec![callback.clone()],
             errbacks: vec![RawSignature::new("tasks.on_error")],

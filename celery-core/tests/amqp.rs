@@ -662,19 +662,25 @@ async fn publish_until_recovered(broker: &AmqpBroker, exchange: &str, key: &str,
     }
 }
 
+/// A broker reached through a proxy that can cut it, and a consumer of a new queue on it.
+async fn consuming_through_a_proxy(what: &str) -> (Proxy, AmqpBroker, String, Box<dyn Consumer>) {
+    let proxy = Proxy::start().unwrap();
+    let through_proxy = AmqpBroker::connect(&proxy.url()).await.unwrap();
+    let name = unique(what);
+    let queue = Queue::new(&name);
+    through_proxy.declare(&queue).await.unwrap();
+    let consumer = through_proxy
+        .consume(std::slice::from_ref(&queue), 5)
+        .await
+        .unwrap();
+    (proxy, through_proxy, name, consumer)
+}
+
 #[tokio::test]
 async fn a_lost_connection_is_reopened_for_publishers_and_consumers() {
     require_rabbitmq!();
     let direct = broker().await;
-    let proxy = Proxy::start().unwrap();
-    let through_proxy = AmqpBroker::connect(&proxy.url()).await.unwrap();
-    let name = unique("reconnect");
-    let queue = Queue::new(&name);
-    through_proxy.declare(&queue).await.unwrap();
-    let mut consumer = through_proxy
-        .consume(std::slice::from_ref(&queue), 5)
-        .await
-        .unwrap();
+    let (proxy, through_proxy, name, mut consumer) = consuming_through_a_proxy("reconnect").await;
     through_proxy
         .publish("", &name, &message("before"))
         .await
@@ -714,6 +720,79 @@ async fn a_lost_connection_is_reopened_for_publishers_and_consumers() {
     publish_until_recovered(&through_proxy, "", &name, "published").await;
     assert_eq!(body(&next(&mut consumer).await), "published");
 
+    drop(consumer);
+    cleanup(&direct, &[&name]).await;
+}
+
+/// A queue deleted while consumed (RabbitMQ cancels its consumer): the consumer reports it, then
+/// consumes every queue again through a new session that declares them, as kombu recovers from
+/// `ConsumerCancelled`; the other queue is not left behind, nor the deleted one unread.
+#[tokio::test]
+async fn a_consumer_the_broker_cancels_consumes_its_queues_again() {
+    require_rabbitmq!();
+    let direct = broker().await;
+    let (kept, deleted) = (unique("cancel-kept"), unique("cancel-deleted"));
+    let queues = [Queue::new(&kept), Queue::new(&deleted)];
+    for queue in &queues {
+        direct.declare(queue).await.unwrap();
+    }
+    let consuming = broker().await;
+    let mut consumer = consuming.consume(&queues, 5).await.unwrap();
+    direct.delete_queue(&deleted).await.unwrap();
+    let error = tokio::time::timeout(WAIT, consumer.next())
+        .await
+        .expect("the cancellation is reported")
+        .expect("the consumer goes on")
+        .expect_err("an error, not a delivery");
+    assert!(error.kind.is_recoverable(), "{error}");
+    assert!(error.to_string().contains(&deleted), "{error}");
+    // A new client declares and publishes; both queues are consumed again.
+    let client = broker().await;
+    for (queue, text) in [(&deleted, "to the deleted one"), (&kept, "to the kept one")] {
+        client.declare(&Queue::new(queue)).await.unwrap();
+        client.publish("", queue, &message(text)).await.unwrap();
+    }
+    let mut bodies = Vec::new();
+    for _ in 0..2 {
+        let delivery = next(&mut consumer).await;
+        bodies.push(body(&delivery));
+        delivery.acker.ack().await.unwrap();
+    }
+    bodies.sort();
+    assert_eq!(bodies, ["to the deleted one", "to the kept one"]);
+    drop(consumer);
+    cleanup(&direct, &[&kept, &deleted]).await;
+}
+
+/// The worker's loop drops the `next()` future whenever another event comes first: the
+/// reconnection goes on regardless, instead of its backoff starting over each time.
+#[tokio::test]
+async fn a_reconnection_goes_on_while_next_is_dropped_again_and_again() {
+    require_rabbitmq!();
+    let direct = broker().await;
+    let (proxy, _through_proxy, name, mut consumer) =
+        consuming_through_a_proxy("reconnect-dropped").await;
+    proxy.cut();
+    let lost = tokio::time::timeout(WAIT, consumer.next())
+        .await
+        .expect("the loss is reported")
+        .expect("the consumer goes on");
+    assert!(lost.is_err(), "the loss comes first");
+    direct.publish("", &name, &message("after")).await.unwrap();
+    // Polled for 50 ms at a time, far less than the backoff and a connection take together
+    // once a few attempts have failed (here the first one succeeds, after 0.25 s).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let delivery = loop {
+        assert!(Instant::now() < deadline, "never reconnected");
+        match tokio::time::timeout(Duration::from_millis(50), consumer.next()).await {
+            Err(_) => continue,
+            Ok(Some(Ok(delivery))) => break delivery,
+            Ok(Some(Err(error))) => assert!(error.kind.is_recoverable(), "{error}"),
+            Ok(None) => panic!("the consumer ended"),
+        }
+    };
+    assert_eq!(body(&delivery), "after");
+    delivery.acker.ack().await.unwrap();
     drop(consumer);
     cleanup(&direct, &[&name]).await;
 }

@@ -63,6 +63,11 @@ impl ResultBackend for MemoryBackend {
     ) -> BoxFuture<'a, Result<(), Error>> {
         let mut entries = self.entries();
         let entry = entries.entry(meta.task_id.clone()).or_default();
+        // The first ready state is final: a task run twice (an `acks_late` message delivered
+        // again) does not replace its result (Celery's backends keep a SUCCESS likewise).
+        if super::is_final(entry.latest.as_ref()) {
+            return Box::pin(async { Ok(()) });
+        }
         entry
             .subscribers
             .retain(|subscriber| subscriber.send(meta.clone()).is_ok());
@@ -99,7 +104,7 @@ impl ResultBackend for MemoryBackend {
 mod tests {
     use super::*;
     use crate::result::State;
-    use serde_json::json;
+    use serde_json::{json, Value};
 
     #[tokio::test]
     async fn subscribers_see_the_current_state_then_every_change_in_order() {
@@ -132,6 +137,23 @@ mod tests {
         assert_eq!(backend.get("a").await.unwrap().unwrap().result, json!(4));
         backend.forget("a").await.unwrap();
         assert!(backend.get("a").await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn the_first_result_of_a_task_run_twice_is_kept() {
+        let backend = MemoryBackend::new("memory://twice");
+        let store = |state: State, result: Value| {
+            let backend = &backend;
+            async move {
+                let meta = ResultMeta::new("a".into(), state, result);
+                backend.store(&meta, None).await.unwrap();
+            }
+        };
+        store(State::Success, json!(4)).await;
+        store(State::Started, json!(null)).await;
+        store(State::Failure, json!({"exc_type": "ValueError"})).await;
+        let kept = backend.get("a").await.unwrap().unwrap();
+        assert_eq!((kept.status, kept.result), (State::Success, json!(4)));
     }
 
     #[test]

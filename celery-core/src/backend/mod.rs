@@ -50,6 +50,12 @@ pub trait ResultBackend: Send + Sync + 'static {
     }
 }
 
+/// Whether a task already has its result: a ready state (SUCCESS, FAILURE, REVOKED) is not
+/// replaced by a later one.
+fn is_final(latest: Option<&ResultMeta>) -> bool {
+    latest.is_some_and(|meta| meta.status.is_ready())
+}
+
 /// Opens the backend a URL names: `memory://[name]`, or `rpc://`, which reaches the broker at
 /// `broker_url` (an `amqp://` one) and publishes results through `broker`, the app's broker for
 /// that URL, when given.

@@ -241,18 +241,20 @@ fn decode_result(codec: &ResultCodec, message: &Message) -> Result<ResultMeta, E
 }
 
 impl Results {
-    /// Keeps a state as the task's latest and passes it to the task's subscribers.
+    /// Keeps a state as the task's latest and passes it to the task's subscribers. The first
+    /// ready state is final: a task run twice (an `acks_late` message delivered again) sends a
+    /// second one, which is dropped, as Celery's result keeps the first it cached.
     fn record(&mut self, meta: ResultMeta) {
         let task_id = meta.task_id.clone();
         let entry = self.entries.entry(task_id.clone()).or_default();
+        if super::is_final(entry.latest.as_ref()) {
+            tracing::debug!(task_id, state = %meta.status, "rpc:// a state after the task's result; kept the result");
+            return;
+        }
         entry
             .subscribers
             .retain(|subscriber| subscriber.send(meta.clone()).is_ok());
-        let finishes = meta.status.is_ready()
-            && !entry
-                .latest
-                .as_ref()
-                .is_some_and(|latest| latest.status.is_ready());
+        let finishes = meta.status.is_ready();
         entry.latest = Some(meta);
         if finishes {
             self.finished.push_back(task_id);
@@ -516,6 +518,19 @@ mod tests {
             .collect();
         assert_eq!(seen, ["STARTED", "PROGRESS", "SUCCESS"]);
         assert_eq!(results.finished, ["t"]);
+    }
+
+    #[test]
+    fn the_first_result_of_a_task_run_twice_is_kept() {
+        let mut results = Results::default();
+        let meta = |state: &str, result: Value| ResultMeta::new("t".into(), state.into(), result);
+        results.record(meta("SUCCESS", json!(4)));
+        // The same message delivered again (acks_late) and run by another worker.
+        results.record(meta("STARTED", json!(null)));
+        results.record(meta("FAILURE", json!({"exc_type": "ValueError"})));
+        let latest = results.entries["t"].latest.clone().unwrap();
+        assert_eq!((latest.status, latest.result), (State::Success, json!(4)));
+        assert_eq!(results.finished, ["t"], "finished once");
     }
 
     #[test]

@@ -29,6 +29,8 @@ use lapin::{
 
 mod acks;
 
+use tokio::task::JoinHandle;
+
 use self::acks::AckBatcher;
 use super::{Acker, Broker, BrokerError, BrokerErrorKind, Consumer, Delivery};
 use crate::error::Error;
@@ -611,6 +613,10 @@ pub(crate) struct AmqpConsumer {
     /// Whether the broker waits for an acknowledgement of each delivery (no `no_ack`).
     acknowledged: bool,
     session: Option<Session>,
+    /// A reconnection under way, as a task of its own: the worker's loop drops the `next()`
+    /// future whenever another event comes first, and a backoff or a connection attempt made
+    /// inside it would start over each time (a busy worker would never reconnect).
+    reconnecting: Option<JoinHandle<Result<Session, BrokerError>>>,
     cancelled: bool,
     /// Consecutive failures, for the reconnection backoff.
     failures: u32,
@@ -624,6 +630,11 @@ struct Session {
     heads: Vec<Option<lapin::message::Delivery>>,
     /// `None` when consuming with `no_ack`.
     acks: Option<AckBatcher>,
+    /// The prefetch count the channel was given.
+    prefetch: u16,
+    /// The queue whose consumer the broker cancelled (the queue was deleted, its node went
+    /// down): the session ends there, and the next one declares the queue again.
+    cancelled_queue: Option<String>,
 }
 
 impl AmqpConsumer {
@@ -634,20 +645,53 @@ impl AmqpConsumer {
         acknowledged: bool,
         declare_first: bool,
     ) -> Result<Self, BrokerError> {
-        let mut consumer = AmqpConsumer {
+        let session = SessionPlan {
+            shared: shared.clone(),
+            declarations: declarations.clone(),
+            prefetch,
+            acknowledged,
+        }
+        .open(declare_first)
+        .await?;
+        Ok(AmqpConsumer {
             shared,
             declarations,
             prefetch,
             acknowledged,
-            session: None,
+            session: Some(session),
+            reconnecting: None,
             cancelled: false,
             failures: 0,
-        };
-        consumer.session = Some(consumer.open_session(declare_first).await?);
-        Ok(consumer)
+        })
     }
 
-    async fn open_session(&self, declare: bool) -> Result<Session, BrokerError> {
+    /// Opens a new session after `delay`, in a task of its own; declares the queues again, as
+    /// they may have gone with the connection (auto-delete, a broker restarted without durable
+    /// queues, a queue deleted while consumed).
+    fn reconnect_later(&self, delay: Duration) -> JoinHandle<Result<Session, BrokerError>> {
+        let plan = SessionPlan {
+            shared: self.shared.clone(),
+            declarations: self.declarations.clone(),
+            prefetch: self.prefetch,
+            acknowledged: self.acknowledged,
+        };
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            plan.open(true).await
+        })
+    }
+}
+
+/// What a consumer session is opened with.
+struct SessionPlan {
+    shared: Arc<Shared>,
+    declarations: Vec<Declaration>,
+    prefetch: u16,
+    acknowledged: bool,
+}
+
+impl SessionPlan {
+    async fn open(self, declare: bool) -> Result<Session, BrokerError> {
         let shared = &self.shared;
         let channel = shared.open_channel(false).await?;
         if declare {
@@ -687,9 +731,13 @@ impl AmqpConsumer {
                 .then(|| AckBatcher::start(channel.clone())),
             channel,
             consumers,
+            prefetch: self.prefetch,
+            cancelled_queue: None,
         })
     }
+}
 
+impl AmqpConsumer {
     /// Waits before a reconnection attempt: 0.25 s, doubling up to 8 s.
     fn backoff(&self) -> Duration {
         let exponent = self.failures.saturating_sub(1).min(5);
@@ -756,8 +804,13 @@ impl Session {
                     }
                     Poll::Ready(Some(Err(error))) => return Poll::Ready(Some(Err(error))),
                     Poll::Ready(None) => {
+                        // Every queue is consumed again through a new session (what this one
+                        // still holds goes back to its queue as its channel closes), as kombu
+                        // recovers from `ConsumerCancelled`: not one queue left unread.
                         tracing::warn!(queue = %stream.queue(), "the broker cancelled a consumer");
+                        self.cancelled_queue = Some(stream.queue().to_string());
                         *consumer = None;
+                        return Poll::Ready(None);
                     }
                     Poll::Pending => {}
                 }
@@ -774,12 +827,7 @@ impl Session {
         if let Some(delivery) = lowest.and_then(Option::take) {
             return Poll::Ready(Some(Ok(delivery)));
         }
-        // With no queue at all there is simply nothing to deliver.
-        if self.consumers.iter().all(Option::is_none) && !self.consumers.is_empty() {
-            Poll::Ready(None)
-        } else {
-            Poll::Pending
-        }
+        Poll::Pending
     }
 }
 
@@ -791,21 +839,40 @@ impl Consumer for AmqpConsumer {
                     return None;
                 }
                 let Some(session) = self.session.as_mut() else {
-                    tokio::time::sleep(self.backoff()).await;
-                    // The queues may have gone with the connection (auto-delete, a restarted
-                    // broker without durable queues): declare them again.
-                    match self.open_session(true).await {
-                        Ok(session) => {
+                    let delay = self.backoff();
+                    let attempt = match &mut self.reconnecting {
+                        Some(attempt) => attempt,
+                        None => self.reconnecting.insert(self.reconnect_later(delay)),
+                    };
+                    // Awaited by reference: if this future is dropped, the attempt goes on.
+                    let outcome = attempt.await;
+                    self.reconnecting = None;
+                    let error = match outcome {
+                        Ok(Ok(mut session)) => {
                             tracing::info!(broker = %self.shared.url, "consuming again after a connection loss");
                             self.failures = 0;
+                            // A prefetch changed while reconnecting.
+                            if session.prefetch != self.prefetch {
+                                if let Err(error) = session
+                                    .channel
+                                    .basic_qos(self.prefetch, BasicQosOptions { global: true })
+                                    .await
+                                {
+                                    tracing::warn!(%error, "could not change the prefetch count");
+                                }
+                                session.prefetch = self.prefetch;
+                            }
                             self.session = Some(session);
                             continue;
                         }
-                        Err(error) => {
-                            self.failures += 1;
-                            return Some(Err(error));
-                        }
-                    }
+                        Ok(Err(error)) => error,
+                        Err(ended) => BrokerError::new(
+                            BrokerErrorKind::Connection,
+                            format!("reconnecting to {}: {ended}", self.shared.url),
+                        ),
+                    };
+                    self.failures += 1;
+                    return Some(Err(error));
                 };
                 let item = std::future::poll_fn(|cx| session.poll_next(cx)).await;
                 let error = match item {
@@ -817,9 +884,15 @@ impl Consumer for AmqpConsumer {
                     }
                     Some(Err(error)) => self.shared.error("consume", error),
                     None if self.cancelled => return None,
+                    // As kombu treats a consumer the broker cancelled (`ConsumerCancelled`):
+                    // a recoverable error; a new session declares the queue again.
                     None => BrokerError::new(
                         BrokerErrorKind::Channel,
-                        format!("the broker {} stopped every consumer", self.shared.url),
+                        format!(
+                            "the broker {} cancelled the consumer of {}",
+                            self.shared.url,
+                            session.cancelled_queue.as_deref().unwrap_or("a queue")
+                        ),
                     ),
                 };
                 self.session = None;
@@ -858,6 +931,9 @@ impl Consumer for AmqpConsumer {
     fn cancel(&mut self) -> BoxFuture<'_, ()> {
         Box::pin(async move {
             self.cancelled = true;
+            if let Some(attempt) = self.reconnecting.take() {
+                attempt.abort();
+            }
             let Some(session) = &self.session else {
                 return;
             };
@@ -871,6 +947,15 @@ impl Consumer for AmqpConsumer {
                 }
             }
         })
+    }
+}
+
+impl Drop for AmqpConsumer {
+    fn drop(&mut self) {
+        // A session opened for nobody would hold its channel and take deliveries.
+        if let Some(attempt) = self.reconnecting.take() {
+            attempt.abort();
+        }
     }
 }
 

@@ -124,6 +124,10 @@ struct Slot {
 #[derive(Default)]
 struct Window {
     slots: VecDeque<Slot>,
+    /// The tags settled since the last frames were taken: those left behind an unsettled
+    /// delivery are found by them, without a pass over the whole window (which holds every
+    /// ETA message the worker waits on: a pass per turn cost time in proportion to them).
+    settled: Vec<u64>,
 }
 
 /// A frame to send, in order.
@@ -150,6 +154,7 @@ impl Window {
                 match self.slots.get_mut(index) {
                     Some(slot) if slot.tag == tag && slot.settled.is_none() => {
                         slot.settled = Some(outcome);
+                        self.settled.push(tag);
                     }
                     // Not registered (cannot happen through `AmqpConsumer`) or settled twice:
                     // acking a tag twice would close the channel, so the second answer is
@@ -193,22 +198,32 @@ impl Window {
                 multiple: true,
             });
         }
-        if self.slots.iter().any(|slot| slot.settled.is_some()) {
-            let slots = std::mem::take(&mut self.slots);
-            for slot in slots {
-                match slot.settled {
-                    None => self.slots.push_back(slot),
-                    Some(Outcome::Ack) => frames.push(Frame::Ack {
-                        tag: slot.tag,
-                        multiple: false,
-                    }),
-                    Some(Outcome::Reject { requeue }) => frames.push(Frame::Reject {
-                        tag: slot.tag,
-                        requeue,
-                    }),
-                }
+        // What was settled and is still here sits behind an unsettled delivery: sent on its
+        // own. (Most are recent deliveries, near the back, where removing is cheap.)
+        let mut settled = std::mem::take(&mut self.settled);
+        settled.sort_unstable();
+        for tag in settled.drain(..) {
+            let index = self.slots.partition_point(|slot| slot.tag < tag);
+            if self.slots.get(index).is_none_or(|slot| slot.tag != tag) {
+                continue; // Sent with the run at the front.
             }
+            let Some(Slot {
+                settled: Some(outcome),
+                ..
+            }) = self.slots.remove(index)
+            else {
+                unreachable!("only settled deliveries are listed")
+            };
+            frames.push(match outcome {
+                Outcome::Ack => Frame::Ack {
+                    tag,
+                    multiple: false,
+                },
+                Outcome::Reject { requeue } => Frame::Reject { tag, requeue },
+            });
         }
+        // The list's allocation is kept for the next turn.
+        self.settled = settled;
         frames
     }
 }
@@ -360,6 +375,37 @@ mod tests {
             ]
         );
         assert_eq!(window.slots.iter().map(|s| s.tag).collect::<Vec<_>>(), [5]);
+    }
+
+    #[test]
+    fn deliveries_settled_behind_a_held_one_go_out_in_tag_order_and_leave_it_alone() {
+        let mut window = window(1..=1000);
+        // 1 is held; the others are settled in reverse order over several turns.
+        for tag in (501..=1000).rev() {
+            ack(&mut window, tag);
+        }
+        let frames = window.take_frames();
+        assert_eq!(frames, (501..=1000).map(single).collect::<Vec<_>>());
+        reject(&mut window, 7, true);
+        ack(&mut window, 2);
+        assert_eq!(
+            window.take_frames(),
+            vec![
+                single(2),
+                Frame::Reject {
+                    tag: 7,
+                    requeue: true
+                }
+            ]
+        );
+        assert_eq!(window.slots.len(), 1000 - 500 - 2);
+        assert!(window.settled.is_empty());
+        for tag in (3..=500).filter(|&tag| tag != 7) {
+            ack(&mut window, tag);
+        }
+        ack(&mut window, 1);
+        assert_eq!(window.take_frames(), vec![multiple(500)]);
+        assert!(window.slots.is_empty() && window.settled.is_empty());
     }
 
     #[test]
