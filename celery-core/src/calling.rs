@@ -568,6 +568,8 @@ impl<R> CallOptions<R> {
         self
     }
 
+    /// Sent in the message for a Python worker, which raises `SoftTimeLimitExceeded` in the task;
+    /// a Rust worker does not act on it (it enforces `time_limit` only).
     pub fn soft_time_limit(mut self, seconds: impl IntoSeconds) -> Self {
         self.options.soft_time_limit = Some(seconds.into_seconds());
         self

@@ -159,8 +159,10 @@ impl fmt::Display for ExceptionInfo {
 /// Why a task did not return a value: an exception, or a request to run again later.
 ///
 /// A task returning `Result<T, E>` fails with `E` turned into a `TaskError`: any
-/// `std::error::Error` converts with its type name as `exc_type` and its message as `exc_message`,
-/// so Python sees e.g. `ParseIntError('invalid digit found in string')`.
+/// `std::error::Error + Send + Sync` converts with its type name as `exc_type` and its message
+/// (followed by its sources) as `exc_message`, so Python sees e.g.
+/// `ParseIntError('invalid digit found in string')`. An error whose type is erased
+/// (`Box<dyn Error>`, `anyhow::Error`) becomes Python's `Exception`; see [`TaskError::from_dyn_error`].
 #[derive(Debug, Clone)]
 pub struct TaskError {
     pub(crate) kind: Box<TaskErrorKind>,
@@ -202,6 +204,15 @@ impl TaskError {
         Self::new("Exception", message.to_string())
     }
 
+    /// A failure from an error whose type is erased (`Box<dyn Error>`, `anyhow::Error`): Python's
+    /// generic `Exception`, with the error's message followed by its sources.
+    pub fn from_dyn_error(error: &(dyn std::error::Error + 'static)) -> Self {
+        Self::from_exception(ExceptionInfo::builtin(
+            "Exception",
+            message_with_sources(error),
+        ))
+    }
+
     /// Attaches a traceback text, shown by Celery's `AsyncResult.traceback`.
     pub fn with_traceback(mut self, text: impl Into<String>) -> Self {
         if let TaskErrorKind::Exception { traceback, .. } = self.kind.as_mut() {
@@ -236,17 +247,25 @@ impl fmt::Display for TaskError {
 /// type convert into it with `?`.
 impl<E: std::error::Error + Send + Sync + 'static> From<E> for TaskError {
     fn from(error: E) -> Self {
-        let full = std::any::type_name::<E>();
-        let (module, name) = split_type_name(full);
-        let mut message = error.to_string();
-        let mut source = error.source();
-        while let Some(cause) = source {
-            message.push_str(": ");
-            message.push_str(&cause.to_string());
-            source = cause.source();
-        }
-        TaskError::from_exception(ExceptionInfo::new(name, module, message))
+        let (module, name) = split_type_name(std::any::type_name::<E>());
+        TaskError::from_exception(ExceptionInfo::new(
+            name,
+            module,
+            message_with_sources(&error),
+        ))
     }
+}
+
+/// `error: its source: the source's source`, as `anyhow` prints a chain with `{:#}`.
+fn message_with_sources(error: &dyn std::error::Error) -> String {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    message
 }
 
 /// Splits `my_crate::errors::ParseError<T>` into (`my_crate.errors`, `ParseError`): the module in
@@ -303,6 +322,25 @@ mod tests {
             Some("celery_core::error::tests")
         );
         assert_eq!(info.exc_message, serde_json::json!(["bad input 7"]));
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("cannot save")]
+    struct Save(#[source] BadInput);
+
+    #[test]
+    fn erased_errors_are_python_exceptions_with_their_sources() {
+        let boxed: Box<dyn std::error::Error + Send + Sync> = Box::new(Save(BadInput(7)));
+        let err = TaskError::from_dyn_error(&*boxed);
+        let info = err.exception().unwrap();
+        assert_eq!(info.exc_type, "Exception");
+        assert_eq!(info.exc_module.as_deref(), Some("builtins"));
+        assert_eq!(info.message(), "cannot save: bad input 7");
+        let typed: TaskError = Save(BadInput(7)).into();
+        assert_eq!(
+            typed.exception().unwrap().message(),
+            "cannot save: bad input 7"
+        );
     }
 
     #[test]

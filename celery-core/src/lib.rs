@@ -56,7 +56,9 @@ pub mod __private {
     pub use crate::serializer::NamedSerializer;
     pub use crate::signature::{ArgList, Complete, Errback, Immutable, Partial, Signature};
     pub use crate::task::glue::{
-        assert_argument, assert_output, output, output_fallible, run_blocking,
+        assert_argument, assert_output, output, output_fallible, run_blocking, ErrorKind,
+        ReturnKind, ReturnsPlainValue, ReturnsResult, Unconvertible, ViaBoxed, ViaBoxedSend,
+        ViaBoxedSendSync, ViaTaskError,
     };
     pub use crate::task::{
         BoundArgs, Fallible, Invocation, Request, Task, TaskArgument, TaskContext, TaskFuture,

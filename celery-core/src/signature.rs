@@ -264,21 +264,14 @@ impl<R, K: Kind> Signature<R, K> {
     }
 }
 
-impl<R, K> Signature<R, K> {
-    pub fn name(&self) -> &str {
-        &self.raw.task
-    }
-
-    pub fn raw(&self) -> &RawSignature {
-        &self.raw
-    }
-
-    /// The options of the task's `#[task(...)]` attributes.
-    pub fn task_options(&self) -> &TaskOptions {
-        &self.defaults
-    }
-
-    /// Adds keyword arguments (Celery's `kwargs`).
+impl<R> Signature<R, Untyped> {
+    /// Adds a keyword argument (Celery's `kwargs`).
+    ///
+    /// Only a signature made by name has it: `task::s(...)`, `si` and `partial` give every
+    /// parameter by position, so on a Rust worker a keyword argument would only clash with one
+    /// ("got multiple values" or "unexpected keyword argument"). For a Python task that takes
+    /// `**kwargs`, make the signature by name: `signature("tasks.x", args, kwargs)`, or
+    /// `Signature::<R, Untyped>::from_raw(...)` to keep a typed result.
     pub fn kwarg(mut self, name: impl Into<String>, value: impl Serialize) -> Self {
         match crate::serializer::to_value(&value) {
             Ok(value) => {
@@ -291,6 +284,21 @@ impl<R, K> Signature<R, K> {
             }
         }
         self
+    }
+}
+
+impl<R, K> Signature<R, K> {
+    pub fn name(&self) -> &str {
+        &self.raw.task
+    }
+
+    pub fn raw(&self) -> &RawSignature {
+        &self.raw
+    }
+
+    /// The options of the task's `#[task(...)]` attributes.
+    pub fn task_options(&self) -> &TaskOptions {
+        &self.defaults
     }
 
     /// Merges call options into the signature's own (Celery's `sig.set(...)`).

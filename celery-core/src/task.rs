@@ -49,6 +49,8 @@ pub struct TaskOptions {
     pub default_retry_delay: Option<f64>,
     pub acks_late: Option<bool>,
     pub time_limit: Option<f64>,
+    /// Sent in the message's `timelimit` header for a Python worker, which raises
+    /// `SoftTimeLimitExceeded` in the task; a Rust worker does not act on it.
     pub soft_time_limit: Option<f64>,
     pub track_started: Option<bool>,
 }
@@ -477,6 +479,12 @@ pub trait TaskOutput: Serialize + DeserializeOwned + Send + 'static {}
 impl<T: Serialize + DeserializeOwned + Send + 'static> TaskOutput for T {}
 
 /// A task return type that can fail: `Result<T, E>` and aliases of it.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not `std::result::Result`, but #[task] reads it as a fallible return type",
+    label = "not `std::result::Result`",
+    note = "#[task] treats a return type as fallible (its `Err` becomes the task's exception) when its name is `Result` or the task says `#[task(fallible)]`; such a type must be `std::result::Result<T, E>` or an alias of it",
+    note = "to return your own type named `Result` as a plain value, import it under another name (`use my::Result as Outcome;`)"
+)]
 pub trait Fallible {
     type Ok;
     type Err;
@@ -493,6 +501,8 @@ impl<T, E> Fallible for Result<T, E> {
 
 /// Support for the code `#[task]` generates.
 pub mod glue {
+    use std::marker::PhantomData;
+
     use super::*;
 
     pub fn assert_argument<T: TaskArgument>() {}
@@ -508,15 +518,153 @@ pub mod glue {
         })
     }
 
-    /// Encodes a `Result`-returning task's outcome.
-    pub fn output_fallible<R>(result: R) -> Result<Value, TaskError>
+    /// Encodes a `Result`-returning task's outcome; the generated code converts its error
+    /// through [`ErrorKind`].
+    pub fn output_fallible<R>(
+        result: R,
+        convert_error: fn(R::Err) -> TaskError,
+    ) -> Result<Value, TaskError>
     where
         R: Fallible,
         R::Ok: Serialize,
-        R::Err: Into<TaskError>,
     {
-        output(result.into_result().map_err(Into::into)?)
+        output(result.into_result().map_err(convert_error)?)
     }
+
+    /// The type of a task's `Err` value, for the generated code to pick how it becomes a
+    /// `TaskError`: `(&&&&ErrorKind::<E>::NEW).converter()`.
+    ///
+    /// No one trait can convert both every `std::error::Error` and `Box<dyn Error>` (which may
+    /// some day be an `Error` itself, so coherence refuses the pair), hence one trait per way, each
+    /// implemented for `ErrorKind` behind a different number of references: method lookup tries
+    /// the receiver with the most references first, so the first way that applies wins.
+    pub struct ErrorKind<E>(PhantomData<fn(E)>);
+
+    impl<E> ErrorKind<E> {
+        pub const NEW: Self = ErrorKind(PhantomData);
+    }
+
+    // The last way takes `ErrorKind` itself, behind a reference the others would have taken.
+    impl<E> Clone for ErrorKind<E> {
+        fn clone(&self) -> Self {
+            *self
+        }
+    }
+    impl<E> Copy for ErrorKind<E> {}
+
+    type DynError = dyn std::error::Error + 'static;
+
+    /// First: a `std::error::Error + Send + Sync`, named after its type; a `TaskError`; or any
+    /// type with its own `From` impl into `TaskError`.
+    pub trait ViaTaskError<E> {
+        fn converter(self) -> fn(E) -> TaskError;
+    }
+    impl<E: Into<TaskError>> ViaTaskError<E> for &&&&ErrorKind<E> {
+        fn converter(self) -> fn(E) -> TaskError {
+            Into::into
+        }
+    }
+
+    /// Then: `Box<dyn Error + Send + Sync>` and whatever converts into it (`anyhow::Error`).
+    pub trait ViaBoxedSendSync<E> {
+        fn converter(self) -> fn(E) -> TaskError;
+    }
+    impl<E: Into<Box<dyn std::error::Error + Send + Sync>>> ViaBoxedSendSync<E> for &&&ErrorKind<E> {
+        fn converter(self) -> fn(E) -> TaskError {
+            |error| TaskError::from_dyn_error(&*error.into() as &DynError)
+        }
+    }
+
+    /// Then: `Box<dyn Error>` and whatever converts into it (an `Error` that is not `Send`).
+    pub trait ViaBoxed<E> {
+        fn converter(self) -> fn(E) -> TaskError;
+    }
+    impl<E: Into<Box<DynError>>> ViaBoxed<E> for &&ErrorKind<E> {
+        fn converter(self) -> fn(E) -> TaskError {
+            |error| TaskError::from_dyn_error(&*error.into())
+        }
+    }
+
+    /// Then: `Box<dyn Error + Send>`, which converts into none of the above.
+    pub trait ViaBoxedSend<E> {
+        fn converter(self) -> fn(E) -> TaskError;
+    }
+    impl ViaBoxedSend<Box<dyn std::error::Error + Send>>
+        for &ErrorKind<Box<dyn std::error::Error + Send>>
+    {
+        fn converter(self) -> fn(Box<dyn std::error::Error + Send>) -> TaskError {
+            |error| TaskError::from_dyn_error(&*error as &DynError)
+        }
+    }
+
+    /// Last: nothing applies, which the bound of `converter` reports in a sentence.
+    pub trait Unconvertible<E> {
+        fn converter(self) -> fn(E) -> TaskError
+        where
+            E: TaskErrorSource;
+    }
+    impl<E> Unconvertible<E> for ErrorKind<E> {
+        fn converter(self) -> fn(E) -> TaskError
+        where
+            E: TaskErrorSource,
+        {
+            |_| unreachable!("`TaskErrorSource` has no implementations")
+        }
+    }
+
+    /// A type that a task's `Err` can hold; nothing implements it, since the `Via*` traits
+    /// convert every type that can.
+    #[diagnostic::on_unimplemented(
+        message = "`{Self}` cannot be a task's error: it does not convert into a `TaskError`",
+        label = "its `Err` type does not convert into a `TaskError`",
+        note = "a task's error may be a `std::error::Error + Send + Sync` (the exception is named after its type), `Box<dyn Error>` (with or without `Send` and `Sync`), anything that converts into `Box<dyn Error + Send + Sync>` (such as `anyhow::Error`), a `TaskError`, or a type with its own `From` impl into `TaskError`"
+    )]
+    pub trait TaskErrorSource {}
+
+    /// A task's return type that is not named `Result`, for the generated code to refuse a
+    /// `Result` under another name (an alias), which would otherwise be stored as a successful
+    /// value: `(&ReturnKind::<R>::NEW).refuse_aliased_result()`, by the same method lookup as
+    /// [`ErrorKind`].
+    pub struct ReturnKind<R>(PhantomData<fn() -> R>);
+
+    impl<R> ReturnKind<R> {
+        pub const NEW: Self = ReturnKind(PhantomData);
+    }
+
+    impl<R> Clone for ReturnKind<R> {
+        fn clone(&self) -> Self {
+            *self
+        }
+    }
+    impl<R> Copy for ReturnKind<R> {}
+
+    pub trait ReturnsResult<R> {
+        fn refuse_aliased_result(self)
+        where
+            R: NotAResult;
+    }
+    impl<T, E> ReturnsResult<Result<T, E>> for &ReturnKind<Result<T, E>> {
+        fn refuse_aliased_result(self)
+        where
+            Result<T, E>: NotAResult,
+        {
+        }
+    }
+
+    pub trait ReturnsPlainValue {
+        fn refuse_aliased_result(self);
+    }
+    impl<R> ReturnsPlainValue for ReturnKind<R> {
+        fn refuse_aliased_result(self) {}
+    }
+
+    /// Nothing implements it: the bound that reports a `Result` under another name.
+    #[diagnostic::on_unimplemented(
+        message = "`{Self}` is a `Result` under another name: #[task] would store it as a successful value",
+        label = "a `Result` under another name",
+        note = "#[task] reads a return type as fallible only when its name is `Result`; add `#[task(fallible)]` so that an `Err` becomes the task's exception"
+    )]
+    pub trait NotAResult {}
 
     /// Runs a plain (non-async) task function on tokio's blocking pool.
     pub async fn run_blocking<F, T>(function: F) -> Result<T, TaskError>

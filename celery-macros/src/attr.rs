@@ -16,6 +16,7 @@ const OPTIONS: &[&str] = &[
     "name",
     "bind",
     "errback",
+    "fallible",
     "serializer",
     "compression",
     "ignore_result",
@@ -77,6 +78,8 @@ pub struct TaskAttrs {
     pub bind: Option<Span>,
     /// Where `errback` was written, when the first parameters receive a failed task's request.
     pub errback: Option<Span>,
+    /// Where `fallible` was written, when the return type is a `Result` under another name.
+    pub fallible: Option<Span>,
     /// The path of the `celery` crate, when renamed with `crate = "..."`.
     pub krate: Option<syn::Path>,
     pub options: TaskOptions,
@@ -148,6 +151,7 @@ impl TaskAttrs {
             "name" => self.name = arg.name(),
             "bind" => self.bind = arg.flag().filter(|set| *set).map(|_| meta.span()),
             "errback" => self.errback = arg.flag().filter(|set| *set).map(|_| meta.span()),
+            "fallible" => self.fallible = arg.flag().filter(|set| *set).map(|_| meta.span()),
             "crate" => self.krate = arg.crate_path(),
             "serializer" => options.serializer = arg.codec(SERIALIZERS, "a serializer", "json"),
             "compression" => options.compression = arg.codec(COMPRESSIONS, "a compression", "gzip"),

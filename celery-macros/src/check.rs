@@ -11,8 +11,10 @@ pub fn check(cx: &Ctxt, task: &Task) {
     signature(cx, task);
     impl_trait(cx, task);
     references(cx, task);
+    associated_fn(cx, task);
     leading_params(cx, task);
     time_limits(cx, task);
+    fallible(cx, task);
 }
 
 /// Qualifiers a task cannot have: workers call it through a plain Rust call.
@@ -147,6 +149,46 @@ fn references(cx: &Ctxt, task: &Task) {
     }
 }
 
+/// `Self` in the signature means the function is inside an `impl`, where the task's module cannot
+/// go. Without `Self` the macro cannot tell, and rustc says "module is not supported in `impl`s".
+fn associated_fn(cx: &Ctxt, task: &Task) {
+    let sig = &task.func.sig;
+    let inputs = sig.inputs.iter().filter_map(|arg| match arg {
+        syn::FnArg::Typed(typed) => Some(&*typed.ty),
+        syn::FnArg::Receiver(_) => None,
+    });
+    let output = match &sig.output {
+        ReturnType::Type(_, ty) => Some(&**ty),
+        ReturnType::Default => None,
+    };
+    struct FindSelf<'ast>(Option<&'ast syn::Path>);
+    impl<'ast> Visit<'ast> for FindSelf<'ast> {
+        fn visit_path(&mut self, path: &'ast syn::Path) {
+            if path
+                .segments
+                .first()
+                .is_some_and(|first| first.ident == "Self")
+            {
+                self.0.get_or_insert(path);
+            }
+            syn::visit::visit_path(self, path);
+        }
+    }
+    let mut finder = FindSelf(None);
+    for ty in inputs.chain(output) {
+        finder.visit_type(ty);
+    }
+    let Some(found) = finder.0 else {
+        return;
+    };
+    cx.error_spanned_by(
+        found,
+        "#[task] goes on a free function, not on an associated function: the task's module, \
+         generated beside the function, cannot be inside an `impl`; move the function out and \
+         name the type instead of `Self`",
+    );
+}
+
 /// The owned counterpart of a reference type: `String` for `&str`, `Vec<T>` for `&[T]`.
 fn owned(reference: &TypeReference) -> String {
     let tokens = match &*reference.elem {
@@ -213,6 +255,20 @@ fn time_limits(cx: &Ctxt, task: &Task) {
                 ),
             );
         }
+    }
+}
+
+/// `fallible` says what the return type is, so there must be one.
+fn fallible(cx: &Ctxt, task: &Task) {
+    if let (Some(fallible), ReturnType::Default) = (task.attrs.fallible, &task.func.sig.output) {
+        cx.error_at(
+            fallible,
+            format!(
+                "`fallible` says that the return type is a `Result` under another name, but \
+                 `{}` returns nothing; remove `fallible`, or return the `Result`",
+                task.ident()
+            ),
+        );
     }
 }
 
@@ -306,5 +362,43 @@ mod tests {
             errors(quote!(time_limit = 10, soft_time_limit = 10), func).len(),
             1
         );
+    }
+
+    #[test]
+    fn fallible_needs_a_return_type() {
+        assert_eq!(
+            errors(
+                quote!(fallible),
+                quote!(
+                    fn f() {}
+                )
+            )
+            .len(),
+            1
+        );
+        assert!(errors(
+            quote!(fallible),
+            quote!(
+                fn f() -> Outcome<i32> {}
+            )
+        )
+        .is_empty());
+    }
+
+    #[test]
+    fn self_in_the_signature_is_an_associated_fn() {
+        for func in [
+            quote!(
+                fn f(x: Self) {}
+            ),
+            quote!(
+                fn f() -> Vec<Self> {}
+            ),
+            quote!(
+                fn f(x: <Self as Tr>::Item) {}
+            ),
+        ] {
+            assert_eq!(errors(quote!(), func.clone()).len(), 1, "{func}");
+        }
     }
 }

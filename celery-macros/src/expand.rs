@@ -6,7 +6,10 @@ use quote::{format_ident, quote, quote_spanned, ToTokens};
 use syn::ext::IdentExt;
 use syn::spanned::Spanned;
 use syn::visit_mut::{self, VisitMut};
-use syn::{Ident, Item, Path, PathSegment, Type, TypePath, Visibility};
+use syn::{
+    Attribute, GenericArgument, Ident, Item, Meta, Path, PathArguments, PathSegment, Type,
+    TypePath, Visibility,
+};
 
 use crate::attr::{Codec, TaskAttrs, TaskOptions};
 use crate::check;
@@ -98,6 +101,7 @@ fn module(task: &Task) -> TokenStream {
         .attrs
         .iter()
         .filter(|attr| attr.path().is_ident("cfg"));
+    let lints = task.func.attrs.iter().filter_map(lint_level);
 
     let roles = task.roles();
     let to_arg = |param: &crate::model::Param| Arg {
@@ -118,6 +122,7 @@ fn module(task: &Task) -> TokenStream {
             quote!(<#ty as #p::Fallible>::Ok)
         }
     };
+
     let param_names = message.iter().map(|arg| arg.ident.unraw().to_string());
     let options = options(&p, &task.attrs.options);
     let is_errback = errback.is_some();
@@ -142,6 +147,7 @@ fn module(task: &Task) -> TokenStream {
     quote! {
         #(#cfgs)*
         #[doc = #module_doc]
+        #(#lints)*
         #[allow(dead_code, unused_imports, clippy::too_many_arguments, clippy::needless_update, clippy::result_large_err)]
         #vis mod #fn_ident {
             use super::*;
@@ -174,6 +180,28 @@ fn module(task: &Task) -> TokenStream {
             #calling_api
         }
     }
+}
+
+/// A lint attribute of the function, for the module, whose names (its own and the parameters')
+/// are the function's: `#[allow(non_snake_case)]` stays as it is. `expect` becomes `allow`, since
+/// the expectation is the function's and the module need not meet it too; `forbid` becomes
+/// `deny`, which the module's own `allow`s for generated code may override.
+fn lint_level(attr: &Attribute) -> Option<TokenStream> {
+    let path = attr.path();
+    let level = ["allow", "warn", "deny", "forbid", "expect"]
+        .into_iter()
+        .find(|level| path.is_ident(level))?;
+    let Meta::List(list) = &attr.meta else {
+        return None;
+    };
+    let level = match level {
+        "expect" => "allow",
+        "forbid" => "deny",
+        other => other,
+    };
+    let level = Ident::new(level, path.span());
+    let lints = &list.tokens;
+    Some(quote!(#[#level(#lints)]))
 }
 
 /// The visibility of the module's items: the function's, seen from one module deeper.
@@ -352,11 +380,13 @@ fn gates(p: &TokenStream, task: &Task, message: &[Arg]) -> TokenStream {
     });
     let output = match task.ret {
         Return::Fallible(_) => quote! {
-            fn __output<R>() -> fn(R) -> ::core::result::Result<#p::Value, #p::TaskError>
+            fn __output<R>() -> fn(
+                R,
+                fn(<R as #p::Fallible>::Err) -> #p::TaskError,
+            ) -> ::core::result::Result<#p::Value, #p::TaskError>
             where
                 R: #p::Fallible,
                 <R as #p::Fallible>::Ok: #p::TaskOutput,
-                <R as #p::Fallible>::Err: ::core::convert::Into<#p::TaskError>,
             {
                 #p::output_fallible::<R>
             }
@@ -367,7 +397,86 @@ fn gates(p: &TokenStream, task: &Task, message: &[Arg]) -> TokenStream {
             }
         },
     };
-    quote!(#argument #output)
+    let finish = finish(p, task);
+    quote!(#argument #output #finish)
+}
+
+/// `__finish`, which turns what the function returned into the task's outcome.
+///
+/// Its types are concrete, so that method lookup can pick how an error converts and whether a
+/// plain return type is a `Result` under another name; both are reported at the return type.
+fn finish(p: &TokenStream, task: &Task) -> TokenStream {
+    let span = task.ret_span();
+    // The user's own return type tokens, since rustc reports a bound at the type argument.
+    let ty = match &task.ret {
+        Return::Fallible(ty) | Return::Plain(ty) => from_parent(ty).into_token_stream(),
+        Return::Unit => quote_spanned!(span=> ()),
+    };
+    let value = Ident::new("value", Span::mixed_site());
+    let body = match &task.ret {
+        Return::Fallible(returned) => {
+            let err_span = error_type_span(returned);
+            let err = quote_spanned!(span=> <#ty as #p::Fallible>::Err);
+            let convert_error = quote_spanned! {err_span=>
+                (&&&&#p::ErrorKind::<#err>::NEW).converter()
+            };
+            quote_spanned! {span=>
+                use #p::{
+                    Unconvertible as _, ViaBoxed as _, ViaBoxedSend as _, ViaBoxedSendSync as _,
+                    ViaTaskError as _,
+                };
+                (__output::<#ty>())(#value, #convert_error)
+            }
+        }
+        Return::Plain(returned) => {
+            let refuse = quote_spanned! {last_segment_span(returned)=>
+                (&#p::ReturnKind::<#ty>::NEW).refuse_aliased_result()
+            };
+            quote_spanned! {span=>
+                use #p::{ReturnsPlainValue as _, ReturnsResult as _};
+                #refuse;
+                (__output::<#ty>())(#value)
+            }
+        }
+        Return::Unit => quote_spanned!(span=> (__output::<#ty>())(#value)),
+    };
+    quote! {
+        fn __finish(#value: #ty) -> ::core::result::Result<#p::Value, #p::TaskError> {
+            #body
+        }
+    }
+}
+
+/// Where to report a return type's error type: `E` in `Result<T, E>`, else the type's name (an
+/// alias such as `io::Result<T>` hides it).
+fn error_type_span(ty: &Type) -> Span {
+    if let Type::Path(path) = ty {
+        if let Some(PathArguments::AngleBracketed(args)) =
+            path.path.segments.last().map(|last| &last.arguments)
+        {
+            let mut types = args.args.iter().filter_map(|arg| match arg {
+                GenericArgument::Type(ty) => Some(ty),
+                _ => None,
+            });
+            if let (Some(_), Some(err)) = (types.next(), types.next()) {
+                return err.span();
+            }
+        }
+    }
+    last_segment_span(ty)
+}
+
+/// The span of a type's name: `Outcome` in `crate::jobs::Outcome<i32>`.
+fn last_segment_span(ty: &Type) -> Span {
+    match ty {
+        Type::Path(path) => match path.path.segments.last() {
+            Some(last) => last.ident.span(),
+            None => ty.span(),
+        },
+        Type::Group(group) => last_segment_span(&group.elem),
+        Type::Paren(paren) => last_segment_span(&paren.elem),
+        _ => ty.span(),
+    }
 }
 
 /// `__argument::<T>()`, at the span of the parameter's type.
@@ -431,17 +540,13 @@ fn run_body(
         .map(|param| &param.ident);
     let fn_ident = task.ident();
     let call = quote!(super::#fn_ident(#(#idents),*));
-    let value = if task.is_async() {
-        quote!(#call.await)
+    // A plain function's outcome is encoded on the blocking pool too, so that its error need not
+    // be `Send` (`Box<dyn Error>`).
+    let outcome = if task.is_async() {
+        quote!(self::__finish(#call.await))
     } else {
-        quote!(#p::run_blocking(move || #call).await?)
+        quote!(#p::run_blocking(move || self::__finish(#call)).await?)
     };
-    // The user's own return type tokens, since rustc reports a bound at the type argument.
-    let encoded = match &task.ret {
-        Return::Fallible(ty) | Return::Plain(ty) => from_parent(ty).into_token_stream(),
-        Return::Unit => quote_spanned!(task.ret_span()=> ()),
-    };
-    let encode = quote_spanned!(task.ret_span()=> (__output::<#encoded>()));
     // Arguments are read before the returned future runs, so that a message whose arguments do
     // not fit is refused before the worker acknowledges it.
     quote! {
@@ -449,7 +554,7 @@ fn run_body(
         #errback
         #bind
         #(#message_args)*
-        ::core::result::Result::Ok(::std::boxed::Box::pin(async move { #encode(#value) }))
+        ::core::result::Result::Ok(::std::boxed::Box::pin(async move { #outcome }))
     }
 }
 

@@ -25,14 +25,19 @@ use proc_macro::TokenStream;
 /// let callback = add::partial(16);       // `add(<parent's result>, 16)`
 /// ```
 ///
-/// A plain (non-`async`) function runs on tokio's blocking pool. A function returning a
-/// `Result` is fallible: its `Err` becomes the task's exception.
+/// A plain (non-`async`) function runs on tokio's blocking pool. A function whose return type is
+/// named `Result` is fallible: its `Err` becomes the task's exception. A `Result` under another
+/// name (an alias) needs `fallible`; without it, it does not compile.
 ///
 /// Options, all optional: `name`, `bind` (the first parameter receives the `TaskContext`),
 /// `errback` (the first three parameters receive the failed task's `Request`, `ExceptionInfo` and
-/// traceback), `serializer`, `compression`, `ignore_result`, `queue`, `routing_key`, `priority`,
-/// `expires`, `max_retries`, `default_retry_delay`, `acks_late`, `time_limit`, `soft_time_limit`,
-/// `track_started`, and `crate = "path"` to name the `celery` crate under another path.
+/// traceback), `fallible` (the return type is a `Result` under another name), `serializer`,
+/// `compression`, `ignore_result`, `queue`, `routing_key`, `priority`, `expires`, `max_retries`,
+/// `default_retry_delay`, `acks_late`, `time_limit`, `soft_time_limit` (sent in the message for
+/// Python workers; a Rust worker does not act on it), `track_started`, and `crate = "path"` to
+/// name the `celery` crate under another path.
+///
+/// Lint attributes on the function (`#[allow(non_snake_case)]`) apply to the generated module too.
 #[proc_macro_attribute]
 pub fn task(args: TokenStream, item: TokenStream) -> TokenStream {
     expand::task(args.into(), item.into()).into()

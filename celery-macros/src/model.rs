@@ -1,5 +1,9 @@
 //! The function under `#[task]`, read into what the expansion needs: its parameters as plain
 //! names and types, and whether its return type is a `Result`.
+//!
+//! A macro sees tokens, not types, so a return type is a `Result` when its name is `Result` or
+//! when the task says `fallible`. The expansion refuses, at compile time, any other return type
+//! that turns out to be a `Result` (an alias), and any `Result`-named type that is not one.
 
 use proc_macro2::Span;
 use syn::{FnArg, Ident, ItemFn, Pat, ReturnType, Type};
@@ -29,7 +33,8 @@ pub enum Return {
     Unit,
     /// Any type other than a `Result`: the task cannot fail except by panicking.
     Plain(Box<Type>),
-    /// A type whose last path segment is `Result`: an `Err` becomes the task's exception.
+    /// A type whose last path segment is `Result`, or any type under `#[task(fallible)]`: an
+    /// `Err` becomes the task's exception.
     Fallible(Box<Type>),
 }
 
@@ -56,7 +61,9 @@ impl Task {
             .collect();
         let ret = match &func.sig.output {
             ReturnType::Default => Return::Unit,
-            ReturnType::Type(_, ty) if is_result(ty) => Return::Fallible(ty.clone()),
+            ReturnType::Type(_, ty) if attrs.fallible.is_some() || is_result(ty) => {
+                Return::Fallible(ty.clone())
+            }
             ReturnType::Type(_, ty) => Return::Plain(ty.clone()),
         };
         Task {
@@ -210,6 +217,17 @@ mod tests {
             .ret,
             Return::Unit
         ));
+    }
+
+    #[test]
+    fn fallible_declares_a_result_under_another_name() {
+        let task = task(
+            quote!(fallible),
+            quote!(
+                fn f() -> TaskResult<i32> {}
+            ),
+        );
+        assert!(matches!(task.ret, Return::Fallible(_)));
     }
 
     #[test]

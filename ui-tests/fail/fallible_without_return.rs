@@ -1,0 +1,6 @@
+use celery::prelude::*;
+
+#[task(fallible)]
+async fn cleanup() {}
+
+fn main() {}
