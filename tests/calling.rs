@@ -584,6 +584,44 @@ async fn ignore_result_from_option_attribute_and_setting() {
 }
 
 #[tokio::test]
+async fn track_started_stores_started_with_the_workers_pid_and_hostname() {
+    let url = common::memory_url("track-started");
+    let app = Celery::builder("track-started")
+        .broker_url(&url)
+        .result_backend(&url)
+        .task_track_started(true)
+        .build()
+        .unwrap();
+    register_all(&app);
+    let worker = app
+        .worker()
+        .hostname("celery@started-node")
+        .start()
+        .await
+        .unwrap();
+    // It runs long enough for `get()` to be waiting by the time STARTED is stored (or to be
+    // given it as the latest state when it starts waiting).
+    let result = sleepy::s(0.15).apply_async_with(&app).await.unwrap();
+    let mut states = Vec::new();
+    let value = result
+        .get()
+        .timeout(WAIT)
+        .on_message(|meta| states.push((meta.status.clone(), meta.result.clone())))
+        .await
+        .unwrap();
+    assert_eq!(value, 0.15);
+    let started = states
+        .iter()
+        .find(|(state, _)| *state == State::Started)
+        .unwrap_or_else(|| panic!("no STARTED in {states:?}"));
+    assert_eq!(
+        started.1,
+        json!({"pid": std::process::id(), "hostname": "celery@started-node"})
+    );
+    worker.shutdown().await;
+}
+
+#[tokio::test]
 async fn result_extended_stores_the_request() {
     let url = common::memory_url("extended");
     let app = Celery::builder("x")

@@ -16,6 +16,12 @@ async fn add(x: i64, y: i64) -> i64 {
     x + y
 }
 
+#[task(name = "cli.slow_late", acks_late)]
+async fn slow_late(ms: u64) -> u64 {
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+    ms
+}
+
 #[task(name = "cli.slow")]
 async fn slow(ms: u64) -> u64 {
     tokio::time::sleep(Duration::from_millis(ms)).await;
@@ -29,10 +35,13 @@ fn builder() -> celery::Builder {
 }
 
 fn register(app: &Celery) {
-    app.register(add::Task).register(slow::Task);
+    app.register(add::Task)
+        .register(slow::Task)
+        .register(slow_late::Task);
 }
 
-/// Run by the child process of `a_worker_process_stops_warmly_on_sigterm`.
+/// Run by the child processes of `a_worker_process_stops_warmly_on_sigterm` and
+/// `a_second_signal_stops_a_worker_process_cold`.
 #[tokio::test]
 async fn worker_process_entry() {
     let Ok(queue) = std::env::var("CELERY_CLI_WORKER_QUEUE") else {
@@ -125,16 +134,13 @@ async fn call_and_result_print_what_the_worker_returned() {
         .unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_worker_process_stops_warmly_on_sigterm() {
-    if !common::rabbitmq("a_worker_process_stops_warmly_on_sigterm") {
-        return;
-    }
-    let queue = common::unique_name("cli-worker");
-    let app = builder().task_default_queue(&queue).build().unwrap();
-    let mut child = tokio::process::Command::new(std::env::current_exe().unwrap())
+/// A worker process (this binary's `worker_process_entry`) serving `queue`, once it runs tasks;
+/// and an app sending there.
+async fn worker_process(queue: &str) -> (Celery, tokio::process::Child) {
+    let app = builder().task_default_queue(queue).build().unwrap();
+    let child = tokio::process::Command::new(std::env::current_exe().unwrap())
         .args(["--exact", "worker_process_entry", "--nocapture"])
-        .env("CELERY_CLI_WORKER_QUEUE", &queue)
+        .env("CELERY_CLI_WORKER_QUEUE", queue)
         .kill_on_drop(true)
         .spawn()
         .unwrap();
@@ -144,6 +150,63 @@ async fn a_worker_process_stops_warmly_on_sigterm() {
         3,
         "the worker process is up"
     );
+    (app, child)
+}
+
+/// A second SIGTERM during the warm shutdown stops the worker at once (Celery's cold shutdown):
+/// the running task is not waited for, and its message (acks_late) goes back to its queue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_signal_stops_a_worker_process_cold() {
+    if !common::rabbitmq("a_second_signal_stops_a_worker_process_cold") {
+        return;
+    }
+    let queue = common::unique_name("cli-cold");
+    let (app, mut child) = worker_process(&queue).await;
+    let running = slow_late::s(20_000).apply_async_with(&app).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let pid = child.id().unwrap().to_string();
+    let signalled = std::time::Instant::now();
+    for _ in 0..2 {
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let exit = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .expect("the worker exits without waiting for its 20 s task")
+        .unwrap();
+    assert!(signalled.elapsed() < Duration::from_secs(15));
+    assert_eq!(
+        exit.code(),
+        Some(celery::cli::COLD_SHUTDOWN_EXIT_CODE),
+        "{exit:?}"
+    );
+    assert_eq!(running.state().await.unwrap(), State::Pending);
+    let broker = celery::broker::AmqpBroker::connect(RABBITMQ_URL)
+        .await
+        .unwrap();
+    use celery::broker::Broker;
+    // RabbitMQ requeues the unacknowledged message once it sees the connection gone.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut back = 0;
+    while back == 0 && std::time::Instant::now() < deadline {
+        back = broker.purge(&queue).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(back, 1, "the running task's message went back to its queue");
+    broker.delete_queue(&queue).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_process_stops_warmly_on_sigterm() {
+    if !common::rabbitmq("a_worker_process_stops_warmly_on_sigterm") {
+        return;
+    }
+    let queue = common::unique_name("cli-worker");
+    let (app, mut child) = worker_process(&queue).await;
 
     let running = slow::s(1000).apply_async_with(&app).await.unwrap();
     let held = add::s(2, 2)

@@ -24,7 +24,10 @@ use crate::worker::WorkerBuilder;
 pub struct Config {
     /// `memory://` (the embedded default) or an `amqp://` URL.
     pub broker_url: String,
-    /// `memory://` (the embedded default) or `rpc://`.
+    /// `memory://`, `rpc://` or `disabled://`. Left as it is (`memory://`), it is the default of
+    /// an app on the in-memory broker only: on another broker the app has no result backend
+    /// (Celery's `DisabledBackend`), as results kept in one process's memory would reach no
+    /// client of another.
     pub result_backend: String,
     pub task_serializer: String,
     pub result_serializer: String,
@@ -148,6 +151,7 @@ impl Celery {
             config: Config::default(),
             broker: None,
             backend: None,
+            backend_chosen: false,
         }
     }
 
@@ -311,6 +315,8 @@ pub struct Builder {
     config: Config,
     broker: Option<Arc<dyn Broker>>,
     backend: Option<Arc<dyn ResultBackend>>,
+    /// Whether `result_backend` was set, even to the default's value.
+    backend_chosen: bool,
 }
 
 impl Builder {
@@ -319,8 +325,11 @@ impl Builder {
         self
     }
 
+    /// Where results are stored: `memory://` (the default on the in-memory broker), `rpc://`
+    /// (through the broker), `disabled://` (nowhere, the default on other brokers).
     pub fn result_backend(mut self, url: impl Into<String>) -> Self {
         self.config.result_backend = url.into();
+        self.backend_chosen = true;
         self
     }
 
@@ -395,7 +404,7 @@ impl Builder {
         self
     }
 
-    pub fn build(self) -> Result<Celery, Error> {
+    pub fn build(mut self) -> Result<Celery, Error> {
         // A broker the app opened from `broker_url` is the one an rpc:// backend publishes
         // results through; one given ready-made may be anything.
         let opened_from_url = self.broker.is_none();
@@ -418,6 +427,13 @@ impl Builder {
                 broker::from_url(&self.config.broker_url, options)?
             }
         };
+        let chosen =
+            self.backend_chosen || self.config.result_backend != Config::default().result_backend;
+        if !chosen && !broker.url().starts_with("memory://") {
+            // Results in this process's memory would reach no client on another: none at all,
+            // as Celery has without a result backend, and `get()` says so.
+            self.config.result_backend = "disabled://".to_owned();
+        }
         let backend = match self.backend {
             Some(backend) => backend,
             None => backend::from_url(
@@ -468,5 +484,38 @@ impl Builder {
                 declared: Mutex::default(),
             }),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn on_a_real_broker_without_a_result_backend_get_says_so_at_once() {
+        // Nothing connects before the first publish: no server is needed here.
+        let app = Celery::builder("no-backend")
+            .broker_url("amqp://guest:guest@127.0.0.1:5672//")
+            .build()
+            .unwrap();
+        assert_eq!(app.backend().url(), "disabled://");
+        let error = app.result::<i32>("some-id").get().await.unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("no result backend is configured"),
+            "{error}"
+        );
+
+        // Chosen, even the in-memory one, it is kept.
+        let chosen = Celery::builder("memory-backend")
+            .broker_url("amqp://guest:guest@127.0.0.1:5672//")
+            .result_backend("memory://")
+            .build()
+            .unwrap();
+        assert_eq!(chosen.backend().url(), "memory://");
+        // The embedded default: in-memory broker and backend.
+        let embedded = Celery::builder("embedded").build().unwrap();
+        assert_eq!(embedded.backend().url(), "memory://");
     }
 }

@@ -184,6 +184,13 @@ impl<'a, R: DeserializeOwned + Send + 'a> IntoFuture for GroupGet<'a, R> {
             let deadline = self
                 .timeout
                 .and_then(|t| tokio::time::Instant::now().checked_add(t));
+            // Every member is watched from the start: the rpc client forgets the oldest finished
+            // results nobody watches (past 10,000), and in a large group the members finishing
+            // before those ahead of them are waited for would be among them.
+            let mut watching = Vec::with_capacity(self.group.results.len());
+            for result in &self.group.results {
+                watching.push(result.watch().await?);
+            }
             let mut values = Vec::with_capacity(self.group.results.len());
             for result in &self.group.results {
                 let get = result.get();
@@ -196,6 +203,7 @@ impl<'a, R: DeserializeOwned + Send + 'a> IntoFuture for GroupGet<'a, R> {
                 };
                 values.push(value);
             }
+            drop(watching);
             Ok(values)
         })
     }

@@ -200,7 +200,16 @@ pub async fn execute(
             let worker = worker.start().await?;
             wait_for_signal().await;
             tracing::warn!("worker: warm shutdown (finishing running tasks)");
-            worker.shutdown().await;
+            // A second signal while tasks finish is Celery's cold shutdown: stop now. What was
+            // not acknowledged (tasks with acks_late, held and prefetched messages) goes back
+            // to its queue when the connection drops; tasks already acknowledged are not run.
+            tokio::select! {
+                () = worker.shutdown() => {}
+                () = wait_for_signal() => {
+                    tracing::warn!("worker: cold shutdown (running tasks are stopped)");
+                    std::process::exit(COLD_SHUTDOWN_EXIT_CODE);
+                }
+            }
             Ok(())
         }
         Command::Call {
@@ -319,6 +328,10 @@ async fn print_result(
     writeln!(out, "{value}").map_err(output_error)?;
     Ok(())
 }
+
+/// The exit status after a cold shutdown (a second SIGINT/SIGTERM): 128 + SIGINT, as a shell
+/// reports a program stopped by Ctrl-C.
+pub const COLD_SHUTDOWN_EXIT_CODE: i32 = 130;
 
 /// Resolves on SIGINT or SIGTERM.
 async fn wait_for_signal() {

@@ -238,6 +238,16 @@ impl<R> AsyncResult<R> {
         }
     }
 
+    /// Subscribes to the task's states without waiting: while the receiver lives, the backend
+    /// keeps the task's result (the rpc client forgets the oldest finished results nobody
+    /// watches). `None` for an ignored result.
+    pub(crate) async fn watch(&self) -> Result<Option<crate::backend::ResultReceiver>, Error> {
+        if self.ignored {
+            return Ok(None);
+        }
+        self.app.backend().subscribe(&self.id).await.map(Some)
+    }
+
     /// Whether the task was sent with `ignore_result`: no state of it is stored, and `get()`
     /// returns at once (Celery's `AsyncResult.ignored`).
     pub fn ignored(&self) -> bool {

@@ -832,7 +832,9 @@ async fn execute(
             .track_started
             .unwrap_or(config.task_track_started)
     {
-        let started = ResultMeta::new(request.id.clone(), State::Started, Value::Null);
+        // What Celery's worker stores with STARTED (`AsyncResult.info` reads it).
+        let who = serde_json::json!({"pid": std::process::id(), "hostname": runtime.hostname});
+        let started = ResultMeta::new(request.id.clone(), State::Started, who);
         Box::pin(store(runtime, request, started)).await;
     }
 

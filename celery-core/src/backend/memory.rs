@@ -87,6 +87,10 @@ impl ResultBackend for MemoryBackend {
         let (sender, receiver) = mpsc::unbounded_channel();
         let mut entries = self.entries();
         let entry = entries.entry(task_id.to_owned()).or_default();
+        // Waits that gave up (a `get()` timed out) leave closed senders behind.
+        entry
+            .subscribers
+            .retain(|subscriber| !subscriber.is_closed());
         if let Some(latest) = &entry.latest {
             let _ = sender.send(latest.clone());
         }

@@ -7,9 +7,11 @@ use crate::error::Error;
 use crate::result::ResultMeta;
 use crate::BoxFuture;
 
+pub mod disabled;
 pub mod memory;
 pub mod rpc;
 
+pub use disabled::DisabledBackend;
 pub use memory::MemoryBackend;
 pub use rpc::RpcBackend;
 
@@ -66,6 +68,7 @@ pub fn from_url(
 ) -> Result<std::sync::Arc<dyn ResultBackend>, Error> {
     match url.split_once("://").map(|(scheme, _)| scheme) {
         Some("memory") | Some("cache+memory") => Ok(MemoryBackend::shared(url)),
+        Some("disabled") => Ok(std::sync::Arc::new(DisabledBackend)),
         Some("rpc") => {
             let backend = RpcBackend::new(broker_url)?;
             Ok(std::sync::Arc::new(match broker {
@@ -74,7 +77,7 @@ pub fn from_url(
             }))
         }
         _ => Err(Error::Config(format!(
-            "unsupported result backend URL {url:?} (supported: memory://, rpc://)"
+            "unsupported result backend URL {url:?} (supported: memory://, rpc://, disabled://)"
         ))),
     }
 }

@@ -262,16 +262,22 @@ impl Results {
         }
     }
 
+    /// Forgets the oldest finished results past [`KEPT_FINISHED`]; one still watched (a
+    /// group's `get()` waits on it) goes to the back of the line instead, to be forgotten later.
     fn forget_oldest(&mut self) {
-        while self.finished.len() > KEPT_FINISHED {
+        let mut looked_at = 0;
+        while self.finished.len() > KEPT_FINISHED && looked_at < self.finished.len() {
             let Some(task_id) = self.finished.pop_front() else {
                 break;
             };
-            let unwatched = self.entries.get(&task_id).is_some_and(|entry| {
-                entry.subscribers.iter().all(|s| s.is_closed())
-                    && entry.latest.as_ref().is_some_and(|m| m.status.is_ready())
-            });
-            if unwatched {
+            looked_at += 1;
+            let watched = self
+                .entries
+                .get(&task_id)
+                .is_some_and(|entry| entry.subscribers.iter().any(|s| !s.is_closed()));
+            if watched {
+                self.finished.push_back(task_id);
+            } else {
                 self.entries.remove(&task_id);
             }
         }
@@ -352,6 +358,10 @@ impl ResultBackend for RpcBackend {
             let (sender, receiver) = mpsc::unbounded_channel();
             let mut results = self.results();
             let entry = results.entries.entry(task_id.to_owned()).or_default();
+            // Waits that gave up (a `get()` timed out) leave closed senders behind.
+            entry
+                .subscribers
+                .retain(|subscriber| !subscriber.is_closed());
             if let Some(latest) = &entry.latest {
                 let _ = sender.send(latest.clone());
             }
@@ -544,6 +554,33 @@ mod tests {
         assert!(results
             .entries
             .contains_key(&(KEPT_FINISHED + 4).to_string()));
+    }
+
+    #[test]
+    fn a_watched_result_is_kept_past_the_limit() {
+        let mut results = Results::default();
+        let (sender, _receiver) = mpsc::unbounded_channel();
+        results
+            .entries
+            .entry("watched".to_owned())
+            .or_default()
+            .subscribers
+            .push(sender);
+        results.record(ResultMeta::new("watched".into(), State::Success, json!(0)));
+        for i in 0..KEPT_FINISHED + 5 {
+            results.record(ResultMeta::new(i.to_string(), State::Success, json!(i)));
+        }
+        assert!(results.entries.contains_key("watched"));
+        assert_eq!(results.entries.len(), KEPT_FINISHED);
+        assert_eq!(
+            results.finished.len(),
+            KEPT_FINISHED,
+            "still counted, to go later"
+        );
+        assert!(
+            !results.entries.contains_key("0"),
+            "the oldest unwatched goes"
+        );
     }
 
     #[test]
