@@ -1387,6 +1387,81 @@ async fn a_countdown_wins_over_an_eta_and_a_zero_countdown_is_none() {
     assert_eq!(eta.timestamp_micros(), in_a_day.timestamp_micros());
 }
 
+/// A backend that counts how often it is asked to get ready for a result, and cannot be
+/// reached the first time.
+struct UnreadyOnce {
+    inner: std::sync::Arc<dyn celery::backend::ResultBackend>,
+    prepared: AtomicU32,
+}
+
+impl celery::backend::ResultBackend for UnreadyOnce {
+    fn url(&self) -> &str {
+        self.inner.url()
+    }
+    fn store<'a>(
+        &'a self,
+        meta: &'a celery::ResultMeta,
+        reply_to: Option<&'a str>,
+    ) -> celery::BoxFuture<'a, Result<(), Error>> {
+        self.inner.store(meta, reply_to)
+    }
+    fn get<'a>(
+        &'a self,
+        task_id: &'a str,
+    ) -> celery::BoxFuture<'a, Result<Option<celery::ResultMeta>, Error>> {
+        self.inner.get(task_id)
+    }
+    fn subscribe<'a>(
+        &'a self,
+        task_id: &'a str,
+    ) -> celery::BoxFuture<'a, Result<celery::backend::ResultReceiver, Error>> {
+        self.inner.subscribe(task_id)
+    }
+    fn forget<'a>(&'a self, task_id: &'a str) -> celery::BoxFuture<'a, Result<(), Error>> {
+        self.inner.forget(task_id)
+    }
+    fn prepare_client(&self) -> celery::BoxFuture<'_, Result<(), Error>> {
+        let first = self.prepared.fetch_add(1, Ordering::SeqCst) == 0;
+        Box::pin(async move {
+            match first {
+                true => Err(Error::Backend {
+                    backend: "unready://".to_owned(),
+                    reason: "cannot be reached".to_owned(),
+                    recoverable: true,
+                }),
+                false => Ok(()),
+            }
+        })
+    }
+}
+
+/// As Celery's `send_task`: the backend gets ready for a result (the rpc reply queue) only
+/// when one is wanted, and within the publish retry.
+#[tokio::test]
+async fn the_backend_gets_ready_for_wanted_results_only_and_is_retried() {
+    let backend = std::sync::Arc::new(UnreadyOnce {
+        inner: celery::backend::MemoryBackend::shared(&common::memory_url("unready")),
+        prepared: AtomicU32::new(0),
+    });
+    let app = Celery::builder("unready")
+        .broker_url(common::memory_url("unready"))
+        .backend(backend.clone())
+        .build()
+        .unwrap();
+    add::s(1, 1)
+        .with_options(CallOptions::new().ignore_result(true))
+        .apply_async_with(&app)
+        .await
+        .unwrap();
+    assert_eq!(backend.prepared.load(Ordering::SeqCst), 0);
+    add::s(1, 1).apply_async_with(&app).await.unwrap();
+    assert_eq!(
+        backend.prepared.load(Ordering::SeqCst),
+        2,
+        "retried after the first failure"
+    );
+}
+
 #[tokio::test]
 async fn task_routes_send_tasks_by_name_unless_the_call_or_the_task_says_otherwise() {
     let broker = RecordingBroker::new("task-routes");

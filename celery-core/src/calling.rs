@@ -145,11 +145,17 @@ impl Default for RetryPolicy {
 }
 
 impl RetryPolicy {
-    /// The wait before retry number `retry` (0-based).
+    /// The wait before retry number `retry` (0-based), as kombu's `retry_over_time` counts:
+    /// `interval_start`, then `interval_step` more each time while it stays within
+    /// `interval_max + interval_start`, then the last of those again.
     pub fn interval(&self, retry: u32) -> Duration {
-        let seconds = (self.interval_start + self.interval_step * f64::from(retry))
-            .min(self.interval_max)
-            .max(0.0);
+        let (start, step) = (self.interval_start, self.interval_step);
+        let stop = self.interval_max + start;
+        let mut seconds = start + step * f64::from(retry);
+        if seconds > stop && step > 0.0 {
+            seconds = start + step * ((stop - start) / step).floor().max(0.0);
+        }
+        let seconds = seconds.max(0.0);
         // An infinite `interval_max` waits for ever rather than panicking.
         Duration::try_from_secs_f64(seconds).unwrap_or(Duration::MAX)
     }
@@ -603,6 +609,31 @@ mod tests {
         let waits: Vec<f64> = (0..7).map(|i| policy.interval(i).as_secs_f64()).collect();
         assert_eq!(waits, vec![0.0, 0.2, 0.4, 0.6, 0.8, 1.0, 1.0]);
         assert_eq!(policy.max_retries, Some(3));
+    }
+
+    #[test]
+    fn intervals_stop_growing_past_max_plus_start_as_kombu_counts() {
+        let policy = RetryPolicy {
+            interval_start: 1.0,
+            interval_step: 1.0,
+            interval_max: 2.0,
+            ..RetryPolicy::default()
+        };
+        let waits: Vec<f64> = (0..5).map(|i| policy.interval(i).as_secs_f64()).collect();
+        // kombu's fxrange(1, 2 + 1, 1, repeatlast=True): 1, 2, 3, 3, ...
+        assert_eq!(waits, vec![1.0, 2.0, 3.0, 3.0, 3.0]);
+        let uneven = RetryPolicy {
+            interval_start: 0.0,
+            interval_step: 0.3,
+            interval_max: 1.0,
+            ..RetryPolicy::default()
+        };
+        let waits: Vec<f64> = (0..6).map(|i| uneven.interval(i).as_secs_f64()).collect();
+        // 0, 0.3, 0.6, 0.9, then 0.9 again (1.2 is past 1.0).
+        assert!(
+            (waits[5] - 0.9).abs() < 1e-9 && (waits[4] - 0.9).abs() < 1e-9,
+            "{waits:?}"
+        );
     }
 
     #[test]

@@ -8,7 +8,7 @@ use chrono::Utc;
 use crate::app::Celery;
 use crate::error::Error;
 use crate::protocol::{args_repr, kwargs_repr, Body, Embed, Message, Properties, TaskHeaders};
-use crate::routing::Route;
+use crate::routing::{Route, TaskRoute};
 use crate::signature::RawSignature;
 use crate::task::TaskOptions;
 
@@ -32,6 +32,9 @@ pub struct Outgoing {
     pub id: String,
     pub route: Route,
     pub message: Message,
+    /// Sent without `ignore_result`: the result backend gets ready for the result first (the
+    /// rpc client declares its reply queue), as Celery's `backend.on_task_call`.
+    pub wants_result: bool,
 }
 
 impl Producer {
@@ -77,7 +80,6 @@ impl Producer {
         let producer = self.clone();
         async move {
             let outgoing = outgoing?;
-            producer.app.backend().prepare_client().await?;
             producer.publish(&outgoing, retry, policy).await?;
             Ok(Sent {
                 id: outgoing.id,
@@ -86,13 +88,14 @@ impl Producer {
         }
     }
 
-    /// Celery's router: the first of `task_routes` matching the task fills in whatever the
+    /// Celery's router: the route of `task_routes` for the task (by exact name, else the first
+    /// matching glob) fills in whatever the
     /// call's options and the task's attributes left unset, key by key (Celery's
     /// `lpmerge(route, options)`): a call giving only a routing key still goes to the route's
     /// queue.
     fn apply_task_routes(&self, signature: &mut RawSignature) {
         let routes = &self.app.config().task_routes;
-        let Some(route) = routes.iter().find(|route| route.matches(&signature.task)) else {
+        let Some(route) = TaskRoute::find(routes, &signature.task) else {
             return;
         };
         let options = &mut signature.options;
@@ -186,7 +189,8 @@ impl Producer {
         headers.argsrepr = Some(args_repr(&args));
         headers.kwargsrepr = Some(kwargs_repr(&kwargs));
         headers.origin = Some(app.origin().to_owned());
-        headers.ignore_result = Some(options.ignore_result.unwrap_or(config.task_ignore_result));
+        let ignore_result = options.ignore_result.unwrap_or(config.task_ignore_result);
+        headers.ignore_result = Some(ignore_result);
 
         let non_empty =
             |signatures: Vec<RawSignature>| (!signatures.is_empty()).then_some(signatures);
@@ -234,7 +238,12 @@ impl Producer {
             },
             body: payload,
         };
-        Ok(Outgoing { id, route, message })
+        Ok(Outgoing {
+            id,
+            route,
+            message,
+            wants_result: !ignore_result,
+        })
     }
 
     /// Publishes with the retry policy; at the end, Celery's `OperationalError` naming the broker.
@@ -252,6 +261,14 @@ impl Producer {
         let mut retries = 0u32;
         loop {
             let attempt = async {
+                // Within the retry, as Celery declares the reply queue with `retry=True`.
+                if outgoing.wants_result {
+                    self.app
+                        .backend()
+                        .prepare_client()
+                        .await
+                        .map_err(backend_not_ready)?;
+                }
                 self.app.declare_once(queue).await?;
                 broker
                     .publish(
@@ -285,4 +302,16 @@ impl Producer {
             retries += 1;
         }
     }
+}
+
+/// A result backend that could not get ready for a result, as a broker error: retried by the
+/// publish retry policy when the backend could not be reached.
+fn backend_not_ready(error: Error) -> crate::broker::BrokerError {
+    let kind = match &error {
+        Error::Backend {
+            recoverable: true, ..
+        } => crate::broker::BrokerErrorKind::Connection,
+        _ => crate::broker::BrokerErrorKind::Refused,
+    };
+    crate::broker::BrokerError::new(kind, error.to_string())
 }

@@ -284,17 +284,28 @@ impl<R> AsyncResult<R> {
         Ok(self.state().await? == State::Failure)
     }
 
-    /// The tasks this one sent when it finished (its link callbacks and next chain step), as
-    /// listed in its stored result.
+    /// The tasks this one sent when it finished (its link callbacks and next chain step, the
+    /// members of a group it sent), as listed in its stored result.
     pub async fn children(&self) -> Result<Vec<AsyncResult<Value>>, Error> {
         let children = self
             .info()
             .await?
             .map(|meta| meta.children)
             .unwrap_or_default();
-        Ok(children
-            .iter()
-            .filter_map(|child| child.pointer("/0/0").and_then(Value::as_str))
+        // Each child is Celery's result tuple: `[[id, parent], null]` for a task, and
+        // `[[group_id, parent], [member tuples…]]` for a group, whose members are listed here.
+        fn task_ids<'a>(child: &'a Value, ids: &mut Vec<&'a str>) {
+            match child.get(1).and_then(Value::as_array) {
+                Some(members) => members.iter().for_each(|member| task_ids(member, ids)),
+                None => ids.extend(child.pointer("/0/0").and_then(Value::as_str)),
+            }
+        }
+        let mut ids = Vec::new();
+        for child in &children {
+            task_ids(child, &mut ids);
+        }
+        Ok(ids
+            .into_iter()
             .map(|id| AsyncResult::new(id, self.app.clone()))
             .collect())
     }
@@ -464,6 +475,26 @@ impl<'a, R: DeserializeOwned + Send + 'a> IntoFuture for GetOutcome<'a, R> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[tokio::test]
+    async fn children_lists_tasks_and_the_members_of_groups() {
+        let app = Celery::builder("children")
+            .result_backend("memory://children-test")
+            .build()
+            .unwrap();
+        let mut meta = ResultMeta::new("parent".into(), State::Success, json!(1));
+        meta.children = vec![
+            json!([["callback", "parent"], null]),
+            json!([
+                ["group-id", "parent"],
+                [[["m1", null], null], [["m2", null], null]]
+            ]),
+        ];
+        app.backend().store(&meta, None).await.unwrap();
+        let children = app.result::<i32>("parent").children().await.unwrap();
+        let ids: Vec<&str> = children.iter().map(AsyncResult::id).collect();
+        assert_eq!(ids, ["callback", "m1", "m2"]);
+    }
 
     #[test]
     fn states_round_trip_including_custom_ones() {

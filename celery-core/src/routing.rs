@@ -74,7 +74,7 @@ impl Queue {
 /// Where a task goes, by name: one entry of Celery's `task_routes` setting.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct TaskRoute {
-    /// A task name, or a glob with `*` and `?` (`"feed.tasks.*"`).
+    /// A task name, or a glob with `*` (and `?` for one character) such as `"feed.tasks.*"`.
     pub pattern: String,
     pub queue: Option<String>,
     pub exchange: Option<String>,
@@ -107,8 +107,30 @@ impl TaskRoute {
         self
     }
 
+    /// Whether the pattern is a glob: as in Celery's `MapRoute`, only a name with a `*` is one
+    /// (then `?` matches one character); any other is a task name, matched exactly.
+    pub fn is_glob(&self) -> bool {
+        self.pattern.contains('*')
+    }
+
     pub fn matches(&self, task: &str) -> bool {
-        glob_matches(self.pattern.as_bytes(), task.as_bytes())
+        match self.is_glob() {
+            true => glob_matches(self.pattern.as_bytes(), task.as_bytes()),
+            false => self.pattern == task,
+        }
+    }
+
+    /// The route for a task among `routes`, as Celery's `MapRoute` finds it: a route naming
+    /// the task exactly first, else the first glob that matches.
+    pub fn find<'a>(routes: &'a [TaskRoute], task: &str) -> Option<&'a TaskRoute> {
+        routes
+            .iter()
+            .find(|route| !route.is_glob() && route.pattern == task)
+            .or_else(|| {
+                routes
+                    .iter()
+                    .find(|route| route.is_glob() && route.matches(task))
+            })
     }
 }
 
@@ -189,6 +211,21 @@ mod tests {
         assert!(TaskRoute::new("*.import_?", "q").matches("feed.import_1"));
         assert!(!TaskRoute::new("*.import_?", "q").matches("feed.import_12"));
         assert!(TaskRoute::new("a*b*c", "q").matches("aXbYbZc"));
+        // Without a `*`, a name: `?` is itself.
+        assert!(TaskRoute::new("tasks.add?", "q").matches("tasks.add?"));
+        assert!(!TaskRoute::new("tasks.add?", "q").matches("tasks.adds"));
+    }
+
+    #[test]
+    fn an_exact_name_wins_over_a_glob_listed_before_it() {
+        let routes = [
+            TaskRoute::new("feed.*", "feeds"),
+            TaskRoute::new("feed.import", "imports"),
+        ];
+        let queue = |task| TaskRoute::find(&routes, task).and_then(|r| r.queue.clone());
+        assert_eq!(queue("feed.import").as_deref(), Some("imports"));
+        assert_eq!(queue("feed.export").as_deref(), Some("feeds"));
+        assert_eq!(queue("other"), None);
     }
 
     #[test]
