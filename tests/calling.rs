@@ -142,6 +142,18 @@ async fn ratio(x: f64, y: f64) -> f64 {
     x / y
 }
 
+/// Waits for a task of its own: refused unless `allowed` (Celery's `disable_sync_subtasks`).
+#[task(name = "tests.waits_on_a_subtask", bind)]
+async fn waits_on_a_subtask(ctx: TaskContext, allowed: bool) -> Result<i32, TaskError> {
+    let app = ctx.app().expect("run by a worker").clone();
+    let subtask = add::s(1, 1).apply_async_with(&app).await?;
+    Ok(subtask
+        .get()
+        .timeout(WAIT)
+        .disable_sync_subtasks(!allowed)
+        .await?)
+}
+
 #[task(name = "tests.sleepy", time_limit = 0.2)]
 async fn sleepy(seconds: f64) -> f64 {
     tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
@@ -169,6 +181,7 @@ fn register_all(app: &Celery) {
         .register(attr_routed::Task)
         .register(quiet::Task)
         .register(sleepy::Task)
+        .register(waits_on_a_subtask::Task)
         .register(ratio::Task)
         .register(panics::Task);
 }
@@ -618,6 +631,29 @@ async fn track_started_stores_started_with_the_workers_pid_and_hostname() {
         started.1,
         json!({"pid": std::process::id(), "hostname": "celery@started-node"})
     );
+    worker.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_task_waiting_for_another_is_refused_unless_it_says_so() {
+    let (app, worker) = started("sync-subtasks").await;
+    let refused = waits_on_a_subtask::s(false)
+        .apply_async_with(&app)
+        .await
+        .unwrap();
+    let error = refused.get().timeout(WAIT).await.unwrap_err();
+    let exception = error.exception().expect("the task failed");
+    assert!(
+        exception
+            .message()
+            .contains("never call get() within a task"),
+        "{exception}"
+    );
+    let allowed = waits_on_a_subtask::s(true)
+        .apply_async_with(&app)
+        .await
+        .unwrap();
+    assert_eq!(allowed.get().timeout(WAIT).await.unwrap(), 2);
     worker.shutdown().await;
 }
 

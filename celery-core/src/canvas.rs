@@ -146,6 +146,7 @@ impl<R> GroupResult<R> {
         GroupGet {
             group: self,
             timeout: None,
+            disable_sync_subtasks: true,
         }
     }
 
@@ -164,12 +165,19 @@ impl<R> GroupResult<R> {
 pub struct GroupGet<'a, R> {
     group: &'a GroupResult<R>,
     timeout: Option<Duration>,
+    disable_sync_subtasks: bool,
 }
 
 impl<R> GroupGet<'_, R> {
     /// Gives up after this long in all.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
+        self
+    }
+
+    /// Lets a task wait for the group: see [`Get::disable_sync_subtasks`](crate::result::Get::disable_sync_subtasks).
+    pub fn disable_sync_subtasks(mut self, disable: bool) -> Self {
+        self.disable_sync_subtasks = disable;
         self
     }
 }
@@ -193,7 +201,9 @@ impl<'a, R: DeserializeOwned + Send + 'a> IntoFuture for GroupGet<'a, R> {
             }
             let mut values = Vec::with_capacity(self.group.results.len());
             for result in &self.group.results {
-                let get = result.get();
+                let get = result
+                    .get()
+                    .disable_sync_subtasks(self.disable_sync_subtasks);
                 let value = match deadline {
                     Some(deadline) => {
                         get.timeout(deadline.saturating_duration_since(tokio::time::Instant::now()))

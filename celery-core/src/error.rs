@@ -64,6 +64,10 @@ pub enum Error {
     /// `Option` result type gets that here too).
     #[error("task {task_id} was sent with ignore_result: no result is stored, there is nothing to wait for")]
     ResultIgnored { task_id: String },
+    /// `get()` within a task (Celery's `RuntimeError`): see
+    /// [`Get::disable_sync_subtasks`](crate::result::Get::disable_sync_subtasks).
+    #[error("RuntimeError: never call get() within a task (waiting for task {task_id}): a worker whose slots all wait on other tasks waits for ever; chain the tasks, or use .disable_sync_subtasks(false)")]
+    GetWithinTask { task_id: String },
     /// `delay`/`apply_async` without an explicit app, and no app was made current.
     #[error("no current app: call `app.set_current()` once, or use the `*_with(&app)` forms")]
     NoCurrentApp,

@@ -327,11 +327,33 @@ impl<R> AsyncResult<R> {
             result: self,
             timeout: None,
             on_message: None,
+            disable_sync_subtasks: true,
         }
     }
 }
 
 type OnMessage<'a> = Box<dyn FnMut(&ResultMeta) + Send + 'a>;
+
+tokio::task_local! {
+    /// Set while a worker runs a task: a `get()` there would hold one of the worker's slots
+    /// while it waits on another task, which may need that very slot.
+    static WITHIN_TASK: ();
+}
+
+/// Runs a task's future as within a task, for [`Get`] to refuse waiting there.
+pub(crate) fn within_task<F: Future>(future: F) -> impl Future<Output = F::Output> {
+    WITHIN_TASK.scope((), future)
+}
+
+/// Celery's `assert_will_not_block`: `get()` within a task is refused unless asked for.
+fn refuse_within_task(refuse: bool, waited_on: &str) -> Result<(), Error> {
+    match refuse && WITHIN_TASK.try_with(|_| ()).is_ok() {
+        true => Err(Error::GetWithinTask {
+            task_id: waited_on.to_owned(),
+        }),
+        false => Ok(()),
+    }
+}
 
 /// A wait for a result; `.await` it.
 #[must_use = "a `get()` does nothing until it is awaited"]
@@ -339,6 +361,7 @@ pub struct Get<'a, R> {
     result: &'a AsyncResult<R>,
     timeout: Option<Duration>,
     on_message: Option<OnMessage<'a>>,
+    disable_sync_subtasks: bool,
 }
 
 impl<'a, R: DeserializeOwned + Send + 'a> Get<'a, R> {
@@ -354,12 +377,21 @@ impl<'a, R: DeserializeOwned + Send + 'a> Get<'a, R> {
         self
     }
 
+    /// Celery's `disable_sync_subtasks=False`: lets a task wait for another task's result,
+    /// which is refused by default ([`Error::GetWithinTask`]) since a worker whose slots are
+    /// all taken by tasks waiting on others waits for ever.
+    pub fn disable_sync_subtasks(mut self, disable: bool) -> Self {
+        self.disable_sync_subtasks = disable;
+        self
+    }
+
     /// Celery's `propagate=False`: a failure is returned as data instead of an error.
     pub fn no_propagate(self) -> GetOutcome<'a, R> {
         GetOutcome { get: self }
     }
 
     async fn wait_ready(mut self) -> Result<ResultMeta, Error> {
+        refuse_within_task(self.disable_sync_subtasks, &self.result.id)?;
         let id = self.result.id.clone();
         let mut updates = self.result.app.backend().subscribe(&id).await?;
         let wait = async {

@@ -954,7 +954,7 @@ fn time_limit<const N: usize>(candidates: [Option<f64>; N]) -> Option<f64> {
 async fn run_task(run: TaskFuture, hard_limit: Option<f64>) -> Result<Value, TaskError> {
     // A panic becomes the task's failure instead of taking the worker down; the task runs in
     // the message's own tokio task (a task of its own would cost a spawn per message).
-    let guarded = std::panic::AssertUnwindSafe(run).catch_unwind();
+    let guarded = crate::result::within_task(std::panic::AssertUnwindSafe(run).catch_unwind());
     let outcome = match hard_limit {
         None => guarded.await,
         Some(seconds) => {
