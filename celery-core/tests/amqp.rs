@@ -837,6 +837,49 @@ fn state(status: &str, result: Value) -> ResultMeta {
     ResultMeta::new(String::new(), State::from(status), result)
 }
 
+/// A result that came before the client listened is what its first look finds (Celery reads
+/// the reply queue with `basic.get` when asked for a state), not PENDING while a consumer
+/// starts; what comes later arrives through the consumer.
+#[tokio::test]
+async fn an_rpc_client_first_look_finds_a_result_that_came_before() {
+    require_rabbitmq!();
+    let client = RpcBackend::new(URL).unwrap();
+    let oid = unique("oid-early");
+    client.bind_client(&oid, &celery_core::backend::ResultCodec::default());
+    client.prepare_client().await.unwrap();
+    let worker = RpcBackend::new(URL).unwrap();
+    let (first, second) = (unique("first"), unique("second"));
+    for (task_id, status) in [
+        (&first, "STARTED"),
+        (&first, "SUCCESS"),
+        (&second, "STARTED"),
+    ] {
+        let mut meta = state(status, json!(7));
+        meta.task_id = task_id.clone();
+        worker.store(&meta, Some(&oid)).await.unwrap();
+    }
+    let found = client.get(&first).await.unwrap().expect("found at once");
+    assert_eq!((found.status, found.result), (State::Success, json!(7)));
+    assert_eq!(
+        client.get(&second).await.unwrap().unwrap().status,
+        State::Started
+    );
+    let mut meta = state("SUCCESS", json!(8));
+    meta.task_id = second.clone();
+    worker.store(&meta, Some(&oid)).await.unwrap();
+    let mut updates = client.subscribe(&second).await.unwrap();
+    let mut latest = updates.recv().await.unwrap();
+    while latest.status != State::Success {
+        latest = tokio::time::timeout(WAIT, updates.recv())
+            .await
+            .expect("a state in time")
+            .unwrap();
+    }
+    assert_eq!(latest.result, json!(8));
+    drop(client);
+    cleanup(&broker().await, &[&oid]).await;
+}
+
 #[tokio::test]
 async fn rpc_results_reach_the_client_in_order() {
     require_rabbitmq!();

@@ -27,6 +27,10 @@ use crate::BoxFuture;
 /// Celery's `result_expires` (one day): the reply queue's `x-expires`, in milliseconds.
 const REPLY_QUEUE_EXPIRES_MS: i32 = 86_400_000;
 
+/// How many waiting results are read one by one before consuming (Celery's `backlog_limit`);
+/// the rest arrive through the consumer.
+const BACKLOG_LIMIT: usize = 1000;
+
 /// How many finished results are remembered for `state()`/`get()` after they arrived.
 const KEPT_FINISHED: usize = 10_000;
 
@@ -110,13 +114,24 @@ impl RpcBackend {
             return Ok(());
         }
         let queue = self.reply_queue();
+        let codec = self.codec.read().expect("result codec poisoned").clone();
+        // What is waiting already is read first, as Celery reads it (`basic.get`) when asked
+        // for a state: a first `state()` finds a result that came before anyone listened,
+        // instead of PENDING while the consumer starts. What comes after goes to the consumer.
+        let waiting = self
+            .broker
+            .take_waiting(&reply_queue_declaration(&queue), BACKLOG_LIMIT)
+            .await
+            .map_err(|e| self.error(e))?;
+        for message in &waiting {
+            record_message(&self.results, &codec, message);
+        }
         let consumer = self
             .broker
             .consume_unacknowledged(vec![reply_queue_declaration(&queue)])
             .await
             .map_err(|e| self.error(e))?;
         self.declared.store(true, Ordering::Release);
-        let codec = self.codec.read().expect("result codec poisoned").clone();
         *listener = Some(tokio::spawn(receive(consumer, self.results.clone(), codec)));
         Ok(())
     }
@@ -160,31 +175,34 @@ async fn receive(mut consumer: AmqpConsumer, results: Arc<Mutex<Results>>, codec
                 continue;
             }
         };
-        match decode_result(&codec, &delivery.message) {
-            Ok(meta) => results.lock().expect("rpc results poisoned").record(meta),
-            Err(error) => {
-                tracing::error!(%error, "rpc:// refused a result message");
-                // Whoever waits for that task learns why, instead of waiting forever.
-                if let Some(task_id) = delivery.message.properties.correlation_id.clone() {
-                    let exception = crate::error::ExceptionInfo::new(
-                        if matches!(error, Error::ContentDisallowed(_)) {
-                            "ContentDisallowed"
-                        } else {
-                            "DecodeError"
-                        },
-                        "kombu.exceptions",
-                        error.to_string(),
-                    );
-                    let meta = ResultMeta::exception(
-                        task_id,
-                        crate::result::State::Failure,
-                        &exception,
-                        None,
-                    );
-                    results.lock().expect("rpc results poisoned").record(meta);
-                }
-            }
-        }
+        record_message(&results, &codec, &delivery.message);
+    }
+}
+
+/// Records a result message; one that cannot be read is recorded as the task's failure.
+fn record_message(results: &Mutex<Results>, codec: &ResultCodec, message: &Message) {
+    let meta = decode_result(codec, message).or_else(|error| -> Result<ResultMeta, ()> {
+        tracing::error!(%error, "rpc:// refused a result message");
+        // Whoever waits for that task learns why, instead of waiting forever.
+        let task_id = message.properties.correlation_id.clone().ok_or(())?;
+        let exception = crate::error::ExceptionInfo::new(
+            if matches!(error, Error::ContentDisallowed(_)) {
+                "ContentDisallowed"
+            } else {
+                "DecodeError"
+            },
+            "kombu.exceptions",
+            error.to_string(),
+        );
+        Ok(ResultMeta::exception(
+            task_id,
+            crate::result::State::Failure,
+            &exception,
+            None,
+        ))
+    });
+    if let Ok(meta) = meta {
+        results.lock().expect("rpc results poisoned").record(meta);
     }
 }
 

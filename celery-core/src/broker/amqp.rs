@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use futures_core::Stream;
 use lapin::options::{
-    BasicCancelOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
+    BasicCancelOptions, BasicConsumeOptions, BasicGetOptions, BasicPublishOptions, BasicQosOptions,
     ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
     QueueDeleteOptions, QueuePurgeOptions,
 };
@@ -174,6 +174,36 @@ impl AmqpBroker {
     pub(crate) async fn declare_queue(&self, declaration: &Declaration) -> Result<(), BrokerError> {
         let (_guard, channel) = self.shared.control_channel().await?;
         self.shared.declare_on(&channel, declaration).await
+    }
+
+    /// Takes the messages waiting in a queue, one `basic.get` each, without acknowledgements
+    /// (declaring the queue first), up to `limit`: what Celery's rpc:// backend reads before
+    /// it consumes (`_slurp_from_queue`), so that a first look at a result finds it.
+    pub(crate) async fn take_waiting(
+        &self,
+        declaration: &Declaration,
+        limit: usize,
+    ) -> Result<Vec<Message>, BrokerError> {
+        let (_guard, channel) = self.shared.control_channel().await?;
+        self.shared.declare_on(&channel, declaration).await?;
+        let queue = short(&declaration.queue, "queue name")?;
+        let mut taken = Vec::new();
+        while taken.len() < limit {
+            let got = channel
+                .basic_get(queue.clone(), BasicGetOptions { no_ack: true })
+                .await
+                .map_err(|e| {
+                    self.shared
+                        .error(format_args!("get from queue {:?}", declaration.queue), e)
+                })?;
+            let Some(got) = got else { break };
+            let last = got.message_count == 0;
+            taken.push(message_from(&got.delivery.properties, got.delivery.data));
+            if last {
+                break;
+            }
+        }
+        Ok(taken)
     }
 
     /// Consumes queues without acknowledgements (`no_ack`: the broker forgets a message once
