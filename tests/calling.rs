@@ -285,6 +285,14 @@ async fn link_callbacks_receive_the_parent_result_in_order() {
         .unwrap()
         .unwrap();
     assert_eq!(child.parent_id.as_deref(), Some(parent.id()));
+    // As Celery's trace sends several callbacks: as one group.
+    let mut group_ids = Vec::new();
+    for id in ["link-cb-1", "link-cb-2", "link-cb-3"] {
+        let meta = app.result::<i32>(id).info().await.unwrap().unwrap();
+        group_ids.push(meta.group_id.expect("sent as a group"));
+    }
+    group_ids.dedup();
+    assert_eq!(group_ids.len(), 1, "one group: {group_ids:?}");
     let children: Vec<String> = parent
         .children()
         .await
@@ -969,6 +977,35 @@ async fn group_results_come_back_in_order() {
     // A timeout too long for a deadline is no deadline (it was a panic in `Instant + Duration`).
     let forever = result.get().timeout(Duration::MAX).await.unwrap();
     assert_eq!(forever, vec![4, 8, 16, 32]);
+    // A member that already belongs to a group (a signature from Python, say) keeps its id, as
+    // Celery's `freeze` keeps it.
+    let mut raw = signature("tests.add", vec![json!(1), json!(1)], Default::default())
+        .raw()
+        .clone();
+    raw.options.group_id = Some("its-own-group".to_owned());
+    let mixed = group([
+        Signature::<Value, _>::from_raw(raw),
+        signature("tests.add", vec![json!(2), json!(2)], Default::default()),
+    ])
+    .apply_async_with(&app)
+    .await
+    .unwrap();
+    assert_eq!(
+        mixed.get().timeout(WAIT).await.unwrap(),
+        vec![json!(2), json!(4)]
+    );
+    let group_of = |result: &AsyncResult<Value>| {
+        let result = result.clone();
+        async move { result.info().await.unwrap().unwrap().group_id }
+    };
+    assert_eq!(
+        group_of(&mixed.results()[0]).await.as_deref(),
+        Some("its-own-group")
+    );
+    assert_eq!(
+        group_of(&mixed.results()[1]).await.as_deref(),
+        Some(mixed.id())
+    );
     worker.shutdown().await;
 }
 

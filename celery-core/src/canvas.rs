@@ -114,7 +114,11 @@ impl<R> Group<R> {
         let mut results = Vec::with_capacity(self.members.len());
         for (index, member) in self.members.into_iter().enumerate() {
             let (mut signature, defaults) = member?;
-            signature.options.group_id = Some(group_id.clone());
+            // As Celery's `freeze`: a member that has a group id keeps it.
+            signature
+                .options
+                .group_id
+                .get_or_insert_with(|| group_id.clone());
             signature.options.group_index = Some(index as i64);
             let sent = producer.send(signature, &defaults).await?;
             results.push(AsyncResult::of_sent(sent, app.clone()));

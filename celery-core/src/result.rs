@@ -169,7 +169,9 @@ impl ResultMeta {
 
     /// The exception stored in a FAILURE/REVOKED/RETRY record.
     pub fn exception_info(&self) -> Option<ExceptionInfo> {
-        if !self.status.is_exception() {
+        // A RETRY without an exception (Python's `self.retry()` alone) stores null: no
+        // exception, as Celery reads it, rather than one made up from "null".
+        if !self.status.is_exception() || self.result.is_null() {
             return None;
         }
         serde_json::from_value(self.result.clone())
@@ -565,5 +567,8 @@ mod tests {
             meta.exception_info().unwrap(),
             ExceptionInfo::builtin("ValueError", "boom")
         );
+        // Python's `self.retry()` without an exception stores RETRY with a null result.
+        let retry = ResultMeta::new("x".into(), State::Retry, Value::Null);
+        assert_eq!(retry.exception_info(), None);
     }
 }

@@ -1141,8 +1141,7 @@ async fn send_callbacks(
     request: &Request,
     result: &Value,
 ) -> Result<Vec<String>, Error> {
-    let mut expanded: Vec<Result<Vec<RawSignature>, Error>> = request
-        .callbacks
+    let mut expanded: Vec<Result<Vec<RawSignature>, Error>> = callbacks_as_sent(&request.callbacks)
         .iter()
         .map(|callback| follow_ups(callback, result))
         .collect();
@@ -1175,6 +1174,31 @@ async fn send_callbacks(
         }
     }
     failed.map_or(Ok(children), Err)
+}
+
+/// The link callbacks as Celery's trace sends them: more than one, those that are not groups go
+/// as one group (each with the group's id and its place in it; one that has a group id keeps
+/// it, as Celery's `freeze` keeps it), and each group callback on its own.
+fn callbacks_as_sent(callbacks: &[RawSignature]) -> std::borrow::Cow<'_, [RawSignature]> {
+    if callbacks.len() < 2 {
+        return std::borrow::Cow::Borrowed(callbacks);
+    }
+    let group_id = uuid::Uuid::new_v4().to_string();
+    let mut index = 0;
+    let callbacks = callbacks
+        .iter()
+        .cloned()
+        .map(|mut callback| {
+            if callback.subtask_type.as_deref() != Some("group") {
+                let options = &mut callback.options;
+                options.group_id.get_or_insert_with(|| group_id.clone());
+                options.group_index.get_or_insert(index);
+                index += 1;
+            }
+            callback
+        })
+        .collect();
+    std::borrow::Cow::Owned(callbacks)
 }
 
 /// What to send for a callback or the next chain step, applied to its parent's `result`: the
