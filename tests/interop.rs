@@ -68,6 +68,12 @@ async fn record(value: i64, tag: String) -> i64 {
     value
 }
 
+/// Declared `ignore_result`: a caller that asks for the result still gets it (Celery 5.7).
+#[task(name = "tasks.quiet", ignore_result)]
+async fn quiet(value: i64) -> i64 {
+    value
+}
+
 #[task(name = "tasks.on_error", errback)]
 async fn on_error(request: Request, exc: ExceptionInfo, _traceback: Option<String>) {
     record_line(format!("errback:{}:{}", request.id, exc.exc_type));
@@ -447,7 +453,9 @@ async fn a_rust_worker_runs_what_python_sends() {
         .register(mul::Task)
         .register(fail::Task)
         .register(progress::Task);
-    app.register(record::Task).register(on_error::Task);
+    app.register(record::Task)
+        .register(on_error::Task)
+        .register(quiet::Task);
     let worker = app
         .worker()
         .queues([queues.main.clone(), queues.named()])
@@ -556,11 +564,24 @@ async fn a_rust_worker_runs_what_python_sends() {
         "ignore_result task ran",
     )
     .await;
-    let ignored_id = ignored["id"].as_str().unwrap();
     assert_eq!(
-        app.result::<Value>(ignored_id).state().await.unwrap(),
-        State::Pending,
-        "ignore_result stores nothing"
+        ignored["state"],
+        json!("PENDING"),
+        "ignore_result stores nothing (read by the caller, whose reply queue a result would reach)"
+    );
+    // A caller's explicit `ignore_result=False` wins over the Rust task's own `ignore_result`,
+    // as in Celery 5.7, so Python's get() returns; without it (Python's `send_task` then
+    // writes null), the task's setting decides.
+    let quiet = side.client(&["asked_of_a_quiet_task"]).await;
+    assert_eq!(
+        quiet["result"],
+        json!(5),
+        "the caller's explicit ignore_result=False wins"
+    );
+    assert_eq!(
+        quiet["unasked_state"],
+        json!("PENDING"),
+        "no choice in the message: the task's ignore_result"
     );
 
     side.client(&["priority"]).await;

@@ -99,7 +99,20 @@ def run(scenario):
         return {"sent": 3}
     if scenario == "ignore_result":
         result = sig("tasks.record", 7, "ignored").apply_async(ignore_result=True)
-        return {"id": result.id}
+        # A task queued after it has run by then (give it a moment more): a result stored by
+        # mistake would have reached this process's reply queue, where `state` reads it.
+        sig("tasks.add", 1, 1).apply_async().get(timeout=TIMEOUT)
+        time.sleep(0.3)
+        return {"id": result.id, "state": result.state}
+    if scenario == "asked_of_a_quiet_task":
+        # tasks.quiet is declared ignore_result on the Rust side. Sent by name with
+        # ignore_result=False, the caller's choice wins (Celery 5.7); sent by name without it,
+        # the header is null and the task's own setting decides.
+        unasked = sig("tasks.quiet", 6).apply_async()
+        asked = sig("tasks.quiet", 5).apply_async(ignore_result=False)
+        value = asked.get(timeout=TIMEOUT)
+        time.sleep(0.3)
+        return {"result": value, "unasked_state": unasked.state}
     if scenario == "codec_matrix":
         value = json.loads(sys.argv[2])
         outcomes = {}
