@@ -633,10 +633,11 @@ fn decode_body(
         .serializers()
         .get(content_type)
         .map_err(|e| ("ContentDisallowed", e.to_string()))?;
-    let accepted = config
-        .accept_content
-        .iter()
-        .any(|a| a == content_type || a == serializer.name());
+    // The common case first (a name the serializer itself has), then kombu's rule.
+    let accepted = config.accept_content.iter().any(|a| a == serializer.name())
+        || app
+            .serializers()
+            .accepts(&config.accept_content, content_type);
     if !accepted {
         return Err((
             "ContentDisallowed",

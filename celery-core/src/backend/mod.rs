@@ -155,10 +155,8 @@ impl ResultCodec {
             content_type
         };
         let serializer = self.serializers.get(content_type)?;
-        if !self
-            .accept
-            .iter()
-            .any(|a| a == content_type || a == serializer.name())
+        if !self.accept.iter().any(|a| a == serializer.name())
+            && !self.serializers.accepts(&self.accept, content_type)
         {
             return Err(Error::ContentDisallowed(content_type.to_owned()));
         }

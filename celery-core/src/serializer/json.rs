@@ -78,6 +78,24 @@ impl serde_json::ser::Formatter for PythonFormatter {
         writer.write_all(b": ")
     }
 
+    /// Python's `repr` of a float (`1e+16`, `1e-05`), where serde_json writes `1e16`, `1e-5`.
+    /// (NaN and infinities never get here: they are refused before encoding.)
+    fn write_f64<W: ?Sized + std::io::Write>(
+        &mut self,
+        writer: &mut W,
+        value: f64,
+    ) -> std::io::Result<()> {
+        writer.write_all(super::python_float_repr(value).as_bytes())
+    }
+
+    fn write_f32<W: ?Sized + std::io::Write>(
+        &mut self,
+        writer: &mut W,
+        value: f32,
+    ) -> std::io::Result<()> {
+        self.write_f64(writer, f64::from(value))
+    }
+
     fn write_string_fragment<W: ?Sized + std::io::Write>(
         &mut self,
         writer: &mut W,
@@ -112,6 +130,18 @@ mod tests {
         assert_eq!(
             text,
             r#"[[2, 2], {"a": "h\u00e9llo \u2603 \ud83d\ude00", "b": "\u0000\u001f"}, {"callbacks": null}]"#
+        );
+        assert_eq!(Json.decode(text.as_bytes()).unwrap(), value);
+    }
+
+    #[test]
+    fn floats_are_written_as_python_writes_them() {
+        // Python's `json.dumps([1e16, 1e-5, 0.1, 1.0, 123456789.0, 1.5e300, -2.5e-7, 1e22])`.
+        let value = json!([1e16, 1e-5, 0.1, 1.0, 123456789.0, 1.5e300, -2.5e-7, 1e22]);
+        let text = String::from_utf8(Json.encode(&value).unwrap()).unwrap();
+        assert_eq!(
+            text,
+            "[1e+16, 1e-05, 0.1, 1.0, 123456789.0, 1.5e+300, -2.5e-07, 1e+22]"
         );
         assert_eq!(Json.decode(text.as_bytes()).unwrap(), value);
     }

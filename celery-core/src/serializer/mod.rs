@@ -92,12 +92,16 @@ pub trait Serializer: Send + Sync + 'static {
 #[derive(Clone)]
 pub struct SerializerRegistry {
     by_name: Arc<RwLock<HashMap<String, Arc<dyn Serializer>>>>,
+    /// The name registered last for each content type: a message names its content type, and
+    /// kombu decodes it with the serializer registered last for that type.
+    by_content_type: Arc<RwLock<HashMap<String, String>>>,
 }
 
 impl Default for SerializerRegistry {
     fn default() -> Self {
         let registry = SerializerRegistry {
             by_name: Arc::default(),
+            by_content_type: Arc::default(),
         };
         registry.register(Json);
         registry.register(Msgpack);
@@ -111,18 +115,47 @@ impl SerializerRegistry {
     /// Adds (or replaces) a serializer; it is then usable by name in options and settings.
     pub fn register(&self, serializer: impl Serializer) {
         let serializer: Arc<dyn Serializer> = Arc::new(serializer);
+        self.by_content_type
+            .write()
+            .expect("serializer registry poisoned")
+            .insert(
+                serializer.content_type().to_owned(),
+                serializer.name().to_owned(),
+            );
         self.by_name
             .write()
             .expect("serializer registry poisoned")
             .insert(serializer.name().to_owned(), serializer);
     }
 
-    /// Looks a serializer up by its short name or its content type.
+    /// Whether `accept` (serializer names or content types, as `accept_content` lists them)
+    /// lets in messages of `content_type`: kombu turns each name into its content type.
+    pub fn accepts(&self, accept: &[String], content_type: &str) -> bool {
+        accept.iter().any(|allowed| {
+            allowed == content_type
+                || self
+                    .get(allowed)
+                    .is_ok_and(|serializer| serializer.content_type() == content_type)
+        })
+    }
+
+    /// Looks a serializer up by its short name or its content type (the one registered last
+    /// for that type).
     pub fn get(&self, name: &str) -> Result<Arc<dyn Serializer>, Error> {
         let by_name = self.by_name.read().expect("serializer registry poisoned");
+        let by_content_type = self
+            .by_content_type
+            .read()
+            .expect("serializer registry poisoned");
         by_name
             .get(name)
-            .or_else(|| by_name.values().find(|s| s.content_type() == name))
+            .or_else(|| {
+                by_content_type
+                    .get(name)
+                    .and_then(|registered| by_name.get(registered))
+                    // Replaced since by one of another content type under that name.
+                    .filter(|serializer| serializer.content_type() == name)
+            })
             .cloned()
             .ok_or_else(|| {
                 let mut known: Vec<_> = by_name.keys().cloned().collect();
@@ -182,6 +215,42 @@ mod tests {
             err.contains("unknown serializer \"toml\" (known: json, msgpack, pickle, yaml)"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_content_type_finds_the_serializer_registered_last_for_it() {
+        struct FastJson;
+        impl Serializer for FastJson {
+            fn name(&self) -> &str {
+                "fast-json"
+            }
+            fn content_type(&self) -> &str {
+                "application/json"
+            }
+            fn content_encoding(&self) -> &str {
+                "utf-8"
+            }
+            fn encode(&self, value: &Value) -> Result<Vec<u8>, String> {
+                Json.encode(value)
+            }
+            fn decode(&self, bytes: &[u8]) -> Result<Value, String> {
+                Json.decode(bytes)
+            }
+        }
+        let registry = SerializerRegistry::default();
+        registry.register(FastJson);
+        // Every time, not by the luck of a hash map's order.
+        for _ in 0..20 {
+            assert_eq!(
+                registry.get("application/json").unwrap().name(),
+                "fast-json"
+            );
+        }
+        assert_eq!(registry.get("json").unwrap().name(), "json");
+        // `accept_content` by name still lets the content type in, whichever decodes it.
+        assert!(registry.accepts(&["json".to_owned()], "application/json"));
+        assert!(registry.accepts(&["application/json".to_owned()], "application/json"));
+        assert!(!registry.accepts(&["json".to_owned()], "application/x-yaml"));
     }
 
     #[test]
