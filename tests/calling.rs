@@ -154,6 +154,12 @@ async fn waits_on_a_subtask(ctx: TaskContext, allowed: bool) -> Result<i32, Task
         .await?)
 }
 
+/// Another task under `tests.add`'s name: refused once `tests.add` is registered.
+#[task(name = "tests.add")]
+async fn impostor(x: i32, y: i32) -> i32 {
+    x - y
+}
+
 #[task(name = "tests.sleepy", time_limit = 0.2)]
 async fn sleepy(seconds: f64) -> f64 {
     tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
@@ -666,6 +672,22 @@ async fn a_task_waiting_for_another_is_refused_unless_it_says_so() {
 }
 
 #[tokio::test]
+async fn a_name_belongs_to_the_first_task_registered_under_it() {
+    let app = app("first-registered");
+    app.register(add::Task)
+        .register(impostor::Task)
+        .register(add::Task);
+    let worker = app.worker().start().await.unwrap();
+    let sum = add::s(2, 3).apply_async_with(&app).await.unwrap();
+    assert_eq!(
+        sum.get().timeout(WAIT).await.unwrap(),
+        5,
+        "add, not the impostor"
+    );
+    worker.shutdown().await;
+}
+
+#[tokio::test]
 async fn result_extended_stores_the_request() {
     let url = common::memory_url("extended");
     let app = Celery::builder("x")
@@ -817,6 +839,14 @@ async fn queue_exchange_routing_key_and_priority() {
         .apply_async_with(&app)
         .await
         .unwrap();
+    let empty = add::s(1, 1)
+        .with_options(CallOptions::new().queue(""))
+        .apply_async_with(&app)
+        .await;
+    assert!(
+        matches!(&empty, Err(Error::Config(reason)) if reason.contains("queue name is empty")),
+        "{empty:?}"
+    );
     let (exchange, key, _) = broker.last();
     assert_eq!(
         (exchange.as_str(), key.as_str()),

@@ -388,6 +388,64 @@ async fn rabbitmq_unreachable_for_a_while_publishers_fail_clearly_and_workers_re
     delete_queues([client, worker_app], &[&queue, &oid]).await;
 }
 
+/// A worker started while the broker cannot be reached waits for it (Celery's
+/// `broker_connection_retry_on_startup`), and fails at once when told not to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_started_before_the_broker_is_reachable_waits_for_it() {
+    let test = "a_worker_started_before_the_broker_is_reachable_waits_for_it";
+    if !common::rabbitmq(test) {
+        return;
+    }
+    let proxy = Proxy::rabbitmq().unwrap();
+    proxy.take_down();
+    let queue = unique_name("faults-startup");
+    let worker_app = |retry_on_startup: bool| {
+        let app = Celery::builder("faults-startup-worker")
+            .broker_url(proxy.amqp_url())
+            .result_backend("rpc://")
+            .queue(direct_queue(&queue))
+            .configure(|config| {
+                config.broker_connection_timeout = 1.0;
+                config.broker_connection_retry_on_startup = retry_on_startup;
+            })
+            .build()
+            .unwrap();
+        app.register(add::Task);
+        app
+    };
+
+    let refused = worker_app(false).worker().queues([queue.clone()]).start().await;
+    assert!(refused.is_err(), "no retry on startup: fails at once");
+
+    let app = worker_app(true);
+    let starting = {
+        let queue = queue.clone();
+        tokio::spawn(async move { app.worker().queues([queue]).start().await })
+    };
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(!starting.is_finished(), "still waiting for the broker");
+    proxy.restore();
+    let worker = tokio::time::timeout(LONG, starting)
+        .await
+        .expect("the worker starts once the broker is back")
+        .unwrap()
+        .expect("started");
+    let client = Celery::builder("faults-startup-client")
+        .broker_url(RABBITMQ_URL)
+        .result_backend("rpc://")
+        .queue(direct_queue(&queue))
+        .task_default_queue(&queue)
+        .build()
+        .unwrap();
+    let sum = add::s(1, 2).apply_async_with(&client).await.unwrap();
+    assert_eq!(sum.get().timeout(LONG).await.unwrap(), 3);
+    tokio::time::timeout(LONG, worker.shutdown())
+        .await
+        .expect("the worker stops");
+    let oid = client.oid().to_owned();
+    delete_queues([client], &[&queue, &oid]).await;
+}
+
 /// A captured log, for checking what the worker said.
 #[derive(Clone, Default)]
 struct Log(Arc<Mutex<Vec<u8>>>);

@@ -64,6 +64,12 @@ pub struct Config {
     pub broker_confirm_publish: bool,
     /// Seconds to wait for a broker connection.
     pub broker_connection_timeout: f64,
+    /// Whether a worker starting while the broker cannot be reached retries instead of failing
+    /// (Celery's `broker_connection_retry_on_startup`, on by default).
+    pub broker_connection_retry_on_startup: bool,
+    /// How many times it retries then; `None` for ever (Celery's `broker_connection_max_retries`,
+    /// 100).
+    pub broker_connection_max_retries: Option<u32>,
     /// A decompressed message body larger than this is refused.
     pub message_max_body_size: usize,
 }
@@ -97,6 +103,8 @@ impl Default for Config {
             broker_pool_limit: 10,
             broker_confirm_publish: true,
             broker_connection_timeout: 4.0,
+            broker_connection_retry_on_startup: true,
+            broker_connection_max_retries: Some(100),
         }
     }
 }
@@ -109,6 +117,9 @@ pub struct RegisteredTask {
     pub params: &'static [&'static str],
     pub is_errback: bool,
     pub(crate) run: fn(Invocation) -> Result<TaskFuture, TaskError>,
+    /// The task type, to tell a second registration of the same task from another task with
+    /// the same name.
+    pub(crate) type_id: fn() -> std::any::TypeId,
 }
 
 /// A Celery app: what `delay`, `apply_async`, `send_task` and workers go through.
@@ -205,19 +216,36 @@ impl Celery {
     }
 
     /// Registers a task so this app's workers run it: `app.register(add::Task)`.
-    pub fn register<T: Task>(&self, _task: T) -> &Self {
+    ///
+    /// A name is taken by the first task registered under it, as in Celery: another task
+    /// registered under the same name later is refused, with an error in the log (two
+    /// functions named alike in different modules get the same default name; give one a
+    /// `#[task(name = "…")]`).
+    pub fn register<T: Task + 'static>(&self, _task: T) -> &Self {
         let entry = RegisteredTask {
             name: T::NAME,
             options: T::OPTIONS,
             params: T::PARAMS,
             is_errback: T::IS_ERRBACK,
             run: T::run,
+            type_id: std::any::TypeId::of::<T>,
         };
-        self.inner
-            .registry
-            .write()
-            .expect("task registry poisoned")
-            .insert(T::NAME.to_owned(), entry);
+        let mut registry = self.inner.registry.write().expect("task registry poisoned");
+        match registry.get(T::NAME) {
+            Some(existing) if (existing.type_id)() != (entry.type_id)() => {
+                tracing::error!(
+                    task = T::NAME,
+                    refused = std::any::type_name::<T>(),
+                    "another task is registered under this name already; this one is not \
+                     (give it a name of its own: #[task(name = \"…\")])"
+                );
+            }
+            Some(_) => {}
+            None => {
+                registry.insert(T::NAME.to_owned(), entry);
+            }
+        }
+        drop(registry);
         self
     }
 

@@ -148,12 +148,17 @@ impl Producer {
                 });
             }
         }
-        let queue = app.queue(
-            options
-                .queue
-                .as_deref()
-                .unwrap_or(&config.task_default_queue),
-        );
+        let queue_name = options
+            .queue
+            .as_deref()
+            .unwrap_or(&config.task_default_queue);
+        if queue_name.is_empty() {
+            // RabbitMQ would name the queue itself and the message would be routed nowhere.
+            return Err(Error::Config(format!(
+                "task {task}: the queue name is empty"
+            )));
+        }
+        let queue = app.queue(queue_name);
         let route = Route::resolve(
             queue,
             options.exchange.as_deref(),

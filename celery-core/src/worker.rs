@@ -38,7 +38,7 @@ impl WorkerBuilder {
         let config = app.config();
         WorkerBuilder {
             queues: vec![config.task_default_queue.clone()],
-            concurrency: config.worker_concurrency.max(1),
+            concurrency: slots(config.worker_concurrency),
             prefetch_multiplier: config.worker_prefetch_multiplier,
             hostname: format!("celery@{}", app.hostname()),
             app,
@@ -51,9 +51,9 @@ impl WorkerBuilder {
         self
     }
 
-    /// How many tasks run at once (`-c`).
+    /// How many tasks run at once (`-c`); 0 is the number of CPUs, as in Celery.
     pub fn concurrency(mut self, concurrency: usize) -> Self {
-        self.concurrency = concurrency.max(1);
+        self.concurrency = slots(concurrency);
         self
     }
 
@@ -63,24 +63,29 @@ impl WorkerBuilder {
         self
     }
 
-    /// The node name (`-n`), default `celery@<hostname>`.
+    /// The node name (`-n`), default `celery@<hostname>`; `%h` (the host name), `%n` (its
+    /// first label) and `%d` (the rest) are expanded as Celery expands them.
     pub fn hostname(mut self, hostname: impl Into<String>) -> Self {
-        self.hostname = hostname.into();
+        self.hostname = expand_node_name(&hostname.into(), self.app.hostname());
         self
     }
 
     /// Declares the queues, starts consuming and returns the running worker.
     pub async fn start(self) -> Result<Worker, Error> {
+        if self.queues.is_empty() || self.queues.iter().any(String::is_empty) {
+            // RabbitMQ would name an empty one itself, and consume a queue nobody sends to.
+            return Err(Error::Config(format!(
+                "a worker needs queue names, and none empty: {:?}",
+                self.queues
+            )));
+        }
         let queues: Vec<_> = self
             .queues
             .iter()
             .map(|name| self.app.queue(name))
             .collect();
-        for queue in &queues {
-            self.app.broker().declare(queue).await?;
-        }
         let prefetch = self.prefetch().min(u32::from(u16::MAX)) as u16;
-        let consumer = self.app.broker().consume(&queues, prefetch).await?;
+        let consumer = self.connect(&queues, prefetch).await?;
         let (shutdown, shutdown_signal) = watch::channel(false);
         let runtime = Arc::new(Runtime {
             app: self.app.clone(),
@@ -96,9 +101,84 @@ impl WorkerBuilder {
         })
     }
 
-    fn prefetch(&self) -> u32 {
-        self.concurrency as u32 * u32::from(self.prefetch_multiplier)
+    /// Declares the queues and starts consuming them. A broker that cannot be reached yet is
+    /// tried again (0.25 s, doubling to 8 s between attempts) as Celery's worker does with
+    /// `broker_connection_retry_on_startup`; a refusal (credentials, arguments) fails at once.
+    async fn connect(
+        &self,
+        queues: &[crate::routing::Queue],
+        prefetch: u16,
+    ) -> Result<Box<dyn crate::broker::Consumer>, Error> {
+        let config = self.app.config();
+        let broker = self.app.broker();
+        let mut retries = 0u32;
+        loop {
+            let attempt = async {
+                for queue in queues {
+                    broker.declare(queue).await?;
+                }
+                broker.consume(queues, prefetch).await
+            };
+            let error = match attempt.await {
+                Ok(consumer) => return Ok(consumer),
+                Err(error) => error,
+            };
+            let may_retry = config.broker_connection_retry_on_startup
+                && error.kind.is_recoverable()
+                && config
+                    .broker_connection_max_retries
+                    .is_none_or(|max| retries < max);
+            if !may_retry {
+                return Err(error.into());
+            }
+            let wait = Duration::from_millis(250 << retries.min(5));
+            retries += 1;
+            tracing::warn!(%error, retry = retries, wait_s = wait.as_secs_f64(), "cannot reach the broker; the worker tries again");
+            tokio::time::sleep(wait).await;
+        }
     }
+
+    fn prefetch(&self) -> u32 {
+        u32::try_from(self.concurrency)
+            .unwrap_or(u32::MAX)
+            .saturating_mul(u32::from(self.prefetch_multiplier))
+    }
+}
+
+/// Task slots for a concurrency setting: 0 is the number of CPUs (Celery's default), and no
+/// more than a semaphore can count.
+fn slots(concurrency: usize) -> usize {
+    let slots = match concurrency {
+        0 => std::thread::available_parallelism().map_or(1, usize::from),
+        n => n,
+    };
+    slots.min(Semaphore::MAX_PERMITS)
+}
+
+/// Celery's node-name expansion (`celery.utils.nodenames`): `%h` the host name, `%n` its first
+/// label, `%d` the rest, `%%` a percent sign.
+fn expand_node_name(pattern: &str, host: &str) -> String {
+    let (name, domain) = host.split_once('.').unwrap_or((host, ""));
+    let mut expanded = String::with_capacity(pattern.len() + host.len());
+    let mut chars = pattern.chars();
+    while let Some(c) = chars.next() {
+        if c != '%' {
+            expanded.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('h') => expanded.push_str(host),
+            Some('n') => expanded.push_str(name),
+            Some('d') => expanded.push_str(domain),
+            Some('%') => expanded.push('%'),
+            Some(other) => {
+                expanded.push('%');
+                expanded.push(other);
+            }
+            None => expanded.push('%'),
+        }
+    }
+    expanded
 }
 
 /// A running worker; [`shutdown`](Worker::shutdown) stops it gracefully.
@@ -1332,6 +1412,50 @@ async fn send_errbacks(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn node_names_expand_as_celerys() {
+        let host = "worker1.example.com";
+        assert_eq!(
+            expand_node_name("celery@%h", host),
+            "celery@worker1.example.com"
+        );
+        assert_eq!(expand_node_name("w1@%n", host), "w1@worker1");
+        assert_eq!(expand_node_name("%n.%d", host), "worker1.example.com");
+        assert_eq!(expand_node_name("100%%@%x%", "h"), "100%@%x%");
+        assert_eq!(expand_node_name("w@%d", "bare"), "w@");
+    }
+
+    #[test]
+    fn concurrency_zero_is_the_cpus_and_large_ones_do_not_overflow() {
+        let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+        assert_eq!(slots(0), cpus);
+        assert_eq!(slots(3), 3);
+        assert_eq!(slots(usize::MAX), Semaphore::MAX_PERMITS);
+        let builder = Celery::builder("slots")
+            .build()
+            .unwrap()
+            .worker()
+            .concurrency(60_000)
+            .prefetch_multiplier(u16::MAX);
+        assert_eq!(builder.prefetch(), 60_000 * 65_535);
+        let huge = Celery::builder("slots-huge")
+            .build()
+            .unwrap()
+            .worker()
+            .concurrency(usize::MAX)
+            .prefetch_multiplier(u16::MAX);
+        assert_eq!(huge.prefetch(), u32::MAX);
+    }
+
+    #[tokio::test]
+    async fn a_worker_without_queue_names_is_refused() {
+        let app = Celery::builder("no-queues").build().unwrap();
+        for queues in [vec![], vec!["celery".to_owned(), String::new()]] {
+            let error = app.worker().queues(queues).start().await.err().unwrap();
+            assert!(error.to_string().contains("queue names"), "{error}");
+        }
+    }
     use crate::broker::BrokerError;
     use crate::BoxFuture;
 
