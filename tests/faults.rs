@@ -414,7 +414,11 @@ async fn a_worker_started_before_the_broker_is_reachable_waits_for_it() {
         app
     };
 
-    let refused = worker_app(false).worker().queues([queue.clone()]).start().await;
+    let refused = worker_app(false)
+        .worker()
+        .queues([queue.clone()])
+        .start()
+        .await;
     assert!(refused.is_err(), "no retry on startup: fails at once");
 
     let app = worker_app(true);

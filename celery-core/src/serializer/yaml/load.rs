@@ -152,8 +152,11 @@ impl<'a> Loader<'a> {
                 (anchor, Resolved::Value(value))
             }
             Event::MappingStart(anchor, tag) => {
-                collection_tag(tag.as_deref(), "map")?;
-                (anchor, Resolved::Value(self.mapping(depth)?))
+                let value = match collection_tag(tag.as_deref(), "map")? {
+                    "set" => self.set(depth)?,
+                    _ => self.mapping(depth)?,
+                };
+                (anchor, Resolved::Value(value))
             }
             other => return Err(format!("yaml: unexpected {other:?}")),
         };
@@ -172,6 +175,24 @@ impl<'a> Loader<'a> {
             }
         }
         Ok(resolved)
+    }
+
+    /// `!!set`, which PyYAML's `safe_dump` writes for a Python set (a mapping of members to
+    /// null): its members as a list, in order, as a Rust `HashSet`/`BTreeSet`/`Vec` reads it.
+    fn set(&mut self, depth: usize) -> Result<Value, String> {
+        let mut members = Vec::new();
+        loop {
+            let member = match self.next()? {
+                Event::MappingEnd => break,
+                event => self.value(event, depth + 1)?,
+            };
+            let event = self.next()?;
+            if self.value(event, depth + 1)? != Value::Null {
+                return Err("yaml: a !!set maps each member to null".to_owned());
+            }
+            members.push(member);
+        }
+        Ok(Value::Array(members))
     }
 
     /// A mapping, with PyYAML's merge keys: merged entries first, the mapping's own win.
@@ -240,6 +261,7 @@ fn collection_tag(tag: Option<&Tag>, plain: &'static str) -> Result<&'static str
     }
     match (plain, core_suffix(tag)) {
         ("seq", Some("seq")) | ("map", Some("map")) => Ok(plain),
+        ("map", Some("set")) => Ok("set"),
         ("seq", Some("omap")) => Ok("omap"),
         ("seq", Some("pairs")) => Ok("pairs"),
         _ => Err(refused_tag(tag)),

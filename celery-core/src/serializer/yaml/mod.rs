@@ -49,6 +49,17 @@ mod tests {
     }
 
     #[test]
+    fn sets_from_python_read_as_lists_of_their_members() {
+        // `yaml.safe_dump({'args': [{1, 2}], 'k': {'a', 'b'}})`
+        let text = "args:\n- !!set\n  1: null\n  2: null\nk: !!set\n  a: null\n  b: null\n";
+        assert_eq!(
+            load(text).unwrap(),
+            json!({"args": [[1, 2]], "k": ["a", "b"]})
+        );
+        assert!(load("!!set\n  a: 1\n").unwrap_err().contains("null"));
+    }
+
+    #[test]
     fn plain_scalars_resolve_like_pyyaml() {
         let cases = [
             ("~", json!(null)),
@@ -140,7 +151,7 @@ mod tests {
                 "!!python/object/apply:os.system [ls]",
                 "refusing the tag !!python/object/apply:os.system",
             ),
-            ("!!set {a, b}", "refusing the tag !!set"),
+            ("!!set [a, b]", "refusing the tag !!set"),
             ("!custom 1", "refusing the tag !custom"),
             ("&a [*a]", "recursive"),
             ("a: 1\n---\nb: 2\n", "single document"),
