@@ -436,24 +436,22 @@ impl Builder {
         // A broker the app opened from `broker_url` is the one an rpc:// backend publishes
         // results through; one given ready-made may be anything.
         let opened_from_url = self.broker.is_none();
+        let options = AmqpOptions {
+            pool_limit: self.config.broker_pool_limit,
+            confirm_publish: self.config.broker_confirm_publish,
+            connect_timeout: std::time::Duration::try_from_secs_f64(
+                self.config.broker_connection_timeout,
+            )
+            .map_err(|_| {
+                Error::Config(format!(
+                    "broker_connection_timeout must be a number of seconds, not {}",
+                    self.config.broker_connection_timeout
+                ))
+            })?,
+        };
         let broker = match self.broker {
             Some(broker) => broker,
-            None => {
-                let options = AmqpOptions {
-                    pool_limit: self.config.broker_pool_limit,
-                    confirm_publish: self.config.broker_confirm_publish,
-                    connect_timeout: std::time::Duration::try_from_secs_f64(
-                        self.config.broker_connection_timeout,
-                    )
-                    .map_err(|_| {
-                        Error::Config(format!(
-                            "broker_connection_timeout must be a number of seconds, not {}",
-                            self.config.broker_connection_timeout
-                        ))
-                    })?,
-                };
-                broker::from_url(&self.config.broker_url, options)?
-            }
+            None => broker::from_url(&self.config.broker_url, options.clone())?,
         };
         let chosen =
             self.backend_chosen || self.config.result_backend != Config::default().result_backend;
@@ -467,6 +465,7 @@ impl Builder {
             None => backend::from_url(
                 &self.config.result_backend,
                 &self.config.broker_url,
+                options,
                 opened_from_url.then_some(&broker),
             )?,
         };
@@ -518,6 +517,28 @@ impl Builder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The rpc client's own connection waits `broker_connection_timeout` like the broker's,
+    /// not the default 4 s: a server that accepts and never answers (on 127.0.0.1).
+    #[tokio::test]
+    async fn the_rpc_client_connects_with_the_brokers_timeout() {
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = silent.local_addr().unwrap().port();
+        let app = Celery::builder("rpc-timeout")
+            .broker_url(format!("amqp://guest:guest@127.0.0.1:{port}//"))
+            .result_backend("rpc://")
+            .configure(|config| config.broker_connection_timeout = 0.3)
+            .build()
+            .unwrap();
+        let started = std::time::Instant::now();
+        let error = app.result::<i32>("some-id").state().await.unwrap_err();
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(2),
+            "{:?}: {error}",
+            started.elapsed()
+        );
+        drop(silent);
+    }
 
     #[tokio::test]
     async fn on_a_real_broker_without_a_result_backend_get_says_so_at_once() {

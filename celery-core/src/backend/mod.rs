@@ -59,18 +59,19 @@ fn is_final(latest: Option<&ResultMeta>) -> bool {
 }
 
 /// Opens the backend a URL names: `memory://[name]`, or `rpc://`, which reaches the broker at
-/// `broker_url` (an `amqp://` one) and publishes results through `broker`, the app's broker for
-/// that URL, when given.
+/// `broker_url` (an `amqp://` one, connecting with `options`, the broker's settings) and
+/// publishes results through `broker`, the app's broker for that URL, when given.
 pub fn from_url(
     url: &str,
     broker_url: &str,
+    options: crate::broker::amqp::AmqpOptions,
     broker: Option<&std::sync::Arc<dyn crate::broker::Broker>>,
 ) -> Result<std::sync::Arc<dyn ResultBackend>, Error> {
     match url.split_once("://").map(|(scheme, _)| scheme) {
         Some("memory") | Some("cache+memory") => Ok(MemoryBackend::shared(url)),
         Some("disabled") => Ok(std::sync::Arc::new(DisabledBackend)),
         Some("rpc") => {
-            let backend = RpcBackend::new(broker_url)?;
+            let backend = RpcBackend::with_options(broker_url, options)?;
             Ok(std::sync::Arc::new(match broker {
                 Some(broker) => backend.publishing_through(broker.clone()),
                 None => backend,

@@ -64,7 +64,12 @@ struct Entry {
 impl RpcBackend {
     /// An rpc backend using the AMQP broker at `broker_url`; it connects on first use.
     pub fn new(broker_url: &str) -> Result<Self, Error> {
-        let broker = AmqpBroker::new(broker_url, AmqpOptions::default()).map_err(|error| {
+        Self::with_options(broker_url, AmqpOptions::default())
+    }
+
+    /// The same, connecting with the app's broker settings (`broker_connection_timeout`, …).
+    pub fn with_options(broker_url: &str, options: AmqpOptions) -> Result<Self, Error> {
+        let broker = AmqpBroker::new(broker_url, options).map_err(|error| {
             Error::Config(format!("rpc:// needs an amqp:// broker_url: {error}"))
         })?;
         Ok(RpcBackend {
