@@ -50,8 +50,8 @@ pub enum Command {
         /// Tasks run at once.
         #[arg(short = 'c', long)]
         concurrency: Option<usize>,
-        /// Log level: debug, info, warning, error.
-        #[arg(short = 'l', long, default_value = "warning")]
+        /// Log level: debug, info, warning, error, critical (any case).
+        #[arg(short = 'l', long, default_value = "warning", value_parser = log_level)]
         loglevel: String,
         /// Node name, default celery@<hostname>.
         #[arg(short = 'n', long)]
@@ -147,16 +147,30 @@ fn fail(error: &Error) -> ExitCode {
     ExitCode::FAILURE
 }
 
+/// Celery's log level names, checked when the command line is read (a misspelt one is an
+/// error, not a silent WARNING).
+fn log_level(text: &str) -> Result<String, String> {
+    level_of(text).map(|_| text.to_owned()).ok_or_else(|| {
+        format!("{text:?} is not a log level (debug, info, warning, error, critical)")
+    })
+}
+
+fn level_of(text: &str) -> Option<tracing::Level> {
+    match text.to_ascii_lowercase().as_str() {
+        "debug" | "trace" => Some(tracing::Level::DEBUG),
+        "info" => Some(tracing::Level::INFO),
+        "warning" | "warn" => Some(tracing::Level::WARN),
+        "error" | "critical" | "fatal" => Some(tracing::Level::ERROR),
+        _ => None,
+    }
+}
+
+/// Logs go to standard error, as Celery's do: standard output is the commands' own output.
 fn init_logging(level: &str) {
-    let level = match level.to_ascii_lowercase().as_str() {
-        "debug" | "trace" => tracing::Level::DEBUG,
-        "info" => tracing::Level::INFO,
-        "error" | "critical" | "fatal" => tracing::Level::ERROR,
-        _ => tracing::Level::WARN,
-    };
     let _ = tracing_subscriber::fmt()
-        .with_max_level(level)
+        .with_max_level(level_of(level).unwrap_or(tracing::Level::WARN))
         .with_target(false)
+        .with_writer(std::io::stderr)
         .try_init();
 }
 
@@ -382,6 +396,17 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+        for level in ["INFO", "Warning", "critical"] {
+            assert!(
+                Cli::try_parse_from(["app", "worker", "-l", level]).is_ok(),
+                "{level}"
+            );
+        }
+        let misspelt = Cli::try_parse_from(["app", "worker", "-l", "infoo"]).unwrap_err();
+        assert!(
+            misspelt.to_string().contains("not a log level"),
+            "{misspelt}"
+        );
         let cli = Cli::try_parse_from([
             "app",
             "--broker",
