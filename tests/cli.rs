@@ -119,12 +119,15 @@ async fn call_and_result_print_what_the_worker_returned() {
     .await
     .unwrap();
     let mut out = Vec::new();
-    execute(&app, command(&["purge", "-Q", &queue, "-f"]), &mut out)
+    let missing = common::unique_name("cli-no-such-queue");
+    let queues = format!("{missing},{queue}");
+    execute(&app, command(&["purge", "-Q", &queues, "-f"]), &mut out)
         .await
         .unwrap();
     assert_eq!(
         String::from_utf8(out).unwrap().trim(),
-        "Purged 1 message from 1 known task queue."
+        "Purged 1 message from 2 known task queues.",
+        "a queue that does not exist holds nothing, as Celery counts it"
     );
     celery::broker::AmqpBroker::connect(RABBITMQ_URL)
         .await
@@ -132,6 +135,30 @@ async fn call_and_result_print_what_the_worker_returned() {
         .delete_queue(&queue)
         .await
         .unwrap();
+}
+
+/// `purge` without `-Q` empties every queue the app knows, as Celery's does (in memory: no
+/// server needed).
+#[tokio::test]
+async fn purge_without_queues_empties_every_known_queue() {
+    let app = Celery::builder("cli-purge")
+        .broker_url(common::memory_url("cli-purge"))
+        .queue(Queue::new("cli-purge-other"))
+        .build()
+        .unwrap();
+    add::s(1, 1).apply_async_with(&app).await.unwrap();
+    add::s(2, 2)
+        .with_options(CallOptions::new().queue("cli-purge-other"))
+        .apply_async_with(&app)
+        .await
+        .unwrap();
+    let purge = Cli::try_parse_from(["cli", "purge", "-f"]).unwrap().command;
+    let mut out = Vec::new();
+    execute(&app, purge, &mut out).await.unwrap();
+    assert_eq!(
+        String::from_utf8(out).unwrap().trim(),
+        "Purged 2 messages from 2 known task queues."
+    );
 }
 
 /// A worker process (this binary's `worker_process_entry`) serving `queue`, once it runs tasks;

@@ -290,18 +290,34 @@ pub async fn execute(
             print_result(&app.result::<Value>(task_id), timeout, out).await
         }
         Command::Purge { queues, force } => {
+            // As Celery: every queue the app knows (the default one and `task_queues`).
             let queues = if queues.is_empty() {
-                vec![app.config().task_default_queue.clone()]
+                let config = app.config();
+                let mut known = vec![config.task_default_queue.clone()];
+                for queue in &config.task_queues {
+                    if !known.contains(&queue.name) {
+                        known.push(queue.name.clone());
+                    }
+                }
+                known
             } else {
                 queues
             };
             if !force && !confirm(&queues) {
-                writeln!(out, "purge cancelled").map_err(output_error)?;
-                return Ok(());
+                // Celery aborts (exit status 1).
+                return Err(Error::Config("purge cancelled: nothing removed".to_owned()));
             }
             let mut total = 0;
             for queue in &queues {
-                total += app.broker().purge(queue).await?;
+                total += match app.broker().purge(queue).await {
+                    Ok(count) => count,
+                    // A queue that does not exist holds nothing (Celery counts it as 0).
+                    Err(error) if error.kind == crate::broker::BrokerErrorKind::Refused => {
+                        tracing::info!(%error, queue, "no such queue to purge");
+                        0
+                    }
+                    Err(error) => return Err(error.into()),
+                };
             }
             writeln!(
                 out,
