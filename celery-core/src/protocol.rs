@@ -687,7 +687,10 @@ pub fn python_repr(value: &Value, out: &mut String) {
         Value::Null => out.push_str("None"),
         Value::Bool(true) => out.push_str("True"),
         Value::Bool(false) => out.push_str("False"),
-        Value::Number(n) => out.push_str(&n.to_string()),
+        Value::Number(n) => match n.as_f64().filter(|_| n.is_f64()) {
+            Some(float) => out.push_str(&crate::serializer::python_float_repr(float)),
+            None => out.push_str(&n.to_string()),
+        },
         Value::String(s) => {
             let quote = if s.contains('\'') && !s.contains('"') {
                 '"'
@@ -762,15 +765,20 @@ pub fn kwargs_repr(kwargs: &Map<String, Value>) -> String {
     truncate_repr(out)
 }
 
+/// Cuts a repr to 1,024 characters (not bytes: Python counts characters), the last three `...`.
 fn truncate_repr(mut text: String) -> String {
     const MAX: usize = 1024;
+    // No more bytes than that is no more characters either: the common case costs nothing.
     if text.len() > MAX {
-        let mut cut = MAX - 3;
-        while !text.is_char_boundary(cut) {
-            cut -= 1;
+        if let Some((cut, _)) = text.char_indices().nth(MAX) {
+            let (keep, _) = text
+                .char_indices()
+                .nth(MAX - 3)
+                .expect("more than MAX characters");
+            debug_assert!(keep < cut);
+            text.truncate(keep);
+            text.push_str("...");
         }
-        text.truncate(cut);
-        text.push_str("...");
     }
     text
 }
@@ -960,5 +968,16 @@ mod tests {
         assert_eq!(kwargs_repr(&kwargs), "{'x': [1, 'a']}");
         let long = vec![json!("y".repeat(2000))];
         assert_eq!(args_repr(&long).len(), 1024);
+        // Characters, not bytes, as Python counts them.
+        let accented = args_repr(&[json!("é".repeat(2000))]);
+        assert_eq!(accented.chars().count(), 1024);
+        assert!(accented.ends_with("éé..."), "{accented}");
+        let short_accented = args_repr(&[json!("é".repeat(600))]);
+        assert!(!short_accented.ends_with("..."), "600 characters fit");
+        // Floats as Python's repr writes them.
+        assert_eq!(
+            args_repr(&[json!(1e16), json!(1e-5), json!(2.5)]),
+            "(1e+16, 1e-05, 2.5)"
+        );
     }
 }
