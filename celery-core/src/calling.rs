@@ -178,10 +178,13 @@ impl RetryPolicy {
         Some(RetryPolicy {
             max_retries: match map.get("max_retries") {
                 Some(Value::Null) => None,
-                // More retries than a u32 counts is as good as no limit.
+                // As kombu compares `retries >= max_retries`: a negative limit allows none, a
+                // fraction rounds up (2.5 allows retries 0, 1 and 2), and more than a u32 counts is
+                // no limit.
                 Some(v) => v
-                    .as_u64()
-                    .map(|n| u32::try_from(n).unwrap_or(u32::MAX))
+                    .as_f64()
+                    .filter(|n| n.is_finite())
+                    .map(|n| n.ceil().clamp(0.0, f64::from(u32::MAX)) as u32)
                     .or(defaults.max_retries),
                 None => defaults.max_retries,
             },
@@ -634,6 +637,22 @@ mod tests {
             (waits[5] - 0.9).abs() < 1e-9 && (waits[4] - 0.9).abs() < 1e-9,
             "{waits:?}"
         );
+    }
+
+    #[test]
+    fn max_retries_from_the_wire_count_as_kombu_counts_them() {
+        let read = |max: Value| {
+            RetryPolicy::from_wire(&json!({ "max_retries": max }))
+                .unwrap()
+                .max_retries
+        };
+        assert_eq!(read(json!(5)), Some(5));
+        assert_eq!(read(json!(5.0)), Some(5));
+        assert_eq!(read(json!(2.5)), Some(3), "retries 0, 1, 2 are below 2.5");
+        assert_eq!(read(json!(-1)), Some(0), "no retry at all");
+        assert_eq!(read(json!(1e12)), Some(u32::MAX));
+        assert_eq!(read(Value::Null), None);
+        assert_eq!(read(json!("three")), Some(3), "unreadable: the default");
     }
 
     #[test]
