@@ -1565,6 +1565,70 @@ async fn the_backend_gets_ready_for_wanted_results_only_and_is_retried() {
     );
 }
 
+/// The app's task settings stand in for a known task's attributes, as Celery binds them to its
+/// tasks; a task sent by a name the app does not know gets none of them (Celery's `send_task`
+/// without a task type): its worker's own settings decide.
+#[tokio::test]
+async fn app_task_settings_apply_to_known_tasks_only() {
+    let broker = RecordingBroker::new("known-tasks");
+    let app = Celery::builder("known-tasks")
+        .broker(broker.clone())
+        .result_backend(common::memory_url("known-tasks"))
+        .task_ignore_result(true)
+        .route(celery::TaskRoute::new("*", "celery").priority(9))
+        .configure(|config| {
+            config.task_time_limit = Some(30.0);
+            config.task_default_priority = Some(5);
+        })
+        .build()
+        .unwrap();
+    app.register(mul::Task);
+    let sent = |broker: &RecordingBroker| {
+        let (_, _, message) = broker.last();
+        let headers = TaskHeaders::from_table(&message.headers).unwrap();
+        (
+            headers.timelimit,
+            headers.ignore_result,
+            message.properties.priority,
+        )
+    };
+    let typed = add::s(1, 1).apply_async_with(&app).await.unwrap();
+    assert!(typed.ignored());
+    assert_eq!(
+        sent(&broker),
+        ((Some(30.0), None), Some(true), Some(5)),
+        "a #[task]: the settings, and the default priority over the route's (Celery's order)"
+    );
+    app.send_task(
+        "tests.mul",
+        vec![json!(2), json!(3)],
+        Default::default(),
+        CallOptions::new(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        sent(&broker),
+        ((Some(30.0), None), Some(true), Some(5)),
+        "registered here, sent by name: known too"
+    );
+    let unknown = app
+        .send_task(
+            "python.only",
+            vec![],
+            Default::default(),
+            CallOptions::new(),
+        )
+        .await
+        .unwrap();
+    assert!(!unknown.ignored());
+    assert_eq!(
+        sent(&broker),
+        ((None, None), None, Some(9)),
+        "unknown here: no settings of this app, the route's priority"
+    );
+}
+
 #[tokio::test]
 async fn task_routes_send_tasks_by_name_unless_the_call_or_the_task_says_otherwise() {
     let broker = RecordingBroker::new("task-routes");

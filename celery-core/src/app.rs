@@ -304,8 +304,7 @@ impl Celery {
         raw.args = args;
         raw.kwargs = kwargs;
         raw.options = options.options;
-        let defaults = self.task(name).map_or(TaskOptions::DEFAULT, |t| t.options);
-        let sent = self.producer().send(raw, &defaults).await?;
+        let sent = self.producer().send(raw, &TaskOptions::UNKNOWN).await?;
         Ok(AsyncResult::of_sent(sent, self.clone()))
     }
 

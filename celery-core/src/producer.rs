@@ -63,29 +63,48 @@ impl Producer {
 
     /// Routes, encodes and publishes a signature; returns the task id and whether its result
     /// is ignored. The message is built in this call, the future publishes it.
+    ///
+    /// `task_options` are the task's attributes; [`TaskOptions::UNKNOWN`] for a task known only
+    /// by name, whose registration in the app (if any) is then used.
     pub fn send(
         &self,
         mut signature: RawSignature,
         task_options: &TaskOptions,
     ) -> impl Future<Output = Result<Sent, Error>> + Send + 'static {
-        task_options.write_into(&mut signature.options);
-        self.apply_task_routes(&mut signature);
         let retry = signature.options.retry;
         let policy = signature.options.retry_policy.take();
-        let ignore_result = signature
-            .options
-            .ignore_result
-            .unwrap_or(self.app.config().task_ignore_result);
-        let outgoing = self.encode(signature);
+        let outgoing = self.outgoing(signature, task_options);
         let producer = self.clone();
         async move {
             let outgoing = outgoing?;
             producer.publish(&outgoing, retry, policy).await?;
             Ok(Sent {
                 id: outgoing.id,
-                ignore_result,
+                ignore_result: !outgoing.wants_result,
             })
         }
+    }
+
+    /// The message [`send`](Producer::send) publishes for a signature: the call's options, then
+    /// the task's attributes, then (for a known task) the app's task settings, then
+    /// `task_routes`, as Celery's `apply_async` and router take them.
+    pub fn outgoing(
+        &self,
+        mut signature: RawSignature,
+        task_options: &TaskOptions,
+    ) -> Result<Outgoing, Error> {
+        let registered;
+        let task_options = match task_options.known {
+            true => task_options,
+            false => {
+                registered = self.app.task(&signature.task).map(|task| task.options);
+                registered.as_ref().unwrap_or(task_options)
+            }
+        };
+        task_options.write_into(&mut signature.options);
+        task_options.write_app_defaults_into(&mut signature.options, self.app.config());
+        self.apply_task_routes(&mut signature);
+        self.encode(signature)
     }
 
     /// Celery's router: the route of `task_routes` for the task (by exact name, else the first
@@ -110,7 +129,8 @@ impl Producer {
         fill(&mut options.priority, &route.priority);
     }
 
-    /// Builds the protocol v2 message for a signature whose options are final.
+    /// Builds the protocol v2 message for a signature whose options are final (see
+    /// [`outgoing`](Producer::outgoing) for the task's and the app's defaults).
     pub fn encode(&self, signature: RawSignature) -> Result<Outgoing, Error> {
         let app = &self.app;
         let config = app.config();
@@ -185,17 +205,16 @@ impl Producer {
         headers.expires = expires;
         headers.group = options.group_id.clone();
         headers.group_index = options.group_index;
-        headers.timelimit = (
-            options.time_limit.or(config.task_time_limit),
-            options.soft_time_limit.or(config.task_soft_time_limit),
-        );
+        headers.timelimit = (options.time_limit, options.soft_time_limit);
         headers.root_id = Some(options.root_id.clone().unwrap_or_else(|| id.clone()));
         headers.parent_id = options.parent_id.clone();
         headers.argsrepr = Some(args_repr(&args));
         headers.kwargsrepr = Some(kwargs_repr(&kwargs));
         headers.origin = Some(app.origin().to_owned());
-        let ignore_result = options.ignore_result.unwrap_or(config.task_ignore_result);
-        headers.ignore_result = Some(ignore_result);
+        // Unset (a task this app does not know, called without it): null, and the worker's
+        // task decides, as with Celery's `send_task`.
+        headers.ignore_result = options.ignore_result;
+        let ignore_result = options.ignore_result == Some(true);
 
         let non_empty =
             |signatures: Vec<RawSignature>| (!signatures.is_empty()).then_some(signatures);
@@ -238,7 +257,7 @@ impl Producer {
                 content_type: serializer.content_type().to_owned(),
                 content_encoding: serializer.content_encoding().to_owned(),
                 delivery_mode: options.delivery_mode.unwrap_or(2),
-                priority: options.priority.or(config.task_default_priority),
+                priority: options.priority,
                 expiration,
             },
             body: payload,

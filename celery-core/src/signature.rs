@@ -253,11 +253,13 @@ impl<R, K: Kind> Signature<R, K> {
         }
     }
 
-    /// Wraps a wire signature; its result type is whatever the caller says it is.
+    /// Wraps a wire signature; its result type is whatever the caller says it is. Its task is
+    /// known by name only: sent, it takes the options of the task registered under that name
+    /// in the app, if any.
     pub fn from_raw(raw: RawSignature) -> Self {
         Signature {
             raw,
-            defaults: TaskOptions::DEFAULT,
+            defaults: TaskOptions::UNKNOWN,
             error: None,
             marker: PhantomData,
         }

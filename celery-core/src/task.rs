@@ -53,9 +53,21 @@ pub struct TaskOptions {
     /// `SoftTimeLimitExceeded` in the task; a Rust worker does not act on it.
     pub soft_time_limit: Option<f64>,
     pub track_started: Option<bool>,
+    /// Whether these are a known task's options (a `#[task]`, or a task registered in the
+    /// app): the app's task settings (`task_default_priority`, `task_time_limit`,
+    /// `task_soft_time_limit`, `task_ignore_result`) then stand in for what its attributes do
+    /// not set, as they do for a Celery task. A task sent by a name this app does not know gets
+    /// none of them, as Celery's `send_task` without a task type sends it.
+    pub known: bool,
 }
 
 impl TaskOptions {
+    /// The options of a task sent by a name this app does not know.
+    pub const UNKNOWN: TaskOptions = TaskOptions {
+        known: false,
+        ..TaskOptions::DEFAULT
+    };
+
     pub const DEFAULT: TaskOptions = TaskOptions {
         serializer: None,
         compression: None,
@@ -70,6 +82,7 @@ impl TaskOptions {
         time_limit: None,
         soft_time_limit: None,
         track_started: None,
+        known: true,
     };
 
     /// Celery's default `max_retries`.
@@ -99,6 +112,18 @@ impl TaskOptions {
         fill(&mut options.expires, self.expires.map(Expires::After));
         fill(&mut options.time_limit, self.time_limit);
         fill(&mut options.soft_time_limit, self.soft_time_limit);
+    }
+
+    /// Then, for a known task, the app's task settings where neither the call nor the task's
+    /// attributes said (Celery binds them to the task as its attribute defaults).
+    pub fn write_app_defaults_into(&self, options: &mut ApplyOptions, config: &crate::Config) {
+        if !self.known {
+            return;
+        }
+        options.priority = options.priority.or(config.task_default_priority);
+        options.time_limit = options.time_limit.or(config.task_time_limit);
+        options.soft_time_limit = options.soft_time_limit.or(config.task_soft_time_limit);
+        options.ignore_result = options.ignore_result.or(Some(config.task_ignore_result));
     }
 }
 

@@ -1205,9 +1205,8 @@ async fn send_follow_up(
             .unwrap_or_else(|| request.id.clone()),
     );
     let name = signature.task.clone();
-    let defaults = app.task(&name).map_or(TaskOptions::DEFAULT, |t| t.options);
     app.producer()
-        .send(signature, &defaults)
+        .send(signature, &TaskOptions::UNKNOWN)
         .await
         .map(|sent| sent.id)
         .inspect_err(|error| {

@@ -84,7 +84,10 @@ pub fn wire(app: &Celery, countdown: Option<u64>) -> Res<Wire> {
         signature = signature.with_options(CallOptions::new().countdown(seconds));
     }
     let raw = signature.into_wire().map_err(|e| e.to_string())?;
-    let outgoing = app.producer().encode(raw).map_err(|e| e.to_string())?;
+    let outgoing = app
+        .producer()
+        .outgoing(raw, &celery::TaskOptions::DEFAULT)
+        .map_err(|e| e.to_string())?;
     Ok(Wire::new(
         &outgoing.route.exchange,
         &outgoing.route.routing_key,
@@ -95,7 +98,10 @@ pub fn wire(app: &Celery, countdown: Option<u64>) -> Res<Wire> {
 /// One encoded `tasks.add(1, 1)` message as this project sends it: what a round trip sends.
 pub fn add_wire(app: &Celery) -> Res<Wire> {
     let raw = add::s(1, 1).into_wire().map_err(|e| e.to_string())?;
-    let outgoing = app.producer().encode(raw).map_err(|e| e.to_string())?;
+    let outgoing = app
+        .producer()
+        .outgoing(raw, &celery::TaskOptions::DEFAULT)
+        .map_err(|e| e.to_string())?;
     Ok(Wire::new(
         &outgoing.route.exchange,
         &outgoing.route.routing_key,
