@@ -27,7 +27,7 @@
 //!   until every publish returned, and until RabbitMQ holds every message (polled with a passive
 //!   `queue.declare` every 2 ms; the later of the two). This project: `Producer::apply_async`
 //!   with `broker_confirm_publish` off and on. Raw lapin: one message encoded by
-//!   `app.producer().encode(..)`, published N times with the same properties and headers on one
+//!   `app.producer().outgoing(..)`, published N times with the same properties and headers on one
 //!   channel (with confirms, each future awaits its confirm: they pipeline). rusty-celery:
 //!   `send_task`, K in flight (no confirms); and, for scale, raw lapin publishing one message
 //!   rusty-celery sent (taken off its queue) N times the same way, which shows how much of the

@@ -74,10 +74,14 @@ fn base64_decode(text: &str) -> Vec<u8> {
         .unwrap()
 }
 
-/// Encodes a signature as this crate sends it.
+/// Encodes a signature as this crate sends it (the fixtures' tasks are known to the Python
+/// client, as these are here: the app's task settings apply).
 fn encode(app: &Celery, mut raw: RawSignature, task_id: &str) -> Message {
     raw.options.task_id = Some(task_id.to_owned());
-    app.producer().encode(raw).unwrap().message
+    app.producer()
+        .outgoing(raw, &celery::TaskOptions::DEFAULT)
+        .unwrap()
+        .message
 }
 
 fn raw<R, K>(signature: Signature<R, K>) -> RawSignature {
