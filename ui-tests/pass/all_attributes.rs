@@ -44,6 +44,7 @@ fn main() {
             time_limit: Some(30.0),
             soft_time_limit: Some(29.5),
             track_started: Some(false),
+            known: true,
         }
     );
     assert_eq!(everything::NAME, "tasks.everything");
