@@ -102,7 +102,7 @@ impl WorkerBuilder {
     }
 
     /// Declares the queues and starts consuming them. A broker that cannot be reached yet is
-    /// tried again (0.25 s, doubling to 8 s between attempts) as Celery's worker does with
+    /// tried again ([`reconnect_backoff`](crate::broker::reconnect_backoff)) as Celery's worker does with
     /// `broker_connection_retry_on_startup`; a refusal (credentials, arguments) fails at once.
     async fn connect(
         &self,
@@ -131,8 +131,8 @@ impl WorkerBuilder {
             if !may_retry {
                 return Err(error.into());
             }
-            let wait = Duration::from_millis(250 << retries.min(5));
             retries += 1;
+            let wait = crate::broker::reconnect_backoff(retries);
             tracing::warn!(%error, retry = retries, wait_s = wait.as_secs_f64(), "cannot reach the broker; the worker tries again");
             tokio::time::sleep(wait).await;
         }
@@ -713,12 +713,10 @@ fn decode_body(
         .serializers()
         .get(content_type)
         .map_err(|e| ("ContentDisallowed", e.to_string()))?;
-    // The common case first (a name the serializer itself has), then kombu's rule.
-    let accepted = config.accept_content.iter().any(|a| a == serializer.name())
-        || app
-            .serializers()
-            .accepts(&config.accept_content, content_type);
-    if !accepted {
+    if !app
+        .serializers()
+        .accepts(&config.accept_content, serializer.as_ref())
+    {
         return Err((
             "ContentDisallowed",
             Error::ContentDisallowed(content_type.to_owned()).to_string(),

@@ -156,9 +156,7 @@ impl ResultCodec {
             content_type
         };
         let serializer = self.serializers.get(content_type)?;
-        if !self.accept.iter().any(|a| a == serializer.name())
-            && !self.serializers.accepts(&self.accept, content_type)
-        {
+        if !self.serializers.accepts(&self.accept, serializer.as_ref()) {
             return Err(Error::ContentDisallowed(content_type.to_owned()));
         }
         let decompressed;

@@ -186,29 +186,24 @@ async fn receive(mut consumer: AmqpConsumer, results: Arc<Mutex<Results>>, codec
 
 /// Records a result message; one that cannot be read is recorded as the task's failure.
 fn record_message(results: &Mutex<Results>, codec: &ResultCodec, message: &Message) {
-    let meta = decode_result(codec, message).or_else(|error| -> Result<ResultMeta, ()> {
-        tracing::error!(%error, "rpc:// refused a result message");
-        // Whoever waits for that task learns why, instead of waiting forever.
-        let task_id = message.properties.correlation_id.clone().ok_or(())?;
-        let exception = crate::error::ExceptionInfo::new(
-            if matches!(error, Error::ContentDisallowed(_)) {
-                "ContentDisallowed"
-            } else {
-                "DecodeError"
-            },
-            "kombu.exceptions",
-            error.to_string(),
-        );
-        Ok(ResultMeta::exception(
-            task_id,
-            crate::result::State::Failure,
-            &exception,
-            None,
-        ))
-    });
-    if let Ok(meta) = meta {
-        results.lock().expect("rpc results poisoned").record(meta);
-    }
+    let meta = match decode_result(codec, message) {
+        Ok(meta) => meta,
+        Err(error) => {
+            tracing::error!(%error, "rpc:// refused a result message");
+            // Whoever waits for that task learns why, instead of waiting forever.
+            let Some(task_id) = message.properties.correlation_id.clone() else {
+                return;
+            };
+            let kind = match error {
+                Error::ContentDisallowed(_) => "ContentDisallowed",
+                _ => "DecodeError",
+            };
+            let exception =
+                crate::error::ExceptionInfo::new(kind, "kombu.exceptions", error.to_string());
+            ResultMeta::exception(task_id, crate::result::State::Failure, &exception, None)
+        }
+    };
+    results.lock().expect("rpc results poisoned").record(meta);
 }
 
 /// A result message as Celery's worker sends it: the meta as JSON, `correlation_id` = task id,

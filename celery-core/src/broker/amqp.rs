@@ -207,13 +207,14 @@ impl AmqpBroker {
     }
 
     /// Consumes queues without acknowledgements (`no_ack`: the broker forgets a message once
-    /// it is sent), declaring them first and again after every reconnection. For replies, as
-    /// Celery's rpc:// backend consumes them: a reply is wanted only by this process.
+    /// it is sent), declaring them again after every reconnection; the caller has declared them
+    /// (with [`take_waiting`](AmqpBroker::take_waiting)). For replies, as Celery's rpc://
+    /// backend consumes them: a reply is wanted only by this process.
     pub(crate) async fn consume_unacknowledged(
         &self,
         declarations: Vec<Declaration>,
     ) -> Result<AmqpConsumer, BrokerError> {
-        let (prefetch, acknowledged, declare_first) = (0, false, true);
+        let (prefetch, acknowledged, declare_first) = (0, false, false);
         let shared = self.shared.clone();
         AmqpConsumer::start(shared, declarations, prefetch, acknowledged, declare_first).await
     }
@@ -637,11 +638,8 @@ fn exchange_kind(exchange_type: &str) -> ExchangeKind {
 
 /// A consumer of one or more queues on a channel of its own.
 pub(crate) struct AmqpConsumer {
-    shared: Arc<Shared>,
-    declarations: Vec<Declaration>,
-    prefetch: u16,
-    /// Whether the broker waits for an acknowledgement of each delivery (no `no_ack`).
-    acknowledged: bool,
+    /// What each session is opened with; its prefetch follows `set_prefetch`.
+    plan: SessionPlan,
     session: Option<Session>,
     /// A reconnection under way, as a task of its own: the worker's loop drops the `next()`
     /// future whenever another event comes first, and a backoff or a connection attempt made
@@ -675,19 +673,15 @@ impl AmqpConsumer {
         acknowledged: bool,
         declare_first: bool,
     ) -> Result<Self, BrokerError> {
-        let session = SessionPlan {
-            shared: shared.clone(),
-            declarations: declarations.clone(),
-            prefetch,
-            acknowledged,
-        }
-        .open(declare_first)
-        .await?;
-        Ok(AmqpConsumer {
+        let plan = SessionPlan {
             shared,
             declarations,
             prefetch,
             acknowledged,
+        };
+        let session = plan.open(declare_first).await?;
+        Ok(AmqpConsumer {
+            plan,
             session: Some(session),
             reconnecting: None,
             cancelled: false,
@@ -699,12 +693,7 @@ impl AmqpConsumer {
     /// they may have gone with the connection (auto-delete, a broker restarted without durable
     /// queues, a queue deleted while consumed).
     fn reconnect_later(&self, delay: Duration) -> JoinHandle<Result<Session, BrokerError>> {
-        let plan = SessionPlan {
-            shared: self.shared.clone(),
-            declarations: self.declarations.clone(),
-            prefetch: self.prefetch,
-            acknowledged: self.acknowledged,
-        };
+        let plan = self.plan.clone();
         tokio::spawn(async move {
             tokio::time::sleep(delay).await;
             plan.open(true).await
@@ -713,15 +702,17 @@ impl AmqpConsumer {
 }
 
 /// What a consumer session is opened with.
+#[derive(Clone)]
 struct SessionPlan {
     shared: Arc<Shared>,
     declarations: Vec<Declaration>,
     prefetch: u16,
+    /// Whether the broker waits for an acknowledgement of each delivery (no `no_ack`).
     acknowledged: bool,
 }
 
 impl SessionPlan {
-    async fn open(self, declare: bool) -> Result<Session, BrokerError> {
+    async fn open(&self, declare: bool) -> Result<Session, BrokerError> {
         let shared = &self.shared;
         let channel = shared.open_channel(false).await?;
         if declare {
@@ -768,12 +759,6 @@ impl SessionPlan {
 }
 
 impl AmqpConsumer {
-    /// Waits before a reconnection attempt: 0.25 s, doubling up to 8 s.
-    fn backoff(&self) -> Duration {
-        let exponent = self.failures.saturating_sub(1).min(5);
-        Duration::from_millis(250 << exponent)
-    }
-
     fn delivery(acks: Option<&AckBatcher>, delivery: lapin::message::Delivery) -> Delivery {
         let lapin::message::Delivery {
             delivery_tag,
@@ -869,7 +854,7 @@ impl Consumer for AmqpConsumer {
                     return None;
                 }
                 let Some(session) = self.session.as_mut() else {
-                    let delay = self.backoff();
+                    let delay = super::reconnect_backoff(self.failures);
                     let attempt = match &mut self.reconnecting {
                         Some(attempt) => attempt,
                         None => self.reconnecting.insert(self.reconnect_later(delay)),
@@ -879,18 +864,18 @@ impl Consumer for AmqpConsumer {
                     self.reconnecting = None;
                     let error = match outcome {
                         Ok(Ok(mut session)) => {
-                            tracing::info!(broker = %self.shared.url, "consuming again after a connection loss");
+                            tracing::info!(broker = %self.plan.shared.url, "consuming again after a connection loss");
                             self.failures = 0;
                             // A prefetch changed while reconnecting.
-                            if session.prefetch != self.prefetch {
+                            if session.prefetch != self.plan.prefetch {
                                 if let Err(error) = session
                                     .channel
-                                    .basic_qos(self.prefetch, BasicQosOptions { global: true })
+                                    .basic_qos(self.plan.prefetch, BasicQosOptions { global: true })
                                     .await
                                 {
                                     tracing::warn!(%error, "could not change the prefetch count");
                                 }
-                                session.prefetch = self.prefetch;
+                                session.prefetch = self.plan.prefetch;
                             }
                             self.session = Some(session);
                             continue;
@@ -898,7 +883,7 @@ impl Consumer for AmqpConsumer {
                         Ok(Err(error)) => error,
                         Err(ended) => BrokerError::new(
                             BrokerErrorKind::Connection,
-                            format!("reconnecting to {}: {ended}", self.shared.url),
+                            format!("reconnecting to {}: {ended}", self.plan.shared.url),
                         ),
                     };
                     self.failures += 1;
@@ -912,7 +897,7 @@ impl Consumer for AmqpConsumer {
                         }
                         return Some(Ok(Self::delivery(session.acks.as_ref(), delivery)));
                     }
-                    Some(Err(error)) => self.shared.error("consume", error),
+                    Some(Err(error)) => self.plan.shared.error("consume", error),
                     None if self.cancelled => return None,
                     // As kombu treats a consumer the broker cancelled (`ConsumerCancelled`):
                     // a recoverable error; a new session declares the queue again.
@@ -920,7 +905,7 @@ impl Consumer for AmqpConsumer {
                         BrokerErrorKind::Channel,
                         format!(
                             "the broker {} cancelled the consumer of {}",
-                            self.shared.url,
+                            self.plan.shared.url,
                             session.cancelled_queue.as_deref().unwrap_or("a queue")
                         ),
                     ),
@@ -934,13 +919,13 @@ impl Consumer for AmqpConsumer {
 
     fn set_prefetch(&mut self, prefetch: u16) -> BoxFuture<'_, Result<(), BrokerError>> {
         Box::pin(async move {
-            self.prefetch = prefetch;
+            self.plan.prefetch = prefetch;
             match &self.session {
                 Some(session) => session
                     .channel
                     .basic_qos(prefetch, BasicQosOptions { global: true })
                     .await
-                    .map_err(|e| self.shared.error("set the prefetch count", e)),
+                    .map_err(|e| self.plan.shared.error("set the prefetch count", e)),
                 // The next session starts with it.
                 None => Ok(()),
             }

@@ -28,6 +28,13 @@ pub enum BrokerErrorKind {
     Closed,
 }
 
+/// The wait before reconnection attempt number `attempt` (from 1): 0.25 s, doubling up to 8 s.
+/// Workers wait so when starting and when consuming again after a connection loss.
+pub(crate) fn reconnect_backoff(attempt: u32) -> std::time::Duration {
+    let exponent = attempt.saturating_sub(1).min(5);
+    std::time::Duration::from_millis(250 << exponent)
+}
+
 impl BrokerErrorKind {
     /// Celery retries connection and channel errors by default.
     pub fn is_recoverable(self) -> bool {

@@ -91,17 +91,22 @@ pub trait Serializer: Send + Sync + 'static {
 /// The serializers an app knows, by name and by content type.
 #[derive(Clone)]
 pub struct SerializerRegistry {
-    by_name: Arc<RwLock<HashMap<String, Arc<dyn Serializer>>>>,
-    /// The name registered last for each content type: a message names its content type, and
-    /// kombu decodes it with the serializer registered last for that type.
-    by_content_type: Arc<RwLock<HashMap<String, String>>>,
+    known: Arc<RwLock<Known>>,
 }
 
+#[derive(Default)]
+struct Known {
+    by_name: HashMap<String, Arc<dyn Serializer>>,
+    /// The serializer registered last for each content type: a message names its content type,
+    /// and kombu decodes it with the decoder registered last for that type.
+    by_content_type: HashMap<String, Arc<dyn Serializer>>,
+}
+
+/// The built-in serializers: json, msgpack, yaml and pickle.
 impl Default for SerializerRegistry {
     fn default() -> Self {
         let registry = SerializerRegistry {
-            by_name: Arc::default(),
-            by_content_type: Arc::default(),
+            known: Arc::default(),
         };
         registry.register(Json);
         registry.register(Msgpack);
@@ -115,50 +120,40 @@ impl SerializerRegistry {
     /// Adds (or replaces) a serializer; it is then usable by name in options and settings.
     pub fn register(&self, serializer: impl Serializer) {
         let serializer: Arc<dyn Serializer> = Arc::new(serializer);
-        self.by_content_type
-            .write()
-            .expect("serializer registry poisoned")
-            .insert(
-                serializer.content_type().to_owned(),
-                serializer.name().to_owned(),
-            );
-        self.by_name
-            .write()
-            .expect("serializer registry poisoned")
+        let mut known = self.known.write().expect("serializer registry poisoned");
+        known
+            .by_content_type
+            .insert(serializer.content_type().to_owned(), serializer.clone());
+        known
+            .by_name
             .insert(serializer.name().to_owned(), serializer);
     }
 
     /// Whether `accept` (serializer names or content types, as `accept_content` lists them)
-    /// lets in messages of `content_type`: kombu turns each name into its content type.
-    pub fn accepts(&self, accept: &[String], content_type: &str) -> bool {
+    /// lets in what `decoder` (found by the message's content type) reads: kombu turns each
+    /// name into its content type, so another serializer's name for the same type counts too.
+    pub fn accepts(&self, accept: &[String], decoder: &dyn Serializer) -> bool {
+        let content_type = decoder.content_type();
         accept.iter().any(|allowed| {
-            allowed == content_type
+            allowed == decoder.name()
+                || allowed == content_type
                 || self
                     .get(allowed)
-                    .is_ok_and(|serializer| serializer.content_type() == content_type)
+                    .is_ok_and(|named| named.content_type() == content_type)
         })
     }
 
     /// Looks a serializer up by its short name or its content type (the one registered last
     /// for that type).
     pub fn get(&self, name: &str) -> Result<Arc<dyn Serializer>, Error> {
-        let by_name = self.by_name.read().expect("serializer registry poisoned");
-        let by_content_type = self
-            .by_content_type
-            .read()
-            .expect("serializer registry poisoned");
-        by_name
+        let known = self.known.read().expect("serializer registry poisoned");
+        known
+            .by_name
             .get(name)
-            .or_else(|| {
-                by_content_type
-                    .get(name)
-                    .and_then(|registered| by_name.get(registered))
-                    // Replaced since by one of another content type under that name.
-                    .filter(|serializer| serializer.content_type() == name)
-            })
+            .or_else(|| known.by_content_type.get(name))
             .cloned()
             .ok_or_else(|| {
-                let mut known: Vec<_> = by_name.keys().cloned().collect();
+                let mut known: Vec<_> = known.by_name.keys().cloned().collect();
                 known.sort();
                 Error::UnknownCodec {
                     kind: "serializer",
@@ -248,9 +243,10 @@ mod tests {
         }
         assert_eq!(registry.get("json").unwrap().name(), "json");
         // `accept_content` by name still lets the content type in, whichever decodes it.
-        assert!(registry.accepts(&["json".to_owned()], "application/json"));
-        assert!(registry.accepts(&["application/json".to_owned()], "application/json"));
-        assert!(!registry.accepts(&["json".to_owned()], "application/x-yaml"));
+        let decoder = registry.get("application/json").unwrap();
+        assert!(registry.accepts(&["json".to_owned()], decoder.as_ref()));
+        assert!(registry.accepts(&["application/json".to_owned()], decoder.as_ref()));
+        assert!(!registry.accepts(&["json".to_owned()], &Yaml));
     }
 
     #[test]
