@@ -132,6 +132,33 @@ async fn each_bad_message_fails_clearly_and_the_worker_goes_on() {
         (compressed, "DecodeError", "corrupt zlib body"),
         (unknown_scheme, "DecodeError", "unknown compression"),
         (no_task, "DecodeError", "missing header \"task\""),
+        // A callback without its task name, and a callback's own link that is not a signature
+        // (dropped, it would never have run): the message fails, and so does each chain step
+        // after it, which the caller of a chain waits on.
+        (
+            message(
+                "bad-callback",
+                "bad.add",
+                "application/json",
+                br#"[[1, 2], {}, {"callbacks": [{"args": []}],
+                    "chain": [{"task": "bad.add", "args": [1],
+                               "options": {"task_id": "bad-callback-step"}}]}]"#,
+            ),
+            "DecodeError",
+            "task",
+        ),
+        (
+            message(
+                "bad-nested-link",
+                "bad.add",
+                "application/json",
+                br#"[[1, 2], {}, {"callbacks": [{"task": "bad.add", "options": {"link": "bad.add"}}],
+                    "chain": [{"task": "bad.add", "args": [1],
+                               "options": {"task_id": "bad-nested-link-step"}}]}]"#,
+            ),
+            "DecodeError",
+            "is not a signature",
+        ),
     ];
     for (message, _, _) in &cases {
         app.broker().publish("", "celery", message).await.unwrap();
@@ -153,6 +180,18 @@ async fn each_bad_message_fails_clearly_and_the_worker_goes_on() {
         let exception = error.exception().unwrap_or_else(|| panic!("{id}: {error}"));
         assert_eq!(exception.exc_type, *exc_type, "{id}: {exception}");
         assert!(exception.message().contains(text), "{id}: {exception}");
+    }
+    for step in ["bad-callback-step", "bad-nested-link-step"] {
+        let error = app
+            .result::<i32>(step.to_owned())
+            .get()
+            .timeout(WAIT)
+            .await
+            .unwrap_err();
+        let exception = error
+            .exception()
+            .unwrap_or_else(|| panic!("{step}: {error}"));
+        assert_eq!(exception.exc_type, "DecodeError", "{step}: {exception}");
     }
     worker.shutdown().await;
     assert_eq!(

@@ -86,6 +86,31 @@ async fn on_error(request: Request, exc: ExceptionInfo, _traceback: Option<Strin
         .push((request.id, exc.exc_type, tag));
 }
 
+/// The ids an errback called in-process runs under, beside the failed task's id it was given.
+static ERRBACK_CONTEXTS: Mutex<Vec<(String, String)>> = Mutex::new(Vec::new());
+
+#[task(name = "tests.on_error_bound", bind, errback)]
+async fn on_error_bound(
+    ctx: TaskContext,
+    request: Request,
+    _exc: ExceptionInfo,
+    _traceback: Option<String>,
+) {
+    ERRBACK_CONTEXTS
+        .lock()
+        .unwrap()
+        .push((request.id, ctx.id().to_owned()));
+}
+
+/// Chain steps that ran, by tag.
+static STEPS_RUN: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+
+#[task(name = "tests.record_step")]
+async fn record_step(previous: i32, tag: u32) -> i32 {
+    STEPS_RUN.lock().unwrap().push(tag);
+    previous
+}
+
 static FAILED_IDS: Mutex<Vec<String>> = Mutex::new(Vec::new());
 
 /// An old-style errback: a message whose first argument is the failed task's id.
@@ -181,6 +206,8 @@ fn register_all(app: &Celery) {
         .register(count::Task)
         .register(progress::Task)
         .register(on_error::Task)
+        .register(on_error_bound::Task)
+        .register(record_step::Task)
         .register(record_failed_id::Task)
         .register(flaky::Task)
         .register(always_retry::Task)
@@ -1085,6 +1112,57 @@ async fn chains_pass_each_result_on() {
         (exception.exc_type.as_str(), exception.exc_module.as_deref()),
         ("EncodeError", Some("kombu.exceptions"))
     );
+    worker.shutdown().await;
+}
+
+/// As Celery's trace, a callback that cannot be sent stops what comes after it: the next chain
+/// step is not sent (it would run under an id already stored as failed), and the chain's result
+/// reports the failure.
+#[tokio::test]
+async fn a_callback_that_cannot_be_sent_stops_the_chain_after_it() {
+    let (app, worker) = started("callback-stops-chain").await;
+    let unsendable = mul::partial(3).with_options(CallOptions::new().serializer("no-such-codec"));
+    let first = add::s(1, 1).with_options(CallOptions::new().link(unsendable));
+    let stopped = chain![first, record_step::partial(7)]
+        .apply_async_with(&app)
+        .await
+        .unwrap();
+    let error = stopped.get().timeout(WAIT).await.unwrap_err();
+    assert_eq!(error.exception().unwrap().exc_type, "EncodeError");
+    // The same chain without the bad callback runs its step; sent after the failure, it comes
+    // after a step 7 the worker had sent.
+    let control = chain![add::s(1, 1), record_step::partial(8)]
+        .apply_async_with(&app)
+        .await
+        .unwrap();
+    assert_eq!(control.get().timeout(WAIT).await.unwrap(), 2);
+    let ran = STEPS_RUN.lock().unwrap().clone();
+    assert!(ran.contains(&8) && !ran.contains(&7), "{ran:?}");
+    worker.shutdown().await;
+}
+
+/// An errback called in-process runs under a request of its own: its context is not the failed
+/// task's (whose FAILURE an `update_state` of the errback would otherwise overwrite).
+#[tokio::test]
+async fn an_errback_in_process_runs_under_its_own_id() {
+    let (app, worker) = started("errback-own-id").await;
+    let failing = divide::s(1, 0)
+        .with_options(CallOptions::new().link_error(on_error_bound::s()))
+        .apply_async_with(&app)
+        .await
+        .unwrap();
+    failing.get().timeout(WAIT).await.unwrap_err();
+    let deadline = Instant::now() + WAIT;
+    let own_id = loop {
+        let seen = ERRBACK_CONTEXTS.lock().unwrap().clone();
+        if let Some((_, own)) = seen.iter().find(|(failed, _)| failed == failing.id()) {
+            break own.clone();
+        }
+        assert!(Instant::now() < deadline, "the errback never ran");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert_ne!(own_id, failing.id());
+    assert!(!own_id.is_empty());
     worker.shutdown().await;
 }
 

@@ -203,7 +203,9 @@ impl RetryPolicy {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct ApplyOptions {
-    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient")]
+    /// Not lenient: a frozen step's id is what its caller waits on, so one of another type is
+    /// an error rather than replaced by a new id nobody knows.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub task_id: Option<String>,
     #[serde(
         skip_serializing_if = "Option::is_none",
@@ -419,15 +421,23 @@ fn lenient_policy<'de, D: Deserializer<'de>>(
     Ok(RetryPolicy::from_wire(&Value::deserialize(deserializer)?))
 }
 
+/// A signature or a list of them (Celery's `maybe_list`). One that does not read is an error,
+/// not left out: a callback, errback or chain step dropped would never run and nobody would
+/// know.
 fn one_or_many<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<RawSignature>, D::Error> {
-    Ok(match Value::deserialize(deserializer)? {
-        Value::Null => Vec::new(),
-        Value::Array(items) => items
-            .into_iter()
-            .filter_map(|item| serde_json::from_value(item).ok())
-            .collect(),
-        single => serde_json::from_value(single).ok().into_iter().collect(),
-    })
+    use serde::de::Error as _;
+    let read = |item: Value| {
+        serde_json::from_value(item).map_err(|error| {
+            D::Error::custom(format_args!(
+                "a callback, errback or chain step is not a signature: {error}"
+            ))
+        })
+    };
+    match Value::deserialize(deserializer)? {
+        Value::Null => Ok(Vec::new()),
+        Value::Array(items) => items.into_iter().map(read).collect(),
+        single => Ok(vec![read(single)?]),
+    }
 }
 
 /// Options for one call of `apply_async`, typed by the result `R` of the task they apply to, so

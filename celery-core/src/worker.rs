@@ -17,6 +17,7 @@ use tokio::task::JoinSet;
 
 use crate::app::{Celery, RegisteredTask};
 use crate::broker::{Acker, Consumer, Delivery};
+use crate::calling::ApplyOptions;
 use crate::compression::DecompressError;
 use crate::error::{Error, ExceptionInfo, TaskError, TaskErrorKind};
 use crate::protocol::{format_datetime, Body, Message, Properties, TaskHeaders, TaskMessage};
@@ -415,6 +416,10 @@ struct Unusable {
     task_id: Option<String>,
     task: Option<String>,
     exception: ExceptionInfo,
+    /// The chain steps after it that the body still names, each its id and reply queue: their
+    /// failure is stored too (Celery runs the task and fails its chain when a callback does not
+    /// read), or whoever waits on the chain would wait for ever.
+    chain: Vec<(String, Option<String>)>,
 }
 
 /// What becomes of a delivery, decided without waiting on anything.
@@ -465,6 +470,7 @@ fn accept(
             task_id: Some(headers.id.clone()),
             task: Some(name.clone()),
             exception: ExceptionInfo::celery("NotRegistered", format!("'{name}'")),
+            chain: Vec::new(),
         };
         return Accepted::Unusable(Box::new((properties, unusable)), acker);
     };
@@ -604,11 +610,18 @@ async fn reject_unusable(
         error = %unusable.exception,
         "rejecting message that cannot be run"
     );
-    if let Some(task_id) = &unusable.task_id {
+    let own = unusable
+        .task_id
+        .iter()
+        .map(|id| (id, properties.reply_to.as_deref()));
+    let chain = unusable
+        .chain
+        .iter()
+        .map(|(id, reply_to)| (id, reply_to.as_deref().or(properties.reply_to.as_deref())));
+    for (task_id, reply_to) in own.chain(chain) {
         let meta =
             ResultMeta::exception(task_id.clone(), State::Failure, &unusable.exception, None);
-        if let Err(error) = store_retrying(&runtime.app, meta, properties.reply_to.as_deref()).await
-        {
+        if let Err(error) = store_retrying(&runtime.app, meta, reply_to).await {
             tracing::error!(%error, id = %task_id, "could not store the FAILURE of a rejected message");
         }
     }
@@ -682,31 +695,54 @@ fn decode_message(
                 task_id: header("id").or_else(|| properties.correlation_id.clone()),
                 task: header("task"),
                 exception: ExceptionInfo::new("DecodeError", "kombu.exceptions", error.to_string()),
+                chain: Vec::new(),
             };
             return Err(Box::new((properties, unusable)));
         }
     };
     match decode_body(app, &headers, &properties, &body) {
         Ok(decoded) => Ok((headers, decoded, properties)),
-        Err((exc_type, text)) => {
+        Err(undecodable) => {
             let unusable = Unusable {
                 task_id: Some(headers.id),
                 task: Some(headers.task),
-                exception: ExceptionInfo::new(exc_type, "kombu.exceptions", text),
+                exception: ExceptionInfo::new(
+                    undecodable.exc_type,
+                    "kombu.exceptions",
+                    undecodable.text,
+                ),
+                chain: undecodable.chain,
             };
             Err(Box::new((properties, unusable)))
         }
     }
 }
 
+/// Why a body cannot be used: the exception's type and text, and the chain steps it names.
+struct Undecodable {
+    exc_type: &'static str,
+    text: String,
+    chain: Vec<(String, Option<String>)>,
+}
+
+impl From<(&'static str, String)> for Undecodable {
+    fn from((exc_type, text): (&'static str, String)) -> Self {
+        Undecodable {
+            exc_type,
+            text,
+            chain: Vec::new(),
+        }
+    }
+}
+
 /// Checks a message's content type against `accept_content` and its size against the limit,
-/// decompresses and decodes its body; on failure, the exception's type and text.
+/// decompresses and decodes its body.
 fn decode_body(
     app: &Celery,
     headers: &TaskHeaders,
     properties: &Properties,
     body: &[u8],
-) -> Result<Body, (&'static str, String)> {
+) -> Result<Body, Undecodable> {
     let config = app.config();
     let content_type = properties.content_type.as_str();
     let serializer = app
@@ -717,16 +753,16 @@ fn decode_body(
         .serializers()
         .accepts(&config.accept_content, serializer.as_ref())
     {
-        return Err((
+        return Err(Undecodable::from((
             "ContentDisallowed",
             Error::ContentDisallowed(content_type.to_owned()).to_string(),
-        ));
+        )));
     }
     let limit = config.message_max_body_size;
     let too_large = || ("DecodeError", Error::BodyTooLarge { limit }.to_string());
     let decompressed;
     let bytes = match &headers.compression {
-        None if body.len() > limit => return Err(too_large()),
+        None if body.len() > limit => return Err(too_large().into()),
         None => body,
         Some(name) => {
             let scheme = app
@@ -752,7 +788,34 @@ fn decode_body(
             format!("body is not valid {}: {e}", serializer.name()),
         )
     })?;
-    Body::from_value(value).map_err(|e| ("DecodeError", e.to_string()))
+    let chain = chain_step_ids(&value);
+    Body::from_value(value).map_err(|e| Undecodable {
+        exc_type: "DecodeError",
+        text: e.to_string(),
+        chain,
+    })
+}
+
+/// The ids (and reply queues) of the chain steps a decoded body names in its embed, read
+/// leniently: for a body whose embed does not read as a whole.
+fn chain_step_ids(body: &Value) -> Vec<(String, Option<String>)> {
+    let steps = body
+        .get(2)
+        .and_then(|embed| embed.get("chain"))
+        .and_then(Value::as_array);
+    steps
+        .into_iter()
+        .flatten()
+        .filter_map(|step| {
+            let options = step.get("options")?;
+            let id = options.get("task_id")?.as_str()?.to_owned();
+            let reply_to = options
+                .get("reply_to")
+                .and_then(Value::as_str)
+                .map(str::to_owned);
+            Some((id, reply_to))
+        })
+        .collect()
 }
 
 fn request_of(runtime: &Runtime, message: TaskMessage, delivery_info: DeliveryInfo) -> Request {
@@ -1212,118 +1275,192 @@ async fn send_follow_up(
         })
 }
 
-/// Sends the callbacks and the next chain step with the result; returns their ids, or the
-/// first error (the others are still sent, as Celery sends them).
+/// Sends the callbacks, then the next chain step, with the result, and returns their ids. As
+/// Celery's trace (`_dispatch_callbacks_and_chain`), the first that cannot be sent stops the
+/// rest: the task then fails and its chain with it, so a step sent anyway would run under an id
+/// already reported as failed.
 async fn send_callbacks(
     runtime: &Runtime,
     request: &Request,
     result: &Value,
 ) -> Result<Vec<String>, Error> {
-    let mut expanded: Vec<Result<Vec<RawSignature>, Error>> = callbacks_as_sent(&request.callbacks)
-        .iter()
-        .map(|callback| follow_ups(callback, result))
-        .collect();
+    let mut children = Vec::new();
+    for signature in callback_follow_ups(&request.callbacks, result)? {
+        children.push(send_follow_up(&runtime.app, signature, request).await?);
+    }
     let mut chain = request.chain.clone();
     if let Some(mut next) = chain.pop() {
-        if next.subtask_type.is_none() {
+        if canvas_kind(&next).is_none() {
             // Celery sends the next step with `apply_async(chain=rest)`, which replaces a chain
             // of its own options.
             next.options.chain.clear();
         }
-        expanded.push(follow_ups(&next, result).and_then(|steps| carry(steps, chain)));
-    }
-    let mut children = Vec::new();
-    let mut failed = None;
-    for signatures in expanded {
-        let signatures = match signatures {
-            Ok(signatures) => signatures,
-            Err(error) => {
-                failed.get_or_insert(error);
-                continue;
-            }
-        };
-        for signature in signatures {
-            match send_follow_up(&runtime.app, signature, request).await {
-                Ok(id) => children.push(id),
-                Err(error) => {
-                    failed.get_or_insert(error);
-                }
-            }
+        for signature in carry(follow_ups(&next, result)?, chain)? {
+            children.push(send_follow_up(&runtime.app, signature, request).await?);
         }
     }
-    failed.map_or(Ok(children), Err)
+    Ok(children)
 }
 
-/// The link callbacks as Celery's trace sends them: more than one, those that are not groups go
-/// as one group (each with the group's id and its place in it; one that has a group id keeps
-/// it, as Celery's `freeze` keeps it), and each group callback on its own.
-fn callbacks_as_sent(callbacks: &[RawSignature]) -> std::borrow::Cow<'_, [RawSignature]> {
-    if callbacks.len() < 2 {
-        return std::borrow::Cow::Borrowed(callbacks);
+/// What Celery's trace sends for the link callbacks: one callback as it is; more than one,
+/// each group callback on its own, then the others as one group (each keeping a group id of its
+/// own, as Celery's `freeze` keeps it).
+fn callback_follow_ups(
+    callbacks: &[RawSignature],
+    result: &Value,
+) -> Result<Vec<RawSignature>, Error> {
+    if let [only] = callbacks {
+        return follow_ups(only, result);
     }
-    let group_id = uuid::Uuid::new_v4().to_string();
-    let mut index = 0;
-    let callbacks = callbacks
+    let (groups, others): (Vec<RawSignature>, Vec<RawSignature>) = callbacks
         .iter()
         .cloned()
-        .map(|mut callback| {
-            if callback.subtask_type.as_deref() != Some("group") {
-                let options = &mut callback.options;
-                options.group_id.get_or_insert_with(|| group_id.clone());
-                options.group_index.get_or_insert(index);
-                index += 1;
-            }
-            callback
-        })
-        .collect();
-    std::borrow::Cow::Owned(callbacks)
+        .partition(|callback| canvas_kind(callback) == Some("group"));
+    let mut sent = Vec::new();
+    for group in &groups {
+        sent.extend(follow_ups(group, result)?);
+    }
+    if !others.is_empty() {
+        let group_id = uuid::Uuid::new_v4().to_string();
+        group_follow_ups(
+            others,
+            &group_id,
+            &ApplyOptions::default(),
+            result,
+            &mut sent,
+        )?;
+    }
+    Ok(sent)
 }
 
-/// What to send for a callback or the next chain step, applied to its parent's `result`: the
-/// signature with the result as first argument (unless immutable); for a group, each of its
-/// members so; for a chain, its first step so, carrying the others. That is what Celery's
-/// `signature(d).apply_async((result,))` sends for each kind.
-fn follow_ups(signature: &RawSignature, result: &Value) -> Result<Vec<RawSignature>, Error> {
-    let Some(kind) = signature.subtask_type.as_deref() else {
-        let mut plain = signature.clone();
-        plain.args = signature.args_with_parent_result(result);
-        return Ok(vec![plain]);
-    };
+/// The kind of canvas a signature is (`group`, `chain`, …), or none for a task. Celery's
+/// `Signature.from_dict` reads an empty `subtask_type` as none too.
+fn canvas_kind(signature: &RawSignature) -> Option<&str> {
+    signature
+        .subtask_type
+        .as_deref()
+        .filter(|kind| !kind.is_empty())
+}
+
+/// The signatures a group or chain holds in its `kwargs.tasks`.
+fn canvas_members(signature: &RawSignature, kind: &str) -> Result<Vec<RawSignature>, Error> {
     let tasks = signature
         .kwargs
         .get("tasks")
         .cloned()
         .unwrap_or(Value::Null);
-    let mut members: Vec<RawSignature> =
-        serde_json::from_value(tasks).map_err(|error| Error::Encode {
-            what: format!("the {kind} {}", signature.task),
-            reason: format!("its kwargs.tasks are not a list of signatures: {error}"),
-        })?;
-    for member in &mut members {
-        // An immutable group or chain passes no result on to its members either.
-        member.immutable |= signature.immutable;
-    }
-    match kind {
-        "group" => {
+    serde_json::from_value(tasks).map_err(|error| Error::Encode {
+        what: format!("the {kind} {}", signature.task),
+        reason: format!("its kwargs.tasks are not a list of signatures: {error}"),
+    })
+}
+
+/// What to send for a callback or the next chain step, applied to its parent's `result`: the
+/// signature with the result as first argument (unless immutable); for a group, each of its
+/// members so; for a chain, its first step so, carrying the others. That is what Celery's
+/// `signature(d).apply_async((result,))` sends for each kind. A group's or chain's own
+/// `immutable` is not read, as Celery's `from_dict` drops it: each member says for itself.
+fn follow_ups(signature: &RawSignature, result: &Value) -> Result<Vec<RawSignature>, Error> {
+    match canvas_kind(signature) {
+        None => {
+            let mut plain = signature.clone();
+            plain.args = signature.args_with_parent_result(result);
+            Ok(vec![plain])
+        }
+        Some("group") => {
+            let members = canvas_members(signature, "group")?;
+            // Celery's `_freeze_gid`: the group's id, a new one when it was never frozen.
+            let group_id = signature
+                .options
+                .task_id
+                .clone()
+                .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
             let mut sent = Vec::new();
-            for (index, mut member) in members.into_iter().enumerate() {
-                let options = &mut member.options;
-                options.group_id = options
-                    .group_id
-                    .take()
-                    .or(signature.options.task_id.clone());
-                options.group_index = options.group_index.or(i64::try_from(index).ok());
-                sent.extend(follow_ups(&member, result)?);
-            }
+            let shared = canvas_wide(&signature.options);
+            group_follow_ups(members, &group_id, &shared, result, &mut sent)?;
             Ok(sent)
         }
-        "chain" if members.is_empty() => Ok(Vec::new()),
-        "chain" => {
+        Some("chain") => {
+            let mut steps = canvas_members(signature, "chain")?;
+            if steps.is_empty() {
+                return Ok(Vec::new());
+            }
+            apply_chain_options(&mut steps, &signature.options);
             // Last step first, as a message carries its chain.
-            let rest: Vec<RawSignature> = members.drain(1..).rev().collect();
-            carry(follow_ups(&members[0], result)?, rest)
+            let rest: Vec<RawSignature> = steps.drain(1..).rev().collect();
+            carry(follow_ups(&steps[0], result)?, rest)
         }
-        other => Err(unsupported_canvas(other)),
+        Some(other) => Err(unsupported_canvas(other)),
+    }
+}
+
+/// The members of a group as Celery's `group.apply_async` sends them: the group's options over
+/// each member's own, except a group id the member has; each member's place in its group; a
+/// group within the group unrolled into it (`_prepared`), its own options dropped.
+fn group_follow_ups(
+    members: Vec<RawSignature>,
+    group_id: &str,
+    shared: &ApplyOptions,
+    result: &Value,
+    sent: &mut Vec<RawSignature>,
+) -> Result<(), Error> {
+    for (index, mut member) in members.into_iter().enumerate() {
+        if canvas_kind(&member) == Some("group") {
+            let inner = canvas_members(&member, "group")?;
+            group_follow_ups(inner, group_id, shared, result, sent)?;
+            continue;
+        }
+        let own_group = member.options.group_id.take();
+        member.options.merge(shared.clone());
+        member.options.group_id = Some(own_group.unwrap_or_else(|| group_id.to_owned()));
+        member.options.group_index = i64::try_from(index).ok();
+        sent.extend(follow_ups(&member, result)?);
+    }
+    Ok(())
+}
+
+/// A group's or chain's options that its members take over: all but what belongs to the canvas
+/// itself (its id, its place in a group, its callbacks) or is set per message when sent.
+fn canvas_wide(options: &ApplyOptions) -> ApplyOptions {
+    ApplyOptions {
+        task_id: None,
+        group_id: None,
+        group_index: None,
+        link: Vec::new(),
+        link_error: Vec::new(),
+        chain: Vec::new(),
+        parent_id: None,
+        root_id: None,
+        ..options.clone()
+    }
+}
+
+/// A chain's options on its steps (`steps` first to last), as Celery's `_chain.run` applies
+/// them: its errbacks on every step, its id, group and callbacks on the last step (the chain's
+/// result is the last step's), the rest on the first step, which is sent.
+fn apply_chain_options(steps: &mut [RawSignature], options: &ApplyOptions) {
+    for step in steps.iter_mut() {
+        for errback in &options.link_error {
+            if !step.options.link_error.contains(errback) {
+                step.options.link_error.push(errback.clone());
+            }
+        }
+    }
+    if let Some(last) = steps.last_mut() {
+        let own = &mut last.options;
+        if own.task_id.is_none() {
+            own.task_id.clone_from(&options.task_id);
+        }
+        if own.group_id.is_none() {
+            own.group_id.clone_from(&options.group_id);
+        }
+        if options.group_index.is_some() {
+            own.group_index = options.group_index;
+        }
+        own.link.extend(options.link.iter().cloned());
+    }
+    if let Some(first) = steps.first_mut() {
+        first.options.merge(canvas_wide(options));
     }
 }
 
@@ -1374,35 +1511,65 @@ async fn send_errbacks(
     traceback: Option<String>,
 ) {
     let app = &runtime.app;
+    let mut as_messages = Vec::new();
     for errback in &request.errbacks {
-        match app.task(&errback.task).filter(|task| task.is_errback) {
-            Some(task) => {
-                // Registered here and taking (request, exc, traceback): called in-process.
-                let mut errback_request = request.clone();
-                errback_request.task = errback.task.clone();
-                let context = TaskContext::new(errback_request, Some(app.clone()), &task.options);
-                let mut invocation =
-                    Invocation::new(context, errback.args.clone(), errback.kwargs.clone());
-                invocation.errback = Some((request.clone(), exception.clone(), traceback.clone()));
-                let outcome = match prepare(&task, invocation) {
-                    Ok(run) => run_task(run, time_limit([task.options.time_limit])).await,
-                    Err(error) => Err(error),
-                };
-                if let Err(error) = outcome {
-                    tracing::error!(errback = %errback.task, id = %request.id, error = %error, "errback failed");
-                }
-            }
-            None => {
-                // Python's convention for errbacks not callable here: a message with the failed
-                // task's id as first argument, unless the errback is immutable (`si`).
-                let mut signature = errback.clone();
-                signature.args =
-                    errback.args_with_parent_result(&Value::String(request.id.clone()));
-                if let Err(error) = send_follow_up(app, signature, request).await {
-                    tracing::error!(%error, parent = %request.id, errback = %errback.task, "could not send an errback");
-                }
-            }
+        let in_process = canvas_kind(errback)
+            .is_none()
+            .then(|| app.task(&errback.task))
+            .flatten()
+            .filter(|task| task.is_errback);
+        let Some(task) = in_process else {
+            as_messages.push(errback.clone());
+            continue;
+        };
+        // Registered here and taking (request, exc, traceback): called in-process, under a
+        // request of its own (Celery calls it as a function, with a new request): its
+        // `update_state` must not overwrite the failed task's FAILURE.
+        let errback_request = Request {
+            id: uuid::Uuid::new_v4().to_string(),
+            task: errback.task.clone(),
+            parent_id: Some(request.id.clone()),
+            root_id: Some(
+                request
+                    .root_id
+                    .clone()
+                    .unwrap_or_else(|| request.id.clone()),
+            ),
+            ..Request::default()
+        };
+        let context = TaskContext::new(errback_request, Some(app.clone()), &task.options);
+        let mut invocation = Invocation::new(context, errback.args.clone(), errback.kwargs.clone());
+        invocation.errback = Some((request.clone(), exception.clone(), traceback.clone()));
+        let outcome = match prepare(&task, invocation) {
+            Ok(run) => run_task(run, time_limit([task.options.time_limit])).await,
+            Err(error) => Err(error),
+        };
+        if let Err(error) = outcome {
+            tracing::error!(errback = %errback.task, id = %request.id, error = %error, "errback failed");
         }
+    }
+    if as_messages.is_empty() {
+        return;
+    }
+    // Python's convention for errbacks not callable here: sent as one group (Celery's
+    // `_call_task_errbacks`), each with the failed task's id as first argument unless
+    // immutable (`si`).
+    let group_id = uuid::Uuid::new_v4().to_string();
+    let failed_id = Value::String(request.id.clone());
+    let mut sent = Vec::new();
+    let expanded = group_follow_ups(
+        as_messages,
+        &group_id,
+        &ApplyOptions::default(),
+        &failed_id,
+        &mut sent,
+    );
+    if let Err(error) = expanded {
+        tracing::error!(%error, parent = %request.id, "could not send the errbacks");
+    }
+    for signature in sent {
+        // `send_follow_up` logs what it could not send; the others are still sent.
+        let _ = send_follow_up(app, signature, request).await;
     }
 }
 
@@ -1530,6 +1697,142 @@ mod tests {
                 ("member-1", vec![serde_json::json!(2)])
             ]
         );
+    }
+
+    fn json_signature(value: Value) -> RawSignature {
+        serde_json::from_value(value).unwrap()
+    }
+
+    #[test]
+    fn a_groups_options_reach_its_members_as_celerys_group_apply_async_sends_them() {
+        // Never frozen (no id), with a queue and a nested group, as a Python client may send it;
+        // an immutable flag on a canvas is dropped by Celery's `from_dict`.
+        let group = json_signature(serde_json::json!({
+            "task": "celery.group", "subtask_type": "group", "immutable": true,
+            "options": {"queue": "gpu", "priority": 3},
+            "kwargs": {"tasks": [
+                {"task": "tasks.a", "args": [1], "options": {"queue": "cpu", "group_index": 7}},
+                {"task": "tasks.b", "options": {"group_id": "its-own"}},
+                {"task": "celery.group", "subtask_type": "group", "options": {"queue": "other"},
+                 "kwargs": {"tasks": [{"task": "tasks.c"}, {"task": "tasks.d"}]}},
+            ]},
+        }));
+        let sent = follow_ups(&group, &serde_json::json!(10)).unwrap();
+        let seen: Vec<_> = sent
+            .iter()
+            .map(|s| {
+                (
+                    s.task.as_str(),
+                    s.args.clone(),
+                    s.options.queue.as_deref(),
+                    s.options.priority,
+                    s.options.group_index,
+                )
+            })
+            .collect();
+        let ten = serde_json::json!(10);
+        assert_eq!(
+            seen,
+            [
+                (
+                    "tasks.a",
+                    vec![ten.clone(), serde_json::json!(1)],
+                    Some("gpu"),
+                    Some(3),
+                    Some(0)
+                ),
+                ("tasks.b", vec![ten.clone()], Some("gpu"), Some(3), Some(1)),
+                ("tasks.c", vec![ten.clone()], Some("gpu"), Some(3), Some(0)),
+                ("tasks.d", vec![ten.clone()], Some("gpu"), Some(3), Some(1)),
+            ]
+        );
+        let group_ids: Vec<_> = sent
+            .iter()
+            .map(|s| s.options.group_id.clone().unwrap())
+            .collect();
+        assert_eq!(group_ids[1], "its-own");
+        assert_eq!(uuid::Uuid::parse_str(&group_ids[0]).map(|_| ()), Ok(()));
+        assert!(
+            group_ids[2..].iter().all(|id| *id == group_ids[0]),
+            "{group_ids:?}"
+        );
+        // Each group that was never frozen gets an id of its own.
+        let again = follow_ups(&group, &serde_json::json!(10)).unwrap();
+        assert_ne!(again[0].options.group_id, sent[0].options.group_id);
+    }
+
+    #[test]
+    fn a_chains_options_go_where_celerys_chain_run_puts_them() {
+        let errback = serde_json::json!({"task": "tasks.on_error", "options": {}});
+        let chain = json_signature(serde_json::json!({
+            "task": "celery.chain", "subtask_type": "chain", "immutable": true,
+            "options": {"task_id": "the-chain", "queue": "gpu", "link_error": [errback],
+                        "link": [{"task": "tasks.after"}]},
+            "kwargs": {"tasks": [
+                {"task": "tasks.a", "args": [1]},
+                {"task": "tasks.b"},
+                {"task": "tasks.c"},
+            ]},
+        }));
+        let sent = follow_ups(&chain, &serde_json::json!(10)).unwrap();
+        assert_eq!(sent.len(), 1);
+        let first = &sent[0];
+        // Not immutable: the chain's own flag is dropped, the first step takes the result.
+        assert_eq!(first.args, [serde_json::json!(10), serde_json::json!(1)]);
+        assert_eq!(first.options.queue.as_deref(), Some("gpu"));
+        assert_eq!(first.options.task_id, None);
+        let later: Vec<_> = first.options.chain.iter().collect();
+        assert_eq!(
+            later.iter().map(|s| s.task.as_str()).collect::<Vec<_>>(),
+            ["tasks.c", "tasks.b"]
+        );
+        let last = later[0];
+        assert_eq!(last.options.task_id.as_deref(), Some("the-chain"));
+        assert_eq!(last.options.link.len(), 1);
+        assert_eq!(later[1].options.queue, None);
+        assert!(later[1].options.link.is_empty());
+        for step in [first, later[0], later[1]] {
+            assert_eq!(step.options.link_error.len(), 1, "{}", step.task);
+        }
+    }
+
+    #[test]
+    fn an_empty_subtask_type_is_a_plain_task() {
+        let plain = json_signature(serde_json::json!({"task": "tasks.a", "subtask_type": ""}));
+        let sent = follow_ups(&plain, &serde_json::json!(1)).unwrap();
+        assert_eq!(sent.len(), 1);
+        assert_eq!(sent[0].args, [serde_json::json!(1)]);
+    }
+
+    #[test]
+    fn several_callbacks_go_as_one_group_after_the_group_callbacks() {
+        let callbacks: Vec<RawSignature> = vec![
+            json_signature(serde_json::json!({"task": "tasks.a"})),
+            json_signature(
+                serde_json::json!({"task": "celery.group", "subtask_type": "group",
+                "options": {"task_id": "g"}, "kwargs": {"tasks": [{"task": "tasks.b"}]}}),
+            ),
+            json_signature(serde_json::json!({"task": "tasks.c"})),
+        ];
+        let sent = callback_follow_ups(&callbacks, &Value::Null).unwrap();
+        let seen: Vec<_> = sent
+            .iter()
+            .map(|s| (s.task.as_str(), s.options.group_index))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("tasks.b", Some(0)),
+                ("tasks.a", Some(0)),
+                ("tasks.c", Some(1))
+            ]
+        );
+        assert_eq!(sent[0].options.group_id.as_deref(), Some("g"));
+        assert_eq!(sent[1].options.group_id, sent[2].options.group_id);
+        assert_ne!(sent[1].options.group_id.as_deref(), Some("g"));
+        // One callback is sent as it is.
+        let one = callback_follow_ups(&callbacks[..1], &Value::Null).unwrap();
+        assert_eq!(one[0].options.group_id, None);
     }
 
     #[test]
