@@ -179,6 +179,18 @@ async fn waits_on_a_subtask(ctx: TaskContext, allowed: bool) -> Result<i32, Task
         .await?)
 }
 
+/// Sends two subtasks from its body, the second without `add_to_parent`; returns their ids.
+#[task(name = "tests.spawns", bind)]
+async fn spawns(ctx: TaskContext) -> Result<Vec<String>, TaskError> {
+    let app = ctx.app().expect("run by a worker").clone();
+    let listed = add::s(1, 1).apply_async_with(&app).await?;
+    let unlisted = add::s(2, 2)
+        .with_options(CallOptions::new().add_to_parent(false))
+        .apply_async_with(&app)
+        .await?;
+    Ok(vec![listed.id().to_owned(), unlisted.id().to_owned()])
+}
+
 /// Another task under `tests.add`'s name: refused once `tests.add` is registered.
 #[task(name = "tests.add")]
 async fn impostor(x: i32, y: i32) -> i32 {
@@ -215,6 +227,7 @@ fn register_all(app: &Celery) {
         .register(quiet::Task)
         .register(sleepy::Task)
         .register(waits_on_a_subtask::Task)
+        .register(spawns::Task)
         .register(ratio::Task)
         .register(panics::Task);
 }
@@ -1282,6 +1295,82 @@ async fn a_retry_keeps_the_calls_parent_time_limits_and_result_choice() {
     assert_eq!(retried.root_id.as_deref(), Some("the-root"));
     assert_eq!(retried.timelimit, (Some(30.0), Some(20.0)));
     assert_eq!(retried.ignore_result, Some(false));
+    worker.shutdown().await;
+}
+
+/// As Celery's `send_task` within a worker's task: a task sent from a running task's body has
+/// that task as parent and its root as root, and is listed among the children of its result
+/// unless sent with `add_to_parent(false)`; with `task_inherit_parent_priority` it takes the
+/// running task's priority.
+#[tokio::test]
+async fn tasks_sent_from_a_task_are_its_children() {
+    let broker = RecordingBroker::new("children");
+    let app = Celery::builder("children")
+        .broker(broker.clone())
+        .result_backend(common::memory_url("children"))
+        .configure(|config| config.task_inherit_parent_priority = true)
+        .build()
+        .unwrap();
+    register_all(&app);
+    let worker = app.worker().start().await.unwrap();
+    let parent = spawns::s()
+        .with_options(
+            CallOptions::new()
+                .parent("the-caller", "the-root")
+                .priority(7),
+        )
+        .apply_async_with(&app)
+        .await
+        .unwrap();
+    let ids = parent.get().timeout(WAIT).await.unwrap();
+    let sent: Vec<TaskHeaders> = broker
+        .all()
+        .into_iter()
+        .map(|(_, _, message)| TaskHeaders::from_table(&message.headers).unwrap())
+        .collect();
+    for id in &ids {
+        let child = sent
+            .iter()
+            .find(|h| &h.id == id)
+            .expect("the subtask was sent");
+        assert_eq!(child.parent_id.as_deref(), Some(parent.id()), "{id}");
+        assert_eq!(child.root_id.as_deref(), Some("the-root"), "{id}");
+    }
+    let priorities: Vec<_> = broker
+        .all()
+        .into_iter()
+        .filter(|(_, _, message)| {
+            let headers = TaskHeaders::from_table(&message.headers).unwrap();
+            ids.contains(&headers.id)
+        })
+        .map(|(_, _, message)| message.properties.priority)
+        .collect();
+    assert_eq!(priorities, [Some(7), Some(7)]);
+    let children: Vec<String> = parent
+        .children()
+        .await
+        .unwrap()
+        .iter()
+        .map(|child| child.id().to_owned())
+        .collect();
+    assert_eq!(children, ids[..1]);
+    // Sent from outside any task: a root of its own, no parent.
+    let outside = add::s(3, 3).apply_async_with(&app).await.unwrap();
+    let headers = broker
+        .all()
+        .into_iter()
+        .map(|(_, _, message)| TaskHeaders::from_table(&message.headers).unwrap())
+        .find(|h| h.id == outside.id())
+        .unwrap();
+    assert_eq!(headers.parent_id, None);
+    assert_eq!(headers.root_id.as_deref(), Some(outside.id()));
+    // An empty id is none, as Celery's `task_id or uuid()`.
+    let unnamed = add::s(1, 2)
+        .with_options(CallOptions::new().task_id(""))
+        .apply_async_with(&app)
+        .await
+        .unwrap();
+    assert_eq!(unnamed.id().len(), 36, "{}", unnamed.id());
     worker.shutdown().await;
 }
 

@@ -45,6 +45,9 @@ pub struct Config {
     pub task_acks_late: bool,
     pub task_default_queue: String,
     pub task_default_priority: Option<u8>,
+    /// A task sent from a running task's body, or as its callback or next chain step, takes the
+    /// running task's priority unless it has one (Celery's `task_inherit_parent_priority`).
+    pub task_inherit_parent_priority: bool,
     /// Queues with settings of their own (e.g. `x-max-priority`), by name.
     pub task_queues: Vec<Queue>,
     /// Task name or glob → queue and routing options, first match wins; a call's options and
@@ -91,6 +94,7 @@ impl Default for Config {
             task_acks_late: false,
             task_default_queue: "celery".to_owned(),
             task_default_priority: None,
+            task_inherit_parent_priority: false,
             task_queues: Vec::new(),
             task_routes: Vec::new(),
             task_publish_retry: true,

@@ -298,6 +298,10 @@ pub struct ApplyOptions {
         deserialize_with = "one_or_many"
     )]
     pub chain: Vec<RawSignature>,
+    /// Whether a task sent from a running task's body is listed among its children (Celery's
+    /// `add_to_parent`, default true). Not sent: it concerns the sending task only.
+    #[serde(skip)]
+    pub add_to_parent: Option<bool>,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }
@@ -331,7 +335,8 @@ impl ApplyOptions {
             group_index,
             retries,
             reply_to,
-            delivery_mode
+            delivery_mode,
+            add_to_parent
         );
         self.link.extend(other.link);
         self.link_error.extend(other.link_error);
@@ -594,10 +599,18 @@ impl<R> CallOptions<R> {
         self
     }
 
-    /// The task that sends this one; sets `parent_id` (and `root_id` unless given).
+    /// The task that sends this one: its `parent_id` and `root_id`. A task sent from a running
+    /// task's body has them from that task unless given here.
     pub fn parent(mut self, parent_id: impl Into<String>, root_id: impl Into<String>) -> Self {
         self.options.parent_id = Some(parent_id.into());
         self.options.root_id = Some(root_id.into());
+        self
+    }
+
+    /// Sent from a running task's body, whether the task is listed among the `children` of that
+    /// task's result (Celery's `add_to_parent`, default true).
+    pub fn add_to_parent(mut self, add: bool) -> Self {
+        self.options.add_to_parent = Some(add);
         self
     }
 

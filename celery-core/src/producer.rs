@@ -10,7 +10,7 @@ use crate::error::Error;
 use crate::protocol::{args_repr, kwargs_repr, Body, Embed, Message, Properties, TaskHeaders};
 use crate::routing::{Route, TaskRoute};
 use crate::signature::RawSignature;
-use crate::task::TaskOptions;
+use crate::task::{RunningTask, TaskOptions};
 
 /// A publisher bound to an app. It is cheap to clone and to hold across many calls.
 #[derive(Clone)]
@@ -73,11 +73,17 @@ impl Producer {
     ) -> impl Future<Output = Result<Sent, Error>> + Send + 'static {
         let retry = signature.options.retry;
         let policy = signature.options.retry_policy.take();
+        // Read here, in the sending task's body (the future may be polled elsewhere).
+        let parent =
+            RunningTask::current().filter(|_| signature.options.add_to_parent.unwrap_or(true));
         let outgoing = self.outgoing(signature, task_options);
         let producer = self.clone();
         async move {
             let outgoing = outgoing?;
             producer.publish(&outgoing, retry, policy).await?;
+            if let Some(parent) = parent {
+                parent.add_child(outgoing.id.clone());
+            }
             Ok(Sent {
                 id: outgoing.id,
                 ignore_result: !outgoing.wants_result,
@@ -102,8 +108,12 @@ impl Producer {
             }
         };
         task_options.write_into(&mut signature.options);
-        task_options.write_app_defaults_into(&mut signature.options, self.app.config());
+        let config = self.app.config();
+        task_options.write_app_defaults_into(&mut signature.options, config);
         self.apply_task_routes(&mut signature);
+        if config.task_inherit_parent_priority && signature.options.priority.is_none() {
+            signature.options.priority = RunningTask::current().and_then(|parent| parent.priority);
+        }
         self.encode(signature)
     }
 
@@ -141,9 +151,11 @@ impl Producer {
             options,
             ..
         } = signature;
+        // As Celery's `task_id or uuid()`: an empty id is none.
         let id = options
             .task_id
             .clone()
+            .filter(|id| !id.is_empty())
             .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
         let now = Utc::now();
         // As Celery's `as_task_v2`: a countdown other than 0 wins over an eta, and a countdown of
@@ -206,8 +218,16 @@ impl Producer {
         headers.group = options.group_id.clone();
         headers.group_index = options.group_index;
         headers.timelimit = (options.time_limit, options.soft_time_limit);
-        headers.root_id = Some(options.root_id.clone().unwrap_or_else(|| id.clone()));
-        headers.parent_id = options.parent_id.clone();
+        // Sent from a running task's body: its child, as Celery's `send_task` makes it.
+        let parent = RunningTask::current();
+        let non_empty = |id: &Option<String>| id.clone().filter(|id| !id.is_empty());
+        headers.root_id = Some(
+            non_empty(&options.root_id)
+                .or_else(|| parent.as_ref().map(|parent| parent.root_id.clone()))
+                .unwrap_or_else(|| id.clone()),
+        );
+        headers.parent_id = non_empty(&options.parent_id)
+            .or_else(|| parent.as_ref().map(|parent| parent.id.clone()));
         headers.argsrepr = Some(args_repr(&args));
         headers.kwargsrepr = Some(kwargs_repr(&kwargs));
         headers.origin = Some(app.origin().to_owned());

@@ -336,20 +336,11 @@ impl<R> AsyncResult<R> {
 
 type OnMessage<'a> = Box<dyn FnMut(&ResultMeta) + Send + 'a>;
 
-tokio::task_local! {
-    /// Set while a worker runs a task: a `get()` there would hold one of the worker's slots
-    /// while it waits on another task, which may need that very slot.
-    static WITHIN_TASK: ();
-}
-
-/// Runs a task's future as within a task, for [`Get`] to refuse waiting there.
-pub(crate) fn within_task<F: Future>(future: F) -> impl Future<Output = F::Output> {
-    WITHIN_TASK.scope((), future)
-}
-
 /// Celery's `assert_will_not_block`: `get()` within a task is refused unless asked for.
 fn refuse_within_task(refuse: bool, waited_on: &str) -> Result<(), Error> {
-    match refuse && WITHIN_TASK.try_with(|_| ()).is_ok() {
+    // A `get()` within a task holds one of the worker's slots while it waits on another task,
+    // which may need that very slot.
+    match refuse && crate::task::RunningTask::current().is_some() {
         true => Err(Error::GetWithinTask {
             task_id: waited_on.to_owned(),
         }),

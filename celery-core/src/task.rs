@@ -174,6 +174,66 @@ pub struct Request {
     pub is_eager: bool,
 }
 
+/// The task a worker is running, as Celery's `current_worker_task`: a task sent from its body is
+/// its child (`parent_id` and `root_id` filled in, and listed in the `children` of its result
+/// unless sent with `add_to_parent(false)`), and may take its priority
+/// (`task_inherit_parent_priority`).
+#[derive(Debug)]
+pub(crate) struct RunningTask {
+    pub id: String,
+    pub root_id: String,
+    pub priority: Option<u8>,
+    children: std::sync::Mutex<Vec<String>>,
+}
+
+tokio::task_local! {
+    static RUNNING: Arc<RunningTask>;
+}
+
+impl RunningTask {
+    pub(crate) fn of(request: &Request) -> Arc<Self> {
+        Arc::new(RunningTask {
+            id: request.id.clone(),
+            root_id: request
+                .root_id
+                .clone()
+                .unwrap_or_else(|| request.id.clone()),
+            priority: request.delivery_info.priority,
+            children: std::sync::Mutex::default(),
+        })
+    }
+
+    /// The task being run where this is called (in its body, not in a task it spawned).
+    pub(crate) fn current() -> Option<Arc<Self>> {
+        RUNNING.try_with(Arc::clone).ok()
+    }
+
+    /// Runs a task's future as that task.
+    pub(crate) fn scope<F: std::future::Future>(
+        self: Arc<Self>,
+        future: F,
+    ) -> impl std::future::Future<Output = F::Output> {
+        RUNNING.scope(self, future)
+    }
+
+    pub(crate) fn add_child(&self, id: String) {
+        self.children
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(id);
+    }
+
+    /// The tasks sent from its body so far, in the order they were sent.
+    pub(crate) fn take_children(&self) -> Vec<String> {
+        std::mem::take(
+            &mut self
+                .children
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    }
+}
+
 /// What a bound task (`#[task(bind)]`) receives: its request, and access to its app.
 #[derive(Clone)]
 pub struct TaskContext {

@@ -23,7 +23,9 @@ use crate::error::{Error, ExceptionInfo, TaskError, TaskErrorKind};
 use crate::protocol::{format_datetime, Body, Message, Properties, TaskHeaders, TaskMessage};
 use crate::result::{ResultMeta, State};
 use crate::signature::RawSignature;
-use crate::task::{DeliveryInfo, Invocation, Request, TaskContext, TaskFuture, TaskOptions};
+use crate::task::{
+    DeliveryInfo, Invocation, Request, RunningTask, TaskContext, TaskFuture, TaskOptions,
+};
 
 /// Configures and starts a [`Worker`].
 pub struct WorkerBuilder {
@@ -986,7 +988,8 @@ async fn execute(
         task.options.time_limit,
         config.task_time_limit,
     ]);
-    let outcome = run_task(run, hard_limit).await;
+    let running = RunningTask::of(request);
+    let outcome = run_task(run, hard_limit, running.clone()).await;
     let runtime_s = started.elapsed().as_secs_f64();
 
     let nothing_to_send = ignore_result && request.callbacks.is_empty() && request.chain.is_empty();
@@ -996,15 +999,12 @@ async fn execute(
             tracing::info!(task = %request.task, id = %request.id, runtime_s, result = %value, "Task succeeded");
         }
         outcome => {
-            Box::pin(report(
-                runtime,
-                task,
-                request,
+            let ran = Ran {
                 outcome,
                 runtime_s,
-                ignore_result,
-            ))
-            .await;
+                children: running.take_children(),
+            };
+            Box::pin(report(runtime, task, request, ran, ignore_result)).await;
         }
     }
     if let Some(acker) = acker {
@@ -1018,36 +1018,35 @@ async fn report(
     runtime: &Runtime,
     task: &RegisteredTask,
     request: &Request,
-    outcome: Result<Value, TaskError>,
-    runtime_s: f64,
+    ran: Ran,
     ignore_result: bool,
 ) {
     let app = &runtime.app;
+    let Ran {
+        outcome,
+        runtime_s,
+        mut children,
+    } = ran;
     match outcome.map_err(|error| *error.kind) {
         Ok(value) => {
             tracing::info!(task = %request.task, id = %request.id, runtime_s, result = %value, "Task succeeded");
             // Callbacks go first, as in Celery, so that the stored result lists them as children.
-            let children = if request.callbacks.is_empty() && request.chain.is_empty() {
-                Vec::new()
-            } else {
+            if !(request.callbacks.is_empty() && request.chain.is_empty()) {
                 match Box::pin(send_callbacks(runtime, request, &value)).await {
-                    Ok(children) => children,
+                    Ok(sent) => children.extend(sent),
                     // As in Celery, a task whose callbacks or next step cannot be sent fails:
                     // stored as a success, its chain would wait for ever.
                     Err(error) => {
                         let exception = follow_up_exception(&error);
                         tracing::error!(task = %request.task, id = %request.id, error = %exception, "Task failed: its callbacks could not be sent");
-                        return Box::pin(fail(runtime, request, exception, None, ignore_result))
-                            .await;
+                        let failure = Failure::new(exception, None, children);
+                        return Box::pin(fail(runtime, request, failure, ignore_result)).await;
                     }
                 }
-            };
+            }
             if !ignore_result {
                 let mut meta = ResultMeta::new(request.id.clone(), State::Success, value);
-                meta.children = children
-                    .into_iter()
-                    .map(|id| serde_json::json!([[id, null], null]))
-                    .collect();
+                meta.children = as_children(children);
                 Box::pin(store(runtime, request, meta)).await;
             }
         }
@@ -1066,14 +1065,16 @@ async fn report(
                 }
                 Err(error) => {
                     tracing::error!(%error, id = %request.id, "could not send the retry");
-                    let failure = ExceptionInfo::celery("OperationalError", error.to_string());
-                    Box::pin(fail(runtime, request, failure, None, ignore_result)).await;
+                    let exception = ExceptionInfo::celery("OperationalError", error.to_string());
+                    let failure = Failure::new(exception, None, children);
+                    Box::pin(fail(runtime, request, failure, ignore_result)).await;
                 }
             }
         }
         Err(TaskErrorKind::Exception { info, traceback }) => {
             tracing::error!(task = %request.task, id = %request.id, runtime_s, exception = %info, "Task raised an exception");
-            Box::pin(fail(runtime, request, info, traceback, ignore_result)).await;
+            let failure = Failure::new(info, traceback, children);
+            Box::pin(fail(runtime, request, failure, ignore_result)).await;
         }
     }
 }
@@ -1093,10 +1094,14 @@ fn time_limit<const N: usize>(candidates: [Option<f64>; N]) -> Option<f64> {
         .find(|&seconds| seconds != 0.0)
 }
 
-async fn run_task(run: TaskFuture, hard_limit: Option<f64>) -> Result<Value, TaskError> {
+async fn run_task(
+    run: TaskFuture,
+    hard_limit: Option<f64>,
+    running: Arc<RunningTask>,
+) -> Result<Value, TaskError> {
     // A panic becomes the task's failure instead of taking the worker down; the task runs in
     // the message's own tokio task (a task of its own would cost a spawn per message).
-    let guarded = crate::result::within_task(std::panic::AssertUnwindSafe(run).catch_unwind());
+    let guarded = running.scope(std::panic::AssertUnwindSafe(run).catch_unwind());
     let outcome = match hard_limit {
         None => guarded.await,
         Some(seconds) => {
@@ -1150,20 +1155,51 @@ async fn errback_input_from_message(
     ))
 }
 
-async fn fail(
-    runtime: &Runtime,
-    request: &Request,
+/// How a task's run ended: its outcome, and the tasks sent from its body.
+struct Ran {
+    outcome: Result<Value, TaskError>,
+    runtime_s: f64,
+    children: Vec<String>,
+}
+
+/// A task's failure, and the tasks it sent before it failed.
+struct Failure {
     exception: ExceptionInfo,
     traceback: Option<String>,
-    ignore_result: bool,
-) {
+    children: Vec<String>,
+}
+
+impl Failure {
+    fn new(exception: ExceptionInfo, traceback: Option<String>, children: Vec<String>) -> Self {
+        Failure {
+            exception,
+            traceback,
+            children,
+        }
+    }
+}
+
+/// Task ids as a stored result lists its children (Celery's `AsyncResult.as_tuple()`).
+fn as_children(ids: Vec<String>) -> Vec<Value> {
+    ids.into_iter()
+        .map(|id| serde_json::json!([[id, null], null]))
+        .collect()
+}
+
+async fn fail(runtime: &Runtime, request: &Request, failure: Failure, ignore_result: bool) {
+    let Failure {
+        exception,
+        traceback,
+        children,
+    } = failure;
     if !ignore_result {
-        let meta = ResultMeta::exception(
+        let mut meta = ResultMeta::exception(
             request.id.clone(),
             State::Failure,
             &exception,
             traceback.clone(),
         );
+        meta.children = as_children(children);
         store(runtime, request, meta).await;
         fail_chain(runtime, request, &exception, traceback.clone()).await;
     }
@@ -1259,6 +1295,10 @@ async fn send_follow_up(
     request: &Request,
 ) -> Result<String, Error> {
     signature.options.parent_id = Some(request.id.clone());
+    // As Celery's trace sends them with `priority=task_priority`.
+    if app.config().task_inherit_parent_priority && request.delivery_info.priority.is_some() {
+        signature.options.priority = request.delivery_info.priority;
+    }
     signature.options.root_id = Some(
         request
             .root_id
@@ -1537,11 +1577,12 @@ async fn send_errbacks(
             ),
             ..Request::default()
         };
+        let running = RunningTask::of(&errback_request);
         let context = TaskContext::new(errback_request, Some(app.clone()), &task.options);
         let mut invocation = Invocation::new(context, errback.args.clone(), errback.kwargs.clone());
         invocation.errback = Some((request.clone(), exception.clone(), traceback.clone()));
         let outcome = match prepare(&task, invocation) {
-            Ok(run) => run_task(run, time_limit([task.options.time_limit])).await,
+            Ok(run) => run_task(run, time_limit([task.options.time_limit]), running).await,
             Err(error) => Err(error),
         };
         if let Err(error) = outcome {
