@@ -191,6 +191,12 @@ async fn spawns(ctx: TaskContext) -> Result<Vec<String>, TaskError> {
     Ok(vec![listed.id().to_owned(), unlisted.id().to_owned()])
 }
 
+/// Returns the headers of its message besides Celery's own.
+#[task(name = "tests.own_headers", bind)]
+async fn own_headers(ctx: TaskContext) -> serde_json::Map<String, Value> {
+    ctx.request().headers.clone()
+}
+
 /// Another task under `tests.add`'s name: refused once `tests.add` is registered.
 #[task(name = "tests.add")]
 async fn impostor(x: i32, y: i32) -> i32 {
@@ -228,6 +234,7 @@ fn register_all(app: &Celery) {
         .register(sleepy::Task)
         .register(waits_on_a_subtask::Task)
         .register(spawns::Task)
+        .register(own_headers::Task)
         .register(ratio::Task)
         .register(panics::Task);
 }
@@ -1371,6 +1378,38 @@ async fn tasks_sent_from_a_task_are_its_children() {
         .await
         .unwrap();
     assert_eq!(unnamed.id().len(), 36, "{}", unnamed.id());
+    worker.shutdown().await;
+}
+
+/// Celery's `headers` option: headers of the call's own reach the task's request; a name the
+/// protocol uses itself is refused rather than changing what the message means.
+#[tokio::test]
+async fn a_calls_own_headers_reach_the_task() {
+    let (app, worker) = started("own-headers").await;
+    let options = CallOptions::new()
+        .header("periodic_task_name", "nightly")
+        .header("attempt", json!({"n": 2, "tags": ["a", "b"]}));
+    let headers = own_headers::s()
+        .with_options(options)
+        .apply_async_with(&app)
+        .await
+        .unwrap()
+        .get()
+        .timeout(WAIT)
+        .await
+        .unwrap();
+    assert_eq!(
+        Value::Object(headers),
+        json!({"periodic_task_name": "nightly", "attempt": {"n": 2, "tags": ["a", "b"]}})
+    );
+    let refused = own_headers::s()
+        .with_options(CallOptions::new().header("retries", 5))
+        .apply_async_with(&app)
+        .await;
+    assert!(
+        matches!(&refused, Err(Error::Encode { what, .. }) if what.contains("retries")),
+        "{refused:?}"
+    );
     worker.shutdown().await;
 }
 

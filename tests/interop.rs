@@ -275,6 +275,21 @@ async fn a_python_worker_runs_what_rust_sends() {
         "kwargs"
     );
 
+    let with_header = app
+        .send_task(
+            "tasks.request_header",
+            vec![json!("periodic_task_name")],
+            Default::default(),
+            CallOptions::new().header("periodic_task_name", "nightly"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        with_header.get().timeout(WAIT).await.unwrap(),
+        json!("nightly"),
+        "a call's own header"
+    );
+
     let linked = add::s(2, 2)
         .link(record::partial("link".to_owned()))
         .apply_async_with(&app)

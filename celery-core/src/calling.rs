@@ -298,6 +298,13 @@ pub struct ApplyOptions {
         deserialize_with = "one_or_many"
     )]
     pub chain: Vec<RawSignature>,
+    /// Headers of the message besides Celery's own (Celery's `headers` option): a worker gives
+    /// them to the task as its request's `headers`.
+    #[serde(
+        skip_serializing_if = "Map::is_empty",
+        deserialize_with = "lenient_map"
+    )]
+    pub headers: Map<String, Value>,
     /// Whether a task sent from a running task's body is listed among its children (Celery's
     /// `add_to_parent`, default true). Not sent: it concerns the sending task only.
     #[serde(skip)]
@@ -340,6 +347,7 @@ impl ApplyOptions {
         );
         self.link.extend(other.link);
         self.link_error.extend(other.link_error);
+        self.headers.extend(other.headers);
         if !other.chain.is_empty() {
             self.chain = other.chain;
         }
@@ -364,6 +372,13 @@ fn lenient<'de, D: Deserializer<'de>, T: serde::de::DeserializeOwned>(
 ) -> Result<Option<T>, D::Error> {
     let value = Value::deserialize(deserializer)?;
     Ok(serde_json::from_value(value).ok())
+}
+
+fn lenient_map<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Map<String, Value>, D::Error> {
+    Ok(match Value::deserialize(deserializer)? {
+        Value::Object(map) => map,
+        _ => Map::new(),
+    })
 }
 
 fn lenient_seconds<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<f64>, D::Error> {
@@ -604,6 +619,14 @@ impl<R> CallOptions<R> {
     pub fn parent(mut self, parent_id: impl Into<String>, root_id: impl Into<String>) -> Self {
         self.options.parent_id = Some(parent_id.into());
         self.options.root_id = Some(root_id.into());
+        self
+    }
+
+    /// A header of the message besides Celery's own (Celery's `headers={…}`), e.g.
+    /// `.header("periodic_task_name", "nightly")`; a worker gives it to the task as
+    /// `ctx.request().headers`. A name Celery's protocol uses itself is refused when sending.
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<Value>) -> Self {
+        self.options.headers.insert(name.into(), value.into());
         self
     }
 

@@ -234,6 +234,7 @@ impl Producer {
         // Unset (a task this app does not know, called without it): null, and the worker's
         // task decides, as with Celery's `send_task`.
         headers.ignore_result = options.ignore_result;
+        headers.extra = custom_headers(&options.headers)?;
         let ignore_result = options.ignore_result == Some(true);
 
         let non_empty =
@@ -346,6 +347,26 @@ impl Producer {
             retries += 1;
         }
     }
+}
+
+/// The call's own headers for the header table. One named as a header Celery's protocol sets
+/// is refused: it would change what the message means to a worker (Celery's `headers` option
+/// overwrites them silently).
+fn custom_headers(
+    headers: &serde_json::Map<String, serde_json::Value>,
+) -> Result<crate::protocol::Headers, Error> {
+    headers
+        .iter()
+        .map(|(name, value)| {
+            if crate::protocol::is_protocol_header(name) {
+                return Err(Error::Encode {
+                    what: format!("header {name:?}"),
+                    reason: "it is one of the headers Celery's protocol sets itself".to_owned(),
+                });
+            }
+            Ok((crate::protocol::header_name(name), value.into()))
+        })
+        .collect()
 }
 
 /// A result backend that could not get ready for a result, as a broker error: retried by the

@@ -191,7 +191,8 @@ pub struct TaskHeaders {
     pub replaced_task_nesting: i64,
     /// The compression scheme's MIME type, when the body is compressed.
     pub compression: Option<String>,
-    /// Headers this crate does not interpret, kept so they survive a retry.
+    /// Headers this crate does not interpret: a call's own (Celery's `headers` option), which
+    /// a worker gives the task as its request's `headers` and sends again with a retry.
     pub extra: Headers,
 }
 
@@ -218,6 +219,11 @@ const KNOWN_HEADERS: &[&str] = &[
 
 /// Celery's stamping headers, which this crate sends empty and does not read.
 const STAMPING_HEADERS: &[&str] = &["stamped_headers", "stamps"];
+
+/// Whether a header name is one Celery's protocol v2 sets itself.
+pub fn is_protocol_header(name: &str) -> bool {
+    KNOWN_HEADERS.contains(&name) || STAMPING_HEADERS.contains(&name)
+}
 
 /// The place of a header in `KNOWN_HEADERS`, found when compiling (`const { slot("eta") }`):
 /// the worker reads a table per message, and looking each name up cost more than reading it.

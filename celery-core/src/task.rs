@@ -170,6 +170,9 @@ pub struct Request {
     pub errbacks: Vec<RawSignature>,
     pub chain: Vec<RawSignature>,
     pub shadow: Option<String>,
+    /// The message's headers besides Celery's own (sent with Celery's `headers` option).
+    #[serde(default)]
+    pub headers: Map<String, Value>,
     /// Set when the task runs in-process without a message.
     pub is_eager: bool,
 }

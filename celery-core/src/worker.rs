@@ -855,6 +855,11 @@ fn request_of(runtime: &Runtime, message: TaskMessage, delivery_info: DeliveryIn
         errbacks: embed.errbacks.unwrap_or_default(),
         chain: embed.chain.unwrap_or_default(),
         shadow: headers.shadow,
+        headers: headers
+            .extra
+            .iter()
+            .map(|(name, value)| (name.to_string(), Value::from(value)))
+            .collect(),
         is_eager: false,
     }
 }
@@ -1279,6 +1284,7 @@ async fn resend_for_retry(
     options.group_id = request.group.clone();
     options.group_index = request.group_index;
     options.shadow = request.shadow.clone();
+    options.headers = request.headers.clone();
     options.reply_to = request.reply_to.clone();
     options.retries = Some(request.retries.saturating_add(1));
     app.producer()
@@ -2025,6 +2031,10 @@ mod tests {
             errbacks: vec![RawSignature::new("tasks.on_error")],
             chain: vec![callback],
             shadow: Some("shadowed".to_owned()),
+            headers: serde_json::json!({"periodic_task_name": "nightly"})
+                .as_object()
+                .cloned()
+                .unwrap_or_default(),
             ..request
         };
         let (back, _) = Held::new(now, &full, Box::new(NoAcker)).into_parts();

@@ -76,6 +76,12 @@ def on_error(request, exc, traceback):
     record_line("errback:%s:%s" % (request.id, type(exc).__name__))
 
 
+@app.task(name="tasks.request_header", bind=True)
+def request_header(self, name):
+    # Celery gives a task every header of its message as an attribute of its request.
+    return getattr(self.request, name, None)
+
+
 @app.task(name="tasks.echo")
 def echo(value):
     return value
