@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -449,6 +449,11 @@ async fn countdown_and_eta_hold_a_task_without_blocking_others() {
         .await
         .unwrap();
     let sent = Instant::now();
+    let hour = add::s(0, 0)
+        .with_options(CallOptions::new().countdown(3600))
+        .apply_async_with(&app)
+        .await
+        .unwrap();
     let later = add::s(1, 1)
         .with_options(CallOptions::new().countdown(1.0))
         .apply_async_with(&app)
@@ -460,15 +465,18 @@ async fn countdown_and_eta_hold_a_task_without_blocking_others() {
     );
     let eta = eta.apply_async_with(&app).await.unwrap();
     let now = add::s(3, 3).apply_async_with(&app).await.unwrap();
-    assert_eq!(now.get().timeout(WAIT).await.unwrap(), 6);
-    assert!(
-        sent.elapsed() < Duration::from_millis(900),
-        "an ETA task blocked the queue"
+    assert_eq!(
+        now.get().timeout(WAIT).await.unwrap(),
+        6,
+        "a task held for an hour must not block the queue"
     );
+    assert_eq!(hour.state().await.unwrap(), celery::State::Pending);
+    // Each held task runs, not before its time.
     assert_eq!(later.get().timeout(WAIT).await.unwrap(), 2);
     assert!(sent.elapsed() >= Duration::from_secs(1));
     assert_eq!(eta.get().timeout(WAIT).await.unwrap(), 4);
     assert!(chrono::Utc::now() >= at);
+    assert_eq!(hour.state().await.unwrap(), celery::State::Pending);
 
     // The last ETA a message can name is held like any other; a countdown past any date is an
     // error of the call (Python's OverflowError), not a panic.
@@ -1463,28 +1471,99 @@ async fn time_limits_and_panics_fail_the_task_not_the_worker() {
     worker.shutdown().await;
 }
 
+static BLOCK_STARTED: AtomicBool = AtomicBool::new(false);
+static BLOCK_RELEASE: Mutex<Option<std::sync::mpsc::Receiver<()>>> = Mutex::new(None);
+
+/// Blocks its thread until the test releases it, or `guard_s` seconds pass; says which.
 #[task(name = "tests.block")]
-fn block(ms: u64) -> u64 {
-    std::thread::sleep(Duration::from_millis(ms));
-    ms
+fn block(guard_s: u64) -> bool {
+    let release = BLOCK_RELEASE
+        .lock()
+        .unwrap()
+        .take()
+        .expect("a release channel");
+    BLOCK_STARTED.store(true, Ordering::SeqCst);
+    release.recv_timeout(Duration::from_secs(guard_s)).is_ok()
 }
 
+/// On a current-thread runtime, a task blocking its thread until the test releases it: another
+/// task must still run meanwhile. Were the runtime stalled, the quick task would only run once
+/// the blocking one gave up waiting, and that one would say so.
 #[tokio::test(flavor = "current_thread")]
 async fn blocking_tasks_do_not_stall_the_runtime() {
     let app = app("blocking");
     app.register(block::Task).register(add::Task);
+    let (release, released) = std::sync::mpsc::channel();
+    *BLOCK_RELEASE.lock().unwrap() = Some(released);
     let worker = app.worker().concurrency(2).start().await.unwrap();
-    let slow = block::s(600).apply_async_with(&app).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    let started = Instant::now();
+    let slow = block::s(WAIT.as_secs())
+        .apply_async_with(&app)
+        .await
+        .unwrap();
+    let deadline = Instant::now() + WAIT;
+    while !BLOCK_STARTED.load(Ordering::SeqCst) {
+        assert!(Instant::now() < deadline, "the blocking task did not start");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let fast = add::s(1, 1).apply_async_with(&app).await.unwrap();
     assert_eq!(fast.get().timeout(WAIT).await.unwrap(), 2);
+    // (Fails only when the task gave up waiting already.)
+    let _ = release.send(());
     assert!(
-        started.elapsed() < Duration::from_millis(400),
-        "the blocking task stalled the runtime"
+        slow.get().timeout(WAIT).await.unwrap(),
+        "the blocking task gave up waiting before the quick one ran: it stalled the runtime"
     );
-    assert_eq!(slow.get().timeout(WAIT).await.unwrap(), 600);
     worker.shutdown().await;
+}
+
+/// Tasks a test holds while it looks at the worker: the task says it started, then waits until
+/// the test lets it go.
+#[derive(Default)]
+struct Gate {
+    started: tokio::sync::Notify,
+    release: tokio::sync::Notify,
+}
+
+impl Gate {
+    /// The gate named `name`, shared by a test and its tasks.
+    fn named(name: &str) -> std::sync::Arc<Gate> {
+        static GATES: Mutex<Vec<(String, std::sync::Arc<Gate>)>> = Mutex::new(Vec::new());
+        let mut gates = GATES.lock().unwrap();
+        if let Some((_, gate)) = gates.iter().find(|(n, _)| n == name) {
+            return gate.clone();
+        }
+        let gate = std::sync::Arc::new(Gate::default());
+        gates.push((name.to_owned(), gate.clone()));
+        gate
+    }
+
+    async fn pass(&self) {
+        self.started.notify_one();
+        self.release.notified().await;
+    }
+
+    /// Waits until the task is running (generously: this is against hanging only).
+    async fn wait_started(&self) {
+        tokio::time::timeout(WAIT, self.started.notified())
+            .await
+            .expect("the gated task started");
+    }
+
+    fn open(&self) {
+        self.release.notify_one();
+    }
+}
+
+#[task(name = "tests.gated")]
+async fn gated(gate: String) -> String {
+    Gate::named(&gate).pass().await;
+    gate
+}
+
+#[task(name = "tests.gated_late", acks_late)]
+async fn gated_late(gate: String) -> String {
+    Gate::named(&gate).pass().await;
+    gate
 }
 
 #[tokio::test]
@@ -1497,15 +1576,36 @@ async fn graceful_shutdown_finishes_running_tasks_and_returns_held_ones() {
         .build()
         .unwrap();
     register_all(&app);
+    app.register(gated::Task);
     let worker = app.worker().concurrency(1).start().await.unwrap();
-    let running = sleepy::s(0.15).apply_async_with(&app).await.unwrap();
+    let gate = Gate::named("shutdown");
+    let running = gated::s("shutdown".to_owned())
+        .apply_async_with(&app)
+        .await
+        .unwrap();
     let held = add::s(1, 1)
         .with_options(CallOptions::new().countdown(30))
         .apply_async_with(&app)
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    worker.shutdown().await;
+    // Both messages are with the worker: one running, one held until its time.
+    gate.wait_started().await;
+    let deadline = Instant::now() + WAIT;
+    while broker.ready_count("celery") > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the worker did not take the held message"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let stopping = tokio::spawn(worker.shutdown());
+    tokio::task::yield_now().await;
+    assert!(!stopping.is_finished(), "the shutdown waits for the task");
+    gate.open();
+    tokio::time::timeout(WAIT, stopping)
+        .await
+        .expect("the worker stops once its task finished")
+        .unwrap();
     assert_eq!(
         running.state().await.unwrap(),
         State::Success,
@@ -1585,12 +1685,6 @@ async fn occupy(ms: u64) -> u32 {
     now
 }
 
-#[task(name = "tests.late", acks_late)]
-async fn late(ms: u64) -> u64 {
-    tokio::time::sleep(Duration::from_millis(ms)).await;
-    ms
-}
-
 #[tokio::test]
 async fn the_worker_runs_at_most_concurrency_tasks_at_once() {
     let app = app("concurrency");
@@ -1615,11 +1709,15 @@ async fn messages_are_acked_at_start_or_after_the_result_with_acks_late() {
         .result_backend(common::memory_url("acks"))
         .build()
         .unwrap();
-    app.register(late::Task).register(sleepy::Task);
+    app.register(gated::Task).register(gated_late::Task);
     let worker = app.worker().concurrency(2).start().await.unwrap();
 
-    let early = sleepy::s(0.15).apply_async_with(&app).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    let gate = Gate::named("acks-early");
+    let early = gated::s("acks-early".to_owned())
+        .apply_async_with(&app)
+        .await
+        .unwrap();
+    gate.wait_started().await;
     assert_eq!(
         early.state().await.unwrap(),
         State::Pending,
@@ -1630,22 +1728,31 @@ async fn messages_are_acked_at_start_or_after_the_result_with_acks_late() {
         0,
         "acknowledged when the task started"
     );
+    gate.open();
     early.get().timeout(WAIT).await.unwrap();
 
-    let delayed_ack = late::s(300).apply_async_with(&app).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let gate = Gate::named("acks-late");
+    let delayed_ack = gated_late::s("acks-late".to_owned())
+        .apply_async_with(&app)
+        .await
+        .unwrap();
+    gate.wait_started().await;
     assert_eq!(
         broker.unacked_count(),
         1,
         "acks_late: not acknowledged while running"
     );
+    gate.open();
     delayed_ack.get().timeout(WAIT).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    assert_eq!(
-        broker.unacked_count(),
-        0,
-        "acks_late: acknowledged after the result"
-    );
+    // The acknowledgement follows the result.
+    let deadline = Instant::now() + WAIT;
+    while broker.unacked_count() > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "acks_late: acknowledged after the result"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     worker.shutdown().await;
 }
 

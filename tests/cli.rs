@@ -4,28 +4,46 @@
 
 mod common;
 
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use celery::cli::{execute, run_with, Cli};
 use celery::prelude::*;
 use clap::Parser;
 use common::RABBITMQ_URL;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::sync::Notify;
 
 #[task(name = "cli.add")]
 async fn add(x: i64, y: i64) -> i64 {
     x + y
 }
 
-#[task(name = "cli.slow_late", acks_late)]
-async fn slow_late(ms: u64) -> u64 {
-    tokio::time::sleep(Duration::from_millis(ms)).await;
-    ms
+/// Says it is running (creates `<dir>/started`), then waits until `<dir>/release` exists (true)
+/// or `cap_ms` pass (false).
+async fn hold(dir: &str, cap_ms: u64) -> bool {
+    let dir = std::path::Path::new(dir);
+    std::fs::write(dir.join("started"), b"").unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_millis(cap_ms);
+    while std::time::Instant::now() < deadline {
+        if dir.join("release").exists() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
 }
 
-#[task(name = "cli.slow")]
-async fn slow(ms: u64) -> u64 {
-    tokio::time::sleep(Duration::from_millis(ms)).await;
-    ms
+#[task(name = "cli.held_late", acks_late)]
+async fn held_late(dir: String, cap_ms: u64) -> bool {
+    hold(&dir, cap_ms).await
+}
+
+#[task(name = "cli.held")]
+async fn held(dir: String, cap_ms: u64) -> bool {
+    hold(&dir, cap_ms).await
 }
 
 fn builder() -> celery::Builder {
@@ -36,17 +54,28 @@ fn builder() -> celery::Builder {
 
 fn register(app: &Celery) {
     app.register(add::Task)
-        .register(slow::Task)
-        .register(slow_late::Task);
+        .register(held::Task)
+        .register(held_late::Task);
 }
 
-/// Run by the child processes of `a_worker_process_stops_warmly_on_sigterm` and
-/// `a_second_signal_stops_a_worker_process_cold`.
+/// Not a test on its own: the worker process of `a_worker_process_stops_warmly_on_sigterm` and
+/// `a_second_signal_stops_a_worker_process_cold`, which run this binary again with
+/// `--ignored --exact worker_process_entry` and `CELERY_CLI_WORKER_QUEUE=<queue>`. It stops by
+/// itself when its parent goes away (its stdin closes) or after three minutes.
 #[tokio::test]
+#[ignore = "the worker process that the cli tests start; does nothing on its own"]
 async fn worker_process_entry() {
     let Ok(queue) = std::env::var("CELERY_CLI_WORKER_QUEUE") else {
         return;
     };
+    std::thread::spawn(|| {
+        let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
+        std::process::exit(2);
+    });
+    std::thread::spawn(|| {
+        std::thread::sleep(Duration::from_secs(180));
+        std::process::exit(3);
+    });
     let cli =
         Cli::try_parse_from(["cli", "worker", "-Q", &queue, "-c", "2", "-l", "info"]).unwrap();
     let code = run_with(cli, builder(), register).await;
@@ -161,23 +190,84 @@ async fn purge_without_queues_empties_every_known_queue() {
     );
 }
 
-/// A worker process (this binary's `worker_process_entry`) serving `queue`, once it runs tasks;
-/// and an app sending there.
-async fn worker_process(queue: &str) -> (Celery, tokio::process::Child) {
+/// A worker process (this binary's `worker_process_entry`).
+struct WorkerProcess {
+    child: tokio::process::Child,
+    /// Kept open while the test runs: the process stops when it closes. (Taken out of `child`,
+    /// whose `wait()` would close it.)
+    _stdin: tokio::process::ChildStdin,
+    /// Notified once the process has begun its warm shutdown.
+    warm: Arc<Notify>,
+}
+
+/// A worker process serving `queue`, once it runs tasks; and an app sending there.
+async fn worker_process(queue: &str) -> (Celery, WorkerProcess) {
     let app = builder().task_default_queue(queue).build().unwrap();
-    let child = tokio::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "worker_process_entry", "--nocapture"])
+    let mut child = tokio::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--ignored",
+            "--exact",
+            "worker_process_entry",
+            "--nocapture",
+        ])
         .env("CELERY_CLI_WORKER_QUEUE", queue)
+        .stdin(Stdio::piped())
+        // libtest's own lines ("running 1 test") would read as this binary's.
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .unwrap();
+    // Its log, passed on, watched for the warm shutdown.
+    let warm = Arc::new(Notify::new());
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let seen = warm.clone();
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = lines.next_line().await {
+            eprintln!("worker process: {line}");
+            if line.contains("warm shutdown") {
+                seen.notify_one();
+            }
+        }
+    });
     let ready = add::s(1, 2).apply_async_with(&app).await.unwrap();
     assert_eq!(
         ready.get().timeout(Duration::from_secs(30)).await.unwrap(),
         3,
         "the worker process is up"
     );
-    (app, child)
+    let stdin = child.stdin.take().unwrap();
+    let process = WorkerProcess {
+        child,
+        _stdin: stdin,
+        warm,
+    };
+    (app, process)
+}
+
+/// A directory for a `held` task's files.
+fn hold_dir(test: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(common::unique_name(test));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Waits until a `held` task with this directory runs.
+async fn running(dir: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !dir.join("started").exists() {
+        assert!(Instant::now() < deadline, "the task did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn terminate(child: &tokio::process::Child) {
+    let pid = child.id().unwrap().to_string();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(status.success());
 }
 
 /// A second SIGTERM during the warm shutdown stops the worker at once (Celery's cold shutdown):
@@ -188,43 +278,43 @@ async fn a_second_signal_stops_a_worker_process_cold() {
         return;
     }
     let queue = common::unique_name("cli-cold");
-    let (app, mut child) = worker_process(&queue).await;
-    let running = slow_late::s(20_000).apply_async_with(&app).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let pid = child.id().unwrap().to_string();
-    let signalled = std::time::Instant::now();
-    for _ in 0..2 {
-        let status = std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap();
-        assert!(status.success());
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-    let exit = tokio::time::timeout(Duration::from_secs(10), child.wait())
+    let (app, mut process) = worker_process(&queue).await;
+    // Never released: it runs until the worker stops (or a minute passes).
+    let dir = hold_dir("cli-cold");
+    let running_task = held_late::s(dir.display().to_string(), 60_000)
+        .apply_async_with(&app)
         .await
-        .expect("the worker exits without waiting for its 20 s task")
         .unwrap();
-    assert!(signalled.elapsed() < Duration::from_secs(15));
+    running(&dir).await;
+    terminate(&process.child);
+    tokio::time::timeout(Duration::from_secs(30), process.warm.notified())
+        .await
+        .expect("the first SIGTERM starts a warm shutdown");
+    terminate(&process.child);
+    let exit = tokio::time::timeout(Duration::from_secs(30), process.child.wait())
+        .await
+        .expect("the worker exits without waiting for its task")
+        .unwrap();
     assert_eq!(
         exit.code(),
         Some(celery::cli::COLD_SHUTDOWN_EXIT_CODE),
         "{exit:?}"
     );
-    assert_eq!(running.state().await.unwrap(), State::Pending);
+    assert_eq!(running_task.state().await.unwrap(), State::Pending);
     let broker = celery::broker::AmqpBroker::connect(RABBITMQ_URL)
         .await
         .unwrap();
     use celery::broker::Broker;
     // RabbitMQ requeues the unacknowledged message once it sees the connection gone.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(10);
     let mut back = 0;
-    while back == 0 && std::time::Instant::now() < deadline {
+    while back == 0 && Instant::now() < deadline {
         back = broker.purge(&queue).await.unwrap();
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(back, 1, "the running task's message went back to its queue");
     broker.delete_queue(&queue).await.unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -233,37 +323,44 @@ async fn a_worker_process_stops_warmly_on_sigterm() {
         return;
     }
     let queue = common::unique_name("cli-worker");
-    let (app, mut child) = worker_process(&queue).await;
+    let (app, mut process) = worker_process(&queue).await;
 
-    let running = slow::s(1000).apply_async_with(&app).await.unwrap();
-    let held = add::s(2, 2)
+    // Sent first, the held message reaches the worker before the running one.
+    let held_back = add::s(2, 2)
         .with_options(CallOptions::new().countdown(60))
         .apply_async_with(&app)
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let pid = child.id().unwrap().to_string();
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
+    let dir = hold_dir("cli-worker");
+    let running_task = held::s(dir.display().to_string(), 60_000)
+        .apply_async_with(&app)
+        .await
         .unwrap();
-    assert!(status.success());
+    running(&dir).await;
+    terminate(&process.child);
+    tokio::time::timeout(Duration::from_secs(30), process.warm.notified())
+        .await
+        .expect("SIGTERM starts a warm shutdown");
+    assert!(
+        process.child.try_wait().unwrap().is_none(),
+        "the worker waits for its running task"
+    );
+    std::fs::write(dir.join("release"), b"").unwrap();
 
-    assert_eq!(
-        running
+    assert!(
+        running_task
             .get()
-            .timeout(Duration::from_secs(10))
+            .timeout(Duration::from_secs(30))
             .await
             .unwrap(),
-        1000,
-        "the running task finished"
+        "the running task finished, released by the test"
     );
-    let exit = tokio::time::timeout(Duration::from_secs(15), child.wait())
+    let exit = tokio::time::timeout(Duration::from_secs(30), process.child.wait())
         .await
         .expect("the worker exits")
         .unwrap();
     assert!(exit.success(), "warm shutdown exits cleanly: {exit:?}");
-    assert_eq!(held.state().await.unwrap(), State::Pending);
+    assert_eq!(held_back.state().await.unwrap(), State::Pending);
     let broker = celery::broker::AmqpBroker::connect(RABBITMQ_URL)
         .await
         .unwrap();
@@ -274,4 +371,5 @@ async fn a_worker_process_stops_warmly_on_sigterm() {
         "the held message went back to its queue"
     );
     broker.delete_queue(&queue).await.unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -2,14 +2,18 @@
 //! rpc://; each result must be right. Skipped when RabbitMQ is not reachable, unless
 //! `CELERY_TEST_REQUIRE_SERVICES=1`.
 //!
-//! `CELERY_LOAD_TASKS` sets the number of tasks; the whole run must end within
-//! `CELERY_LOAD_TIMEOUT_S` seconds (default 120). The default is 100,000 in an optimized build
+//! `CELERY_LOAD_TASKS` sets the number of tasks. The default is 100,000 in an optimized build
 //! (`cargo test --release --test load`: about 30 s on 2 cores) and 20,000 in a debug build: there
 //! the unoptimized AMQP client and codecs make it CPU-bound at about 900 tasks/s on 2 cores
 //! shared with RabbitMQ (100,000 took 112 s), and this test must stay short.
+//!
+//! No speed is required: the rate is printed as information. The run fails only when no result
+//! arrived for `CELERY_LOAD_TIMEOUT_S` seconds (the no-progress window, default 60), or when it
+//! has not ended after 30 minutes in all (so that it always stops by itself).
 
 mod common;
 
+use std::io::Write;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,6 +28,9 @@ use tokio::task::{JoinHandle, JoinSet};
 async fn add(x: i64, y: i64) -> i64 {
     x + y
 }
+
+/// The whole run's limit, against hanging only.
+const CAP: Duration = Duration::from_secs(30 * 60);
 
 /// Publishes in flight at once (each waits for its publisher confirm).
 const PUBLISHING: usize = 128;
@@ -60,7 +67,7 @@ async fn tasks_through_two_workers_on_rabbitmq_every_result_right() {
         100_000
     };
     let count = setting("CELERY_LOAD_TASKS", default_count) as i64;
-    let limit = Duration::from_secs(setting("CELERY_LOAD_TIMEOUT_S", 120));
+    let window = Duration::from_secs(setting("CELERY_LOAD_TIMEOUT_S", 60));
     let queue = unique_name("load");
     let client = app("load-client", &queue);
 
@@ -117,12 +124,32 @@ async fn tasks_through_two_workers_on_rabbitmq_every_result_right() {
         reader.await.unwrap();
         published
     };
-    let Ok(published) = tokio::time::timeout(limit, run).await else {
-        panic!(
-            "{count} tasks did not finish within {} s: {} results arrived",
-            limit.as_secs(),
+    // A watchdog: the run fails when the results stop coming, not because they come slowly.
+    let watchdog = async {
+        let (mut seen, mut since) = (0, Instant::now());
+        loop {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let now = right.load(Ordering::Relaxed);
+            if now != seen {
+                (seen, since) = (now, Instant::now());
+            } else if since.elapsed() >= window {
+                return seen;
+            }
+        }
+    };
+    let published = tokio::select! {
+        published = run => published,
+        stuck_at = watchdog => panic!(
+            "no result arrived for {} s (CELERY_LOAD_TIMEOUT_S): {stuck_at} of {count} results \
+             after {:.0} s",
+            window.as_secs(),
+            started.elapsed().as_secs_f64()
+        ),
+        () = tokio::time::sleep(CAP) => panic!(
+            "{count} tasks did not finish within {} min: {} results arrived",
+            CAP.as_secs() / 60,
             right.load(Ordering::Relaxed)
-        );
+        ),
     };
     let took = started.elapsed();
     assert_eq!(
@@ -130,7 +157,9 @@ async fn tasks_through_two_workers_on_rabbitmq_every_result_right() {
         count,
         "every result arrived and was right"
     );
-    eprintln!(
+    // Information, past libtest's capture of `eprintln!`.
+    let _ = writeln!(
+        std::io::stderr(),
         "load: {count} tasks through {WORKERS} workers: published in {:.1} s, all {count} results \
          right in {:.1} s ({:.0} tasks/s)",
         published.as_secs_f64(),

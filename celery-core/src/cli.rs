@@ -481,30 +481,57 @@ mod tests {
             wait: false,
             timeout: Duration::from_secs(1),
         };
-        execute(&app, call, &mut Vec::new()).await.unwrap();
-        let purge = Command::Purge {
+        let mut out = Vec::new();
+        execute(&app, call, &mut out).await.unwrap();
+        let printed = String::from_utf8(out).unwrap();
+        let id = printed.trim_end_matches('\n');
+        assert_eq!(id.len(), 36, "call prints the task id: {printed:?}");
+        assert!(uuid::Uuid::parse_str(id).is_ok(), "{id:?}");
+
+        // The message is in the queue: the purge command removes it and says so.
+        let purge = || Command::Purge {
             queues: vec!["cli-q".into()],
             force: true,
         };
-        execute(&app, purge, &mut Vec::new()).await.unwrap();
+        let mut out = Vec::new();
+        execute(&app, purge(), &mut out).await.unwrap();
         assert_eq!(
-            app.broker().purge("cli-q").await.unwrap(),
-            0,
-            "the purge command emptied the queue"
-        );
-        app.send_task(
-            "t",
-            vec![],
-            Default::default(),
-            CallOptions::new().queue("cli-q"),
-        )
-        .await
-        .unwrap();
-        assert_eq!(
-            app.broker().purge("cli-q").await.unwrap(),
-            1,
+            String::from_utf8(out).unwrap(),
+            "Purged 1 message from 1 known task queue.\n",
             "the call reached the queue"
         );
+        let mut out = Vec::new();
+        execute(&app, purge(), &mut out).await.unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "Purged 0 messages from 1 known task queue.\n",
+            "the purge command emptied the queue"
+        );
+
+        // `result` prints a stored result as JSON.
+        let meta = crate::result::ResultMeta::new(
+            id.to_owned(),
+            crate::result::State::Success,
+            serde_json::json!({"sum": [4, "four"]}),
+        );
+        app.backend().store(&meta, None).await.unwrap();
+        let result = Command::Result {
+            task_id: id.to_owned(),
+            timeout: Duration::from_secs(5),
+        };
+        let mut out = Vec::new();
+        execute(&app, result, &mut out).await.unwrap();
+        assert_eq!(String::from_utf8(out).unwrap(), "{\"sum\":[4,\"four\"]}\n");
+        // And fails, printing nothing, for a task with no result by the deadline.
+        let missing = Command::Result {
+            task_id: "no-such-task".into(),
+            timeout: Duration::from_millis(50),
+        };
+        let mut out = Vec::new();
+        let error = execute(&app, missing, &mut out).await.unwrap_err();
+        assert!(matches!(error, Error::Timeout { .. }), "{error:?}");
+        assert!(out.is_empty());
+
         let bad = Command::Call {
             name: "t".into(),
             args: "{".into(),

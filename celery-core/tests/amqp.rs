@@ -18,16 +18,23 @@ const RABBITMQ: &str = "127.0.0.1:5672";
 const URL: &str = "amqp://guest:guest@127.0.0.1:5672//";
 const WAIT: Duration = Duration::from_secs(10);
 
-/// Whether RabbitMQ answers; says why a test is skipped when it does not.
+#[path = "../../tests/common/services.rs"]
+mod services;
+
+/// Whether RabbitMQ answers; says why a test is skipped when it does not (a failure under
+/// `CELERY_TEST_REQUIRE_SERVICES=1`).
 fn rabbitmq_available() -> bool {
     let address = RABBITMQ.parse().expect("socket address");
     match TcpStream::connect_timeout(&address, Duration::from_secs(2)) {
         Ok(_) => true,
         Err(error) => {
-            if std::env::var("CELERY_TEST_REQUIRE_SERVICES").as_deref() == Ok("1") {
-                panic!("RabbitMQ not reachable at {RABBITMQ} ({error}) and CELERY_TEST_REQUIRE_SERVICES=1");
-            }
-            eprintln!("skipped: RabbitMQ not reachable at {RABBITMQ} ({error})");
+            // libtest runs each test on a thread named after it.
+            let thread = std::thread::current();
+            let test = thread.name().unwrap_or("a test");
+            services::skip(
+                test,
+                &format!("RabbitMQ not reachable at {RABBITMQ} ({error})"),
+            );
             false
         }
     }

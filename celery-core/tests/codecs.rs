@@ -1,7 +1,8 @@
 //! Serializers and compression schemes: round trips over every value kind, byte strings Python
 //! wrote, refusals, compression bombs, names, custom codecs through the Calling API, and — when a
-//! Python with kombu is at hand (`CELERY_PYTHON`, or the workspace's `.venv`) — kombu reading
-//! what Rust writes and the other way round.
+//! Python with kombu is at hand (`CELERY_PYTHON`, or the workspace's `.venv` that
+//! `tests/python/ensure_venv.sh` creates) — kombu reading what Rust writes and the other way
+//! round.
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -14,6 +15,10 @@ use celery_core::signature::RawSignature;
 use celery_core::types::{Bytes, Date, DateTime, Decimal, NaiveDateTime, Time, Uuid};
 use celery_core::Celery;
 use serde_json::{json, Value};
+use services::skip;
+
+#[path = "../../tests/common/services.rs"]
+mod services;
 
 const SERIALIZERS: [&str; 4] = ["json", "msgpack", "yaml", "pickle"];
 const COMPRESSIONS: [&str; 5] = ["zlib", "bzip2", "lzma", "brotli", "zstd"];
@@ -574,12 +579,23 @@ fn unknown_names_in_options_are_clear_errors() {
     );
 }
 
-/// A Python with kombu: `CELERY_PYTHON`, else the workspace's `.venv`; or a skip (a failure under
+/// A Python with kombu: `CELERY_PYTHON`, else the virtualenv `tests/python/ensure_venv.sh`
+/// creates (as the root crate's tests find it); or a skip (a failure under
 /// `CELERY_TEST_REQUIRE_SERVICES=1`).
 fn python(test: &str) -> Option<PathBuf> {
-    let candidate = std::env::var_os("CELERY_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| concat!(env!("CARGO_MANIFEST_DIR"), "/../.venv/bin/python").into());
+    let candidate = match std::env::var_os("CELERY_PYTHON") {
+        Some(python) => PathBuf::from(python),
+        None => {
+            let repo = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+            match services::ensure_venv(std::path::Path::new(repo)) {
+                Ok(python) => python,
+                Err(reason) => {
+                    skip(test, &format!("no Python virtualenv: {reason}"));
+                    return None;
+                }
+            }
+        }
+    };
     let has_kombu = Command::new(&candidate)
         .args(["-c", "import kombu"])
         .stderr(Stdio::null())
@@ -596,17 +612,6 @@ fn python(test: &str) -> Option<PathBuf> {
         ),
     );
     None
-}
-
-fn services_required() -> bool {
-    std::env::var("CELERY_TEST_REQUIRE_SERVICES").is_ok_and(|v| v == "1")
-}
-
-fn skip(test: &str, reason: &str) {
-    if services_required() {
-        panic!("{test}: {reason} (CELERY_TEST_REQUIRE_SERVICES=1)");
-    }
-    eprintln!("skipped: {test}: {reason}");
 }
 
 fn base64(bytes: &[u8]) -> String {

@@ -525,27 +525,42 @@ mod tests {
         );
     }
 
-    #[test]
-    fn subscribers_get_the_latest_state_then_every_change_in_order() {
-        let mut results = Results::default();
-        let meta = |state: &str, result: Value| ResultMeta::new("t".into(), state.into(), result);
-        results.record(meta("STARTED", json!(null)));
-        let (sender, mut receiver) = mpsc::unbounded_channel();
-        let latest = results.entries["t"].latest.clone().unwrap();
-        sender.send(latest).unwrap();
-        results
-            .entries
-            .get_mut("t")
-            .unwrap()
-            .subscribers
-            .push(sender);
-        results.record(meta("PROGRESS", json!({"progress": 50})));
-        results.record(meta("SUCCESS", json!(4)));
-        let seen: Vec<String> = std::iter::from_fn(|| receiver.try_recv().ok())
-            .map(|m| m.status.to_string())
-            .collect();
-        assert_eq!(seen, ["STARTED", "PROGRESS", "SUCCESS"]);
-        assert_eq!(results.finished, ["t"]);
+    /// Through `subscribe()` itself, without a server: a listener that never ends stands in for
+    /// the reply queue's consumer, so `listen()` has nothing to do, and states are recorded as
+    /// that consumer records them.
+    #[tokio::test]
+    async fn subscribers_get_the_latest_state_then_every_change_in_order() {
+        let backend = RpcBackend::new("amqp://guest:guest@127.0.0.1:1//").unwrap();
+        *backend.listener.lock().await = Some(tokio::spawn(std::future::pending()));
+        let record = |state: &str, result: Value| {
+            backend
+                .results()
+                .record(ResultMeta::new("t".into(), state.into(), result));
+        };
+        let states = |receiver: &mut ResultReceiver| -> Vec<String> {
+            std::iter::from_fn(|| receiver.try_recv().ok())
+                .map(|m| m.status.to_string())
+                .collect()
+        };
+        let mut before = backend.subscribe("t").await.unwrap();
+        assert_eq!(states(&mut before), [] as [&str; 0], "nothing stored yet");
+        record("STARTED", json!(null));
+        let mut receiver = backend.subscribe("t").await.unwrap();
+        let gave_up = backend.subscribe("t").await.unwrap();
+        drop(gave_up);
+        record("PROGRESS", json!({"progress": 50}));
+        record("SUCCESS", json!(4));
+        assert_eq!(states(&mut receiver), ["STARTED", "PROGRESS", "SUCCESS"]);
+        assert_eq!(states(&mut before), ["STARTED", "PROGRESS", "SUCCESS"]);
+        let mut after = backend.subscribe("t").await.unwrap();
+        assert_eq!(
+            states(&mut after),
+            ["SUCCESS"],
+            "the result, to a late subscriber"
+        );
+        // The subscribers that went away were dropped: the two receivers kept, and the last.
+        assert_eq!(backend.results().entries["t"].subscribers.len(), 3);
+        assert_eq!(backend.results().finished, ["t"]);
     }
 
     #[test]
