@@ -954,6 +954,48 @@ async fn queue_exchange_routing_key_and_priority() {
     worker.shutdown().await;
 }
 
+/// Celery's `timeout`/`confirm_timeout`: a publish attempt the broker does not finish in time
+/// fails as a timeout, which the retry policy retries; without retries the call fails.
+#[tokio::test]
+async fn a_publish_attempt_past_its_timeout_is_retried_then_fails() {
+    let backend = common::memory_url("publish-timeout");
+    let stalling = FlakyBroker::stalling("publish-timeout", 2);
+    let app = Celery::builder("p")
+        .broker(stalling.clone())
+        .result_backend(&backend)
+        .build()
+        .unwrap();
+    let quick = || CallOptions::new().timeout(Duration::from_millis(50));
+    add::s(1, 1)
+        .with_options(quick())
+        .apply_async_with(&app)
+        .await
+        .expect("two timeouts are within the default 3 retries");
+    assert_eq!(stalling.attempts.load(Ordering::SeqCst), 3);
+
+    let stalled = FlakyBroker::stalling("publish-timeout-stalled", 100);
+    let app = Celery::builder("p")
+        .broker(stalled.clone())
+        .result_backend(&backend)
+        .build()
+        .unwrap();
+    let error = add::s(1, 1)
+        .with_options(quick().retry(false))
+        .apply_async_with(&app)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, Error::Operational { reason, .. } if reason.contains("timed out")),
+        "{error:?}"
+    );
+    assert_eq!(stalled.attempts.load(Ordering::SeqCst), 1);
+    let refused = add::s(1, 1)
+        .with_options(CallOptions::new().timeout(0))
+        .apply_async_with(&app)
+        .await;
+    assert!(matches!(refused, Err(Error::Encode { .. })), "{refused:?}");
+}
+
 #[tokio::test]
 async fn publish_retries_by_policy_then_raises_operational_error() {
     let backend = common::memory_url("retry-policy");

@@ -298,6 +298,13 @@ pub struct ApplyOptions {
         deserialize_with = "one_or_many"
     )]
     pub chain: Vec<RawSignature>,
+    /// Seconds each publish attempt may take, confirm included (Celery's `timeout` and
+    /// `confirm_timeout`).
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient_seconds"
+    )]
+    pub timeout: Option<f64>,
     /// Headers of the message besides Celery's own (Celery's `headers` option): a worker gives
     /// them to the task as its request's `headers`.
     #[serde(
@@ -343,7 +350,8 @@ impl ApplyOptions {
             retries,
             reply_to,
             delivery_mode,
-            add_to_parent
+            add_to_parent,
+            timeout
         );
         self.link.extend(other.link);
         self.link_error.extend(other.link_error);
@@ -619,6 +627,16 @@ impl<R> CallOptions<R> {
     pub fn parent(mut self, parent_id: impl Into<String>, root_id: impl Into<String>) -> Self {
         self.options.parent_id = Some(parent_id.into());
         self.options.root_id = Some(root_id.into());
+        self
+    }
+
+    /// How long each attempt to publish may take, the broker's confirm included (Celery's
+    /// `timeout` and `confirm_timeout`): past it the attempt fails with a timeout, which the
+    /// retry policy retries as kombu retries a socket timeout (the message may have reached the
+    /// broker after all: at least once). By default an attempt waits as long as the connection
+    /// lives.
+    pub fn timeout(mut self, seconds: impl IntoSeconds) -> Self {
+        self.options.timeout = Some(seconds.into_seconds());
         self
     }
 

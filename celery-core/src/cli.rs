@@ -211,15 +211,18 @@ pub async fn execute(
             if let Some(multiplier) = prefetch_multiplier {
                 worker = worker.prefetch_multiplier(multiplier);
             }
+            // Listening from before the start: a signal that comes while the first is handled
+            // (or while the worker starts) is not lost.
+            let mut signals = ShutdownSignals::listen();
             let worker = worker.start().await?;
-            wait_for_signal().await;
+            signals.next().await;
             tracing::warn!("worker: warm shutdown (finishing running tasks)");
             // A second signal while tasks finish is Celery's cold shutdown: stop now. What was
             // not acknowledged (tasks with acks_late, held and prefetched messages) goes back
             // to its queue when the connection drops; tasks already acknowledged are not run.
             tokio::select! {
                 () = worker.shutdown() => {}
-                () = wait_for_signal() => {
+                () = signals.next() => {
                     tracing::warn!("worker: cold shutdown (running tasks are stopped)");
                     std::process::exit(COLD_SHUTDOWN_EXIT_CODE);
                 }
@@ -363,22 +366,42 @@ async fn print_result(
 /// reports a program stopped by Ctrl-C.
 pub const COLD_SHUTDOWN_EXIT_CODE: i32 = 130;
 
-/// Resolves on SIGINT or SIGTERM.
-async fn wait_for_signal() {
+/// SIGINT and SIGTERM. tokio tells a listener only of the signals that come after it exists, so
+/// the listeners are made once, before they are needed: a second signal sent while the first
+/// is being handled is still heard.
+struct ShutdownSignals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut terminate = match signal(SignalKind::terminate()) {
-            Ok(stream) => stream,
-            Err(_) => return tokio::signal::ctrl_c().await.unwrap_or(()),
-        };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = terminate.recv() => {}
+    listeners: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
+}
+
+impl ShutdownSignals {
+    fn listen() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            let listeners = signal(SignalKind::interrupt())
+                .and_then(|interrupt| Ok((interrupt, signal(SignalKind::terminate())?)));
+            if let Err(error) = &listeners {
+                tracing::warn!(%error, "cannot listen for SIGINT and SIGTERM; Ctrl-C only");
+            }
+            ShutdownSignals {
+                listeners: listeners.ok(),
+            }
         }
+        #[cfg(not(unix))]
+        ShutdownSignals {}
     }
-    #[cfg(not(unix))]
-    {
+
+    /// Resolves on the next SIGINT or SIGTERM (or one that came since the last).
+    async fn next(&mut self) {
+        #[cfg(unix)]
+        if let Some((interrupt, terminate)) = &mut self.listeners {
+            tokio::select! {
+                _ = interrupt.recv() => {}
+                _ = terminate.recv() => {}
+            }
+            return;
+        }
         let _ = tokio::signal::ctrl_c().await;
     }
 }

@@ -35,6 +35,8 @@ pub struct Outgoing {
     /// Sent without `ignore_result`: the result backend gets ready for the result first (the
     /// rpc client declares its reply queue), as Celery's `backend.on_task_call`.
     pub wants_result: bool,
+    /// How long each publish attempt may take (`CallOptions::timeout`).
+    pub timeout: Option<std::time::Duration>,
 }
 
 impl Producer {
@@ -236,6 +238,18 @@ impl Producer {
         headers.ignore_result = options.ignore_result;
         headers.extra = custom_headers(&options.headers)?;
         let ignore_result = options.ignore_result == Some(true);
+        let timeout = options
+            .timeout
+            .map(
+                |seconds| match std::time::Duration::try_from_secs_f64(seconds) {
+                    Ok(timeout) if !timeout.is_zero() => Ok(timeout),
+                    _ => Err(Error::Encode {
+                        what: "the publish timeout".to_owned(),
+                        reason: format!("{seconds} is not a positive number of seconds"),
+                    }),
+                },
+            )
+            .transpose()?;
 
         let non_empty =
             |signatures: Vec<RawSignature>| (!signatures.is_empty()).then_some(signatures);
@@ -288,6 +302,7 @@ impl Producer {
             route,
             message,
             wants_result: !ignore_result,
+            timeout,
         })
     }
 
@@ -322,6 +337,19 @@ impl Producer {
                         &outgoing.message,
                     )
                     .await
+            };
+            let attempt = async {
+                let Some(limit) = outgoing.timeout else {
+                    return attempt.await;
+                };
+                tokio::time::timeout(limit, attempt)
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(crate::broker::BrokerError::new(
+                            crate::broker::BrokerErrorKind::Timeout,
+                            format!("the broker did not take the message within {limit:?}"),
+                        ))
+                    })
             };
             let error = match attempt.await {
                 Ok(()) => return Ok(()),

@@ -100,10 +100,12 @@ impl Broker for RecordingBroker {
     }
 }
 
-/// A broker whose first `failures` publishes fail with an error of `kind`.
+/// A broker whose first `failures` publishes fail with an error of `kind`, or with
+/// [`stalling`](FlakyBroker::stalling), never finish.
 pub struct FlakyBroker {
     inner: MemoryBroker,
     kind: BrokerErrorKind,
+    stall: bool,
     failures: AtomicU32,
     pub attempts: AtomicU32,
 }
@@ -113,6 +115,18 @@ impl FlakyBroker {
         Arc::new(FlakyBroker {
             inner: MemoryBroker::new(memory_url(test)),
             kind,
+            stall: false,
+            failures: AtomicU32::new(failures),
+            attempts: AtomicU32::new(0),
+        })
+    }
+
+    /// Its first `failures` publishes wait for ever, as on a broker that stopped reading.
+    pub fn stalling(test: &str, failures: u32) -> Arc<Self> {
+        Arc::new(FlakyBroker {
+            inner: MemoryBroker::new(memory_url(test)),
+            kind: BrokerErrorKind::Connection,
+            stall: true,
             failures: AtomicU32::new(failures),
             attempts: AtomicU32::new(0),
         })
@@ -137,6 +151,9 @@ impl Broker for FlakyBroker {
             .failures
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
             .is_ok();
+        if failing && self.stall {
+            return Box::pin(std::future::pending());
+        }
         if failing {
             let error = BrokerError::new(self.kind, "connection refused (simulated)");
             return Box::pin(async move { Err(error) });

@@ -26,6 +26,10 @@ pub enum BrokerErrorKind {
     Refused,
     /// The broker was shut down by this process.
     Closed,
+    /// The broker did not take a message in time (`CallOptions::timeout`): retried as a
+    /// connection error, as kombu retries a socket timeout; the message may have arrived after
+    /// all.
+    Timeout,
 }
 
 /// The wait before reconnection attempt number `attempt` (from 1): 0.25 s, doubling up to 8 s.
@@ -38,7 +42,10 @@ pub(crate) fn reconnect_backoff(attempt: u32) -> std::time::Duration {
 impl BrokerErrorKind {
     /// Celery retries connection and channel errors by default.
     pub fn is_recoverable(self) -> bool {
-        matches!(self, BrokerErrorKind::Connection | BrokerErrorKind::Channel)
+        matches!(
+            self,
+            BrokerErrorKind::Connection | BrokerErrorKind::Channel | BrokerErrorKind::Timeout
+        )
     }
 }
 
@@ -50,6 +57,7 @@ impl fmt::Display for BrokerErrorKind {
             BrokerErrorKind::Nack => "message refused",
             BrokerErrorKind::Refused => "operation refused",
             BrokerErrorKind::Closed => "broker closed",
+            BrokerErrorKind::Timeout => "timed out",
         })
     }
 }
