@@ -767,6 +767,26 @@ async fn result_extended_stores_the_request() {
     assert_eq!(meta.worker.as_deref(), Some("celery@test-node"));
     assert_eq!(meta.retries, Some(0));
     assert_eq!(meta.queue.as_deref(), Some("celery"));
+    // A state the task stores itself carries them too, as Celery's `update_state`.
+    let mut progress_states = Vec::new();
+    progress::s(vec![1])
+        .with_options(CallOptions::new().parent("the-parent", "the-root"))
+        .apply_async_with(&app)
+        .await
+        .unwrap()
+        .get()
+        .timeout(WAIT)
+        .on_message(|meta| {
+            if meta.status == State::from("PROGRESS") {
+                progress_states.push(meta.clone());
+            }
+        })
+        .await
+        .unwrap();
+    let progress_state = progress_states.first().expect("PROGRESS was seen");
+    assert_eq!(progress_state.name.as_deref(), Some("tests.progress"));
+    assert_eq!(progress_state.args, Some(vec![json!([1])]));
+    assert_eq!(progress_state.parent_id.as_deref(), Some("the-parent"));
     worker.shutdown().await;
 }
 

@@ -128,6 +128,21 @@ pub struct ResultMeta {
 }
 
 impl ResultMeta {
+    /// Adds what Celery's `_get_result_meta` takes from the task's request: its group and
+    /// parent, and with `result_extended` its name, arguments, worker, retries and queue.
+    pub(crate) fn describe(&mut self, request: &crate::task::Request, extended: bool) {
+        self.group_id.clone_from(&request.group);
+        self.parent_id.clone_from(&request.parent_id);
+        if extended {
+            self.name = Some(request.task.clone());
+            self.args = Some(request.args.clone());
+            self.kwargs = Some(request.kwargs.clone());
+            self.worker.clone_from(&request.hostname);
+            self.retries = Some(request.retries);
+            self.queue = Some(request.delivery_info.routing_key.clone());
+        }
+    }
+
     /// A record in `state` holding `result`; ready states get `date_done` now.
     pub fn new(task_id: String, status: State, result: Value) -> Self {
         let date_done = status

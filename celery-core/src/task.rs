@@ -315,7 +315,10 @@ impl TaskContext {
         let meta =
             crate::serializer::to_value(&meta).map_err(|e| Error::encode("task state meta", e))?;
         let request = &self.inner.request;
-        let record = ResultMeta::new(request.id.clone(), state.into(), meta);
+        // As Celery's `update_state` stores through `store_result(request=…)`: the same
+        // fields as the task's other states.
+        let mut record = ResultMeta::new(request.id.clone(), state.into(), meta);
+        record.describe(request, app.config().result_extended);
         app.backend()
             .store(&record, request.reply_to.as_deref())
             .await

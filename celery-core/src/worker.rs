@@ -866,16 +866,7 @@ fn request_of(runtime: &Runtime, message: TaskMessage, delivery_info: DeliveryIn
 
 /// Stores a state, adding the request's group/parent and the `result_extended` fields.
 async fn store(runtime: &Runtime, request: &Request, mut meta: ResultMeta) {
-    meta.group_id = request.group.clone();
-    meta.parent_id = request.parent_id.clone();
-    if runtime.app.config().result_extended {
-        meta.name = Some(request.task.clone());
-        meta.args = Some(request.args.clone());
-        meta.kwargs = Some(request.kwargs.clone());
-        meta.worker = request.hostname.clone();
-        meta.retries = Some(request.retries);
-        meta.queue = Some(request.delivery_info.routing_key.clone());
-    }
+    meta.describe(request, runtime.app.config().result_extended);
     if let Err(error) = store_retrying(&runtime.app, meta, request.reply_to.as_deref()).await {
         tracing::error!(%error, id = %request.id, "could not store the task's state");
     }
