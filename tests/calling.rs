@@ -191,6 +191,14 @@ async fn spawns(ctx: TaskContext) -> Result<Vec<String>, TaskError> {
     Ok(vec![listed.id().to_owned(), unlisted.id().to_owned()])
 }
 
+/// Sends a subtask, then fails.
+#[task(name = "tests.spawns_then_fails", bind)]
+async fn spawns_then_fails(ctx: TaskContext) -> Result<(), TaskError> {
+    let app = ctx.app().expect("run by a worker").clone();
+    add::s(1, 1).apply_async_with(&app).await?;
+    Err(TaskError::new("ValueError", "after sending a subtask"))
+}
+
 /// Returns the headers of its message besides Celery's own.
 #[task(name = "tests.own_headers", bind)]
 async fn own_headers(ctx: TaskContext) -> serde_json::Map<String, Value> {
@@ -234,6 +242,7 @@ fn register_all(app: &Celery) {
         .register(sleepy::Task)
         .register(waits_on_a_subtask::Task)
         .register(spawns::Task)
+        .register(spawns_then_fails::Task)
         .register(own_headers::Task)
         .register(ratio::Task)
         .register(panics::Task);
@@ -1341,7 +1350,7 @@ async fn a_retrying_task_keeps_its_id_and_counts_retries() {
 /// A retry is the same call again (Celery's `signature_from_request`): the call's parent, time
 /// limits and result choice go with it.
 #[tokio::test]
-async fn a_retry_keeps_the_calls_parent_time_limits_and_result_choice() {
+async fn a_retry_keeps_the_calls_parent_time_limits_result_choice_and_headers() {
     let broker = RecordingBroker::new("retry-options");
     let app = Celery::builder("retry-options")
         .broker(broker.clone())
@@ -1355,7 +1364,10 @@ async fn a_retry_keeps_the_calls_parent_time_limits_and_result_choice() {
         .parent("the-parent", "the-root")
         .time_limit(30)
         .soft_time_limit(20)
-        .ignore_result(false);
+        .ignore_result(false)
+        .header("trace", "abc")
+        // As if it had come through a dead-letter queue: not sent again with the retry.
+        .header("x-death", json!([{"queue": "delayed", "count": 1}]));
     let result = flaky::s(1)
         .with_options(options)
         .apply_async_with(&app)
@@ -1372,6 +1384,12 @@ async fn a_retry_keeps_the_calls_parent_time_limits_and_result_choice() {
     assert_eq!(retried.root_id.as_deref(), Some("the-root"));
     assert_eq!(retried.timelimit, (Some(30.0), Some(20.0)));
     assert_eq!(retried.ignore_result, Some(false));
+    let own: Vec<&str> = retried
+        .extra
+        .iter()
+        .map(|(name, _)| name.as_ref())
+        .collect();
+    assert_eq!(own, ["trace"]);
     worker.shutdown().await;
 }
 
@@ -1448,6 +1466,131 @@ async fn tasks_sent_from_a_task_are_its_children() {
         .await
         .unwrap();
     assert_eq!(unnamed.id().len(), 36, "{}", unnamed.id());
+
+    // A failure lists what the task sent before it failed.
+    let failed = spawns_then_fails::s().apply_async_with(&app).await.unwrap();
+    failed.get().timeout(WAIT).await.unwrap_err();
+    assert_eq!(failed.children().await.unwrap().len(), 1);
+
+    // The next chain step takes the running task's priority; an errback does not (Celery's
+    // `_call_task_errbacks` sends errbacks with parent and root only).
+    let prioritized = chain![
+        add::s(1, 1).with_options(CallOptions::new().priority(5)),
+        record_step::partial(10)
+    ]
+    .apply_async_with(&app)
+    .await
+    .unwrap();
+    assert_eq!(prioritized.get().timeout(WAIT).await.unwrap(), 2);
+    let step = sent_with_id(&broker, prioritized.id());
+    assert_eq!(step.properties.priority, Some(5));
+    let failing = divide::s(1, 0)
+        .with_options(
+            CallOptions::new()
+                .priority(5)
+                .link_error(record_failed_id::partial()),
+        )
+        .apply_async_with(&app)
+        .await
+        .unwrap();
+    failing.get().timeout(WAIT).await.unwrap_err();
+    let errback = wait_for_sent(&broker, |headers| {
+        headers.task == "tests.record_failed_id"
+            && headers.parent_id.as_deref() == Some(failing.id())
+    })
+    .await;
+    assert_eq!(errback.properties.priority, None);
+    worker.shutdown().await;
+}
+
+/// The message recorded with this task id.
+fn sent_with_id(broker: &RecordingBroker, id: &str) -> celery::protocol::Message {
+    broker
+        .all()
+        .into_iter()
+        .map(|(_, _, message)| message)
+        .find(|message| TaskHeaders::from_table(&message.headers).unwrap().id == id)
+        .unwrap_or_else(|| panic!("no message {id} was sent"))
+}
+
+/// Waits for a message matching `wanted` to be sent.
+async fn wait_for_sent(
+    broker: &RecordingBroker,
+    wanted: impl Fn(&TaskHeaders) -> bool,
+) -> celery::protocol::Message {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let found = broker
+            .all()
+            .into_iter()
+            .map(|(_, _, message)| message)
+            .find(|message| wanted(&TaskHeaders::from_table(&message.headers).unwrap()));
+        if let Some(message) = found {
+            return message;
+        }
+        assert!(Instant::now() < deadline, "the message was never sent");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Errbacks the worker sends as messages go as one group (Celery's `_call_task_errbacks`), and a
+/// group among them is unrolled into its members rather than sent as a task named
+/// `celery.group`.
+#[tokio::test]
+async fn errbacks_sent_as_messages_go_as_one_group() {
+    let broker = RecordingBroker::new("errback-group");
+    let app = Celery::builder("errback-group")
+        .broker(broker.clone())
+        .result_backend(common::memory_url("errback-group"))
+        .build()
+        .unwrap();
+    register_all(&app);
+    let worker = app.worker().start().await.unwrap();
+    let group_errback: celery::signature::RawSignature = serde_json::from_value(json!({
+        "task": "celery.group", "subtask_type": "group", "args": [], "kwargs": {"tasks": [
+            {"task": "tests.record_failed_id", "args": [], "kwargs": {}, "options": {}},
+        ]}, "options": {}, "immutable": false,
+    }))
+    .unwrap();
+    let options = CallOptions::new()
+        .link_error(record_failed_id::partial())
+        .link_error(Signature::<Value, celery::signature::Untyped>::from_raw(
+            group_errback,
+        ));
+    let failing = divide::s(1, 0)
+        .with_options(options)
+        .apply_async_with(&app)
+        .await
+        .unwrap();
+    failing.get().timeout(WAIT).await.unwrap_err();
+    let from_the_failure =
+        |headers: &TaskHeaders| headers.parent_id.as_deref() == Some(failing.id());
+    let deadline = Instant::now() + WAIT;
+    let errbacks = loop {
+        let errbacks: Vec<TaskHeaders> = broker
+            .all()
+            .into_iter()
+            .map(|(_, _, message)| TaskHeaders::from_table(&message.headers).unwrap())
+            .filter(from_the_failure)
+            .collect();
+        if errbacks.len() >= 2 {
+            break errbacks;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the errbacks were never sent: {errbacks:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let names: Vec<&str> = errbacks.iter().map(|h| h.task.as_str()).collect();
+    assert_eq!(names, ["tests.record_failed_id", "tests.record_failed_id"]);
+    assert!(errbacks[0].group.is_some());
+    assert_eq!(errbacks[0].group, errbacks[1].group);
+    assert_eq!(
+        errbacks.iter().map(|h| h.group_index).collect::<Vec<_>>(),
+        [Some(0), Some(0)],
+        "the unrolled group's member has its place in its own list, as Celery's _prepared"
+    );
     worker.shutdown().await;
 }
 
@@ -1472,14 +1615,16 @@ async fn a_calls_own_headers_reach_the_task() {
         Value::Object(headers),
         json!({"periodic_task_name": "nightly", "attempt": {"n": 2, "tags": ["a", "b"]}})
     );
-    let refused = own_headers::s()
-        .with_options(CallOptions::new().header("retries", 5))
-        .apply_async_with(&app)
-        .await;
-    assert!(
-        matches!(&refused, Err(Error::Encode { what, .. }) if what.contains("retries")),
-        "{refused:?}"
-    );
+    for reserved in ["retries", "is_eager"] {
+        let refused = own_headers::s()
+            .with_options(CallOptions::new().header(reserved, 5))
+            .apply_async_with(&app)
+            .await;
+        assert!(
+            matches!(&refused, Err(Error::Encode { what, .. }) if what.contains(reserved)),
+            "{refused:?}"
+        );
+    }
     worker.shutdown().await;
 }
 

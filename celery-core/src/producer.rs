@@ -10,7 +10,7 @@ use crate::error::Error;
 use crate::protocol::{args_repr, kwargs_repr, Body, Embed, Message, Properties, TaskHeaders};
 use crate::routing::{Route, TaskRoute};
 use crate::signature::RawSignature;
-use crate::task::{RunningTask, TaskOptions};
+use crate::task::{TaskContext, TaskOptions};
 
 /// A publisher bound to an app. It is cheap to clone and to hold across many calls.
 #[derive(Clone)]
@@ -76,14 +76,14 @@ impl Producer {
         let retry = signature.options.retry;
         let policy = signature.options.retry_policy.take();
         // Read here, in the sending task's body (the future may be polled elsewhere).
-        let parent =
-            RunningTask::current().filter(|_| signature.options.add_to_parent.unwrap_or(true));
-        let outgoing = self.outgoing(signature, task_options);
+        let parent = TaskContext::running();
+        let add_to_parent = signature.options.add_to_parent.unwrap_or(true);
+        let outgoing = self.outgoing_from(signature, task_options, parent.as_ref());
         let producer = self.clone();
         async move {
             let outgoing = outgoing?;
             producer.publish(&outgoing, retry, policy).await?;
-            if let Some(parent) = parent {
+            if let Some(parent) = parent.filter(|_| add_to_parent) {
                 parent.add_child(outgoing.id.clone());
             }
             Ok(Sent {
@@ -95,11 +95,22 @@ impl Producer {
 
     /// The message [`send`](Producer::send) publishes for a signature: the call's options, then
     /// the task's attributes, then (for a known task) the app's task settings, then
-    /// `task_routes`, as Celery's `apply_async` and router take them.
+    /// `task_routes`, as Celery's `apply_async` and router take them. Called from a task a
+    /// worker runs, the message is that task's child, as Celery's `send_task` makes it
+    /// (`parent_id`, `root_id` and, with `task_inherit_parent_priority`, its priority).
     pub fn outgoing(
+        &self,
+        signature: RawSignature,
+        task_options: &TaskOptions,
+    ) -> Result<Outgoing, Error> {
+        self.outgoing_from(signature, task_options, TaskContext::running().as_ref())
+    }
+
+    fn outgoing_from(
         &self,
         mut signature: RawSignature,
         task_options: &TaskOptions,
+        parent: Option<&TaskContext>,
     ) -> Result<Outgoing, Error> {
         let registered;
         let task_options = match task_options.known {
@@ -113,8 +124,15 @@ impl Producer {
         let config = self.app.config();
         task_options.write_app_defaults_into(&mut signature.options, config);
         self.apply_task_routes(&mut signature);
-        if config.task_inherit_parent_priority && signature.options.priority.is_none() {
-            signature.options.priority = RunningTask::current().and_then(|parent| parent.priority);
+        if let Some(parent) = parent.map(TaskContext::request) {
+            let options = &mut signature.options;
+            options.parent_id.get_or_insert_with(|| parent.id.clone());
+            options
+                .root_id
+                .get_or_insert_with(|| parent.root_or_own_id().to_owned());
+            if config.task_inherit_parent_priority && options.priority.is_none() {
+                options.priority = parent.delivery_info.priority;
+            }
         }
         self.encode(signature)
     }
@@ -220,16 +238,18 @@ impl Producer {
         headers.group = options.group_id.clone();
         headers.group_index = options.group_index;
         headers.timelimit = (options.time_limit, options.soft_time_limit);
-        // Sent from a running task's body: its child, as Celery's `send_task` makes it.
-        let parent = RunningTask::current();
-        let non_empty = |id: &Option<String>| id.clone().filter(|id| !id.is_empty());
+        // An empty id is none, as Celery's `root_id or task_id`.
         headers.root_id = Some(
-            non_empty(&options.root_id)
-                .or_else(|| parent.as_ref().map(|parent| parent.root_id.clone()))
+            options
+                .root_id
+                .clone()
+                .filter(|root| !root.is_empty())
                 .unwrap_or_else(|| id.clone()),
         );
-        headers.parent_id = non_empty(&options.parent_id)
-            .or_else(|| parent.as_ref().map(|parent| parent.id.clone()));
+        headers.parent_id = options
+            .parent_id
+            .clone()
+            .filter(|parent| !parent.is_empty());
         headers.argsrepr = Some(args_repr(&args));
         headers.kwargsrepr = Some(kwargs_repr(&kwargs));
         headers.origin = Some(app.origin().to_owned());
@@ -377,19 +397,20 @@ impl Producer {
     }
 }
 
-/// The call's own headers for the header table. One named as a header Celery's protocol sets
-/// is refused: it would change what the message means to a worker (Celery's `headers` option
-/// overwrites them silently).
+/// The call's own headers for the header table. One named as a header Celery's protocol sets,
+/// or as an attribute of a Python task's request, is refused: it would change what the message
+/// means to a worker (Celery's `headers` option overwrites them silently).
 fn custom_headers(
     headers: &serde_json::Map<String, serde_json::Value>,
 ) -> Result<crate::protocol::Headers, Error> {
     headers
         .iter()
         .map(|(name, value)| {
-            if crate::protocol::is_protocol_header(name) {
+            if crate::protocol::is_reserved_header(name) {
                 return Err(Error::Encode {
                     what: format!("header {name:?}"),
-                    reason: "it is one of the headers Celery's protocol sets itself".to_owned(),
+                    reason: "Celery's protocol or a Python task's request uses the name itself"
+                        .to_owned(),
                 });
             }
             Ok((crate::protocol::header_name(name), value.into()))

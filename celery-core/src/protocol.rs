@@ -220,9 +220,53 @@ const KNOWN_HEADERS: &[&str] = &[
 /// Celery's stamping headers, which this crate sends empty and does not read.
 const STAMPING_HEADERS: &[&str] = &["stamped_headers", "stamps"];
 
-/// Whether a header name is one Celery's protocol v2 sets itself.
-pub fn is_protocol_header(name: &str) -> bool {
-    KNOWN_HEADERS.contains(&name) || STAMPING_HEADERS.contains(&name)
+/// The attributes of a Python task's request (Celery's `Context`) that are not protocol headers:
+/// a Python worker fills the request from the message's headers, so a header under one of these
+/// names would change them (`is_eager` makes a retry run in-process), and Celery's
+/// `_get_custom_headers` leaves them out of `request.headers`.
+const REQUEST_ATTRIBUTES: &[&str] = &[
+    "args",
+    "callbacks",
+    "called_directly",
+    "chain",
+    "children",
+    "chord",
+    "correlation_id",
+    "delivery_info",
+    "errbacks",
+    "headers",
+    "hostname",
+    "is_eager",
+    "kwargs",
+    "logfile",
+    "loglevel",
+    "properties",
+    "reply_to",
+    "soft_time_limit",
+    "taskset",
+    "time_limit",
+    "utc",
+];
+
+/// RabbitMQ's dead-lettering headers. Celery drops them from a retried message
+/// (`X_DEATH_HEADERS`), so that RabbitMQ does not take the retry for a dead-letter cycle.
+pub const X_DEATH_HEADERS: &[&str] = &[
+    "x-death",
+    "x-first-death-exchange",
+    "x-first-death-queue",
+    "x-first-death-reason",
+    "x-last-death-exchange",
+    "x-last-death-queue",
+    "x-last-death-reason",
+];
+
+/// Whether a header name is Celery's own: one its protocol v2 sets, or an attribute of a
+/// Python task's request. A call's own headers may not take these names, and a worker does not
+/// count them among the request's `headers`.
+pub fn is_reserved_header(name: &str) -> bool {
+    KNOWN_HEADERS.contains(&name)
+        || STAMPING_HEADERS.contains(&name)
+        || REQUEST_ATTRIBUTES.contains(&name)
 }
 
 /// The place of a header in `KNOWN_HEADERS`, found when compiling (`const { slot("eta") }`):

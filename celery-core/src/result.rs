@@ -355,7 +355,7 @@ type OnMessage<'a> = Box<dyn FnMut(&ResultMeta) + Send + 'a>;
 fn refuse_within_task(refuse: bool, waited_on: &str) -> Result<(), Error> {
     // A `get()` within a task holds one of the worker's slots while it waits on another task,
     // which may need that very slot.
-    match refuse && crate::task::RunningTask::current().is_some() {
+    match refuse && crate::task::TaskContext::running().is_some() {
         true => Err(Error::GetWithinTask {
             task_id: waited_on.to_owned(),
         }),

@@ -142,6 +142,13 @@ pub struct DeliveryInfo {
     pub redelivered: bool,
 }
 
+impl Request {
+    /// The id of the workflow's first task: its `root_id`, else its own id.
+    pub fn root_or_own_id(&self) -> &str {
+        self.root_id.as_deref().unwrap_or(&self.id)
+    }
+}
+
 /// A task's request: the message it was called with (Celery's `task.request`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Request {
@@ -177,64 +184,9 @@ pub struct Request {
     pub is_eager: bool,
 }
 
-/// The task a worker is running, as Celery's `current_worker_task`: a task sent from its body is
-/// its child (`parent_id` and `root_id` filled in, and listed in the `children` of its result
-/// unless sent with `add_to_parent(false)`), and may take its priority
-/// (`task_inherit_parent_priority`).
-#[derive(Debug)]
-pub(crate) struct RunningTask {
-    pub id: String,
-    pub root_id: String,
-    pub priority: Option<u8>,
-    children: std::sync::Mutex<Vec<String>>,
-}
-
 tokio::task_local! {
-    static RUNNING: Arc<RunningTask>;
-}
-
-impl RunningTask {
-    pub(crate) fn of(request: &Request) -> Arc<Self> {
-        Arc::new(RunningTask {
-            id: request.id.clone(),
-            root_id: request
-                .root_id
-                .clone()
-                .unwrap_or_else(|| request.id.clone()),
-            priority: request.delivery_info.priority,
-            children: std::sync::Mutex::default(),
-        })
-    }
-
-    /// The task being run where this is called (in its body, not in a task it spawned).
-    pub(crate) fn current() -> Option<Arc<Self>> {
-        RUNNING.try_with(Arc::clone).ok()
-    }
-
-    /// Runs a task's future as that task.
-    pub(crate) fn scope<F: std::future::Future>(
-        self: Arc<Self>,
-        future: F,
-    ) -> impl std::future::Future<Output = F::Output> {
-        RUNNING.scope(self, future)
-    }
-
-    pub(crate) fn add_child(&self, id: String) {
-        self.children
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .push(id);
-    }
-
-    /// The tasks sent from its body so far, in the order they were sent.
-    pub(crate) fn take_children(&self) -> Vec<String> {
-        std::mem::take(
-            &mut self
-                .children
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner),
-        )
-    }
+    /// The task a worker is running, as Celery's `current_worker_task`.
+    static RUNNING: TaskContext;
 }
 
 /// What a bound task (`#[task(bind)]`) receives: its request, and access to its app.
@@ -248,6 +200,8 @@ struct ContextInner {
     app: Option<Celery>,
     max_retries: Option<u32>,
     default_retry_delay: f64,
+    /// The tasks sent from its body so far, when a worker runs it.
+    children: std::sync::Mutex<Vec<String>>,
 }
 
 impl std::fmt::Debug for TaskContext {
@@ -272,8 +226,45 @@ impl TaskContext {
                 default_retry_delay: options
                     .default_retry_delay
                     .unwrap_or(TaskOptions::DEFAULT_RETRY_DELAY),
+                children: std::sync::Mutex::default(),
             }),
         }
+    }
+
+    /// The task a worker is running where this is called: in its body, not in a task it
+    /// spawned nor in a task called directly (Celery's `current_worker_task`). A task sent from
+    /// there is its child: `parent_id` and `root_id` filled in, listed in the `children` of its
+    /// result unless sent with `add_to_parent(false)`, and its priority taken with
+    /// `task_inherit_parent_priority`.
+    pub(crate) fn running() -> Option<TaskContext> {
+        RUNNING.try_with(Clone::clone).ok()
+    }
+
+    /// Runs a future as this task's run by a worker.
+    pub(crate) fn run_as<F: std::future::Future>(
+        self,
+        future: F,
+    ) -> impl std::future::Future<Output = F::Output> {
+        RUNNING.scope(self, future)
+    }
+
+    pub(crate) fn add_child(&self, id: String) {
+        self.inner
+            .children
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(id);
+    }
+
+    /// The tasks sent from its body so far, in the order they were sent.
+    pub(crate) fn take_children(&self) -> Vec<String> {
+        std::mem::take(
+            &mut self
+                .inner
+                .children
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
     }
 
     /// A context for calling a bound task directly, in-process (its request has `is_eager`).

@@ -23,9 +23,7 @@ use crate::error::{Error, ExceptionInfo, TaskError, TaskErrorKind};
 use crate::protocol::{format_datetime, Body, Message, Properties, TaskHeaders, TaskMessage};
 use crate::result::{ResultMeta, State};
 use crate::signature::RawSignature;
-use crate::task::{
-    DeliveryInfo, Invocation, Request, RunningTask, TaskContext, TaskFuture, TaskOptions,
-};
+use crate::task::{DeliveryInfo, Invocation, Request, TaskContext, TaskFuture, TaskOptions};
 
 /// Configures and starts a [`Worker`].
 pub struct WorkerBuilder {
@@ -616,11 +614,11 @@ async fn reject_unusable(
         .task_id
         .iter()
         .map(|id| (id, properties.reply_to.as_deref()));
-    let chain = unusable
+    let steps = unusable
         .chain
         .iter()
         .map(|(id, reply_to)| (id, reply_to.as_deref().or(properties.reply_to.as_deref())));
-    for (task_id, reply_to) in own.chain(chain) {
+    for (task_id, reply_to) in own.chain(steps) {
         let meta =
             ResultMeta::exception(task_id.clone(), State::Failure, &unusable.exception, None);
         if let Err(error) = store_retrying(&runtime.app, meta, reply_to).await {
@@ -855,9 +853,11 @@ fn request_of(runtime: &Runtime, message: TaskMessage, delivery_info: DeliveryIn
         errbacks: embed.errbacks.unwrap_or_default(),
         chain: embed.chain.unwrap_or_default(),
         shadow: headers.shadow,
+        // As Celery's `_get_custom_headers`: what is not Celery's own.
         headers: headers
             .extra
             .iter()
+            .filter(|(name, _)| !crate::protocol::is_reserved_header(name))
             .map(|(name, value)| (name.to_string(), Value::from(value)))
             .collect(),
         is_eager: false,
@@ -984,8 +984,7 @@ async fn execute(
         task.options.time_limit,
         config.task_time_limit,
     ]);
-    let running = RunningTask::of(request);
-    let outcome = run_task(run, hard_limit, running.clone()).await;
+    let outcome = run_task(run, hard_limit, context.clone()).await;
     let runtime_s = started.elapsed().as_secs_f64();
 
     let nothing_to_send = ignore_result && request.callbacks.is_empty() && request.chain.is_empty();
@@ -998,7 +997,7 @@ async fn execute(
             let ran = Ran {
                 outcome,
                 runtime_s,
-                children: running.take_children(),
+                children: context.take_children(),
             };
             Box::pin(report(runtime, task, request, ran, ignore_result)).await;
         }
@@ -1028,16 +1027,15 @@ async fn report(
             tracing::info!(task = %request.task, id = %request.id, runtime_s, result = %value, "Task succeeded");
             // Callbacks go first, as in Celery, so that the stored result lists them as children.
             if !(request.callbacks.is_empty() && request.chain.is_empty()) {
-                match Box::pin(send_callbacks(runtime, request, &value)).await {
-                    Ok(sent) => children.extend(sent),
-                    // As in Celery, a task whose callbacks or next step cannot be sent fails:
-                    // stored as a success, its chain would wait for ever.
-                    Err(error) => {
-                        let exception = follow_up_exception(&error);
-                        tracing::error!(task = %request.task, id = %request.id, error = %exception, "Task failed: its callbacks could not be sent");
-                        let failure = Failure::new(exception, None, children);
-                        return Box::pin(fail(runtime, request, failure, ignore_result)).await;
-                    }
+                let sent = Box::pin(send_callbacks(runtime, request, &value, &mut children));
+                // As in Celery, a task whose callbacks or next step cannot be sent fails:
+                // stored as a success, its chain would wait for ever. Those sent before are
+                // still its children.
+                if let Err(error) = sent.await {
+                    let exception = follow_up_exception(&error);
+                    tracing::error!(task = %request.task, id = %request.id, error = %exception, "Task failed: its callbacks could not be sent");
+                    let failure = Failure::new(exception, None, children);
+                    return Box::pin(fail(runtime, request, failure, ignore_result)).await;
                 }
             }
             if !ignore_result {
@@ -1093,11 +1091,11 @@ fn time_limit<const N: usize>(candidates: [Option<f64>; N]) -> Option<f64> {
 async fn run_task(
     run: TaskFuture,
     hard_limit: Option<f64>,
-    running: Arc<RunningTask>,
+    running: TaskContext,
 ) -> Result<Value, TaskError> {
     // A panic becomes the task's failure instead of taking the worker down; the task runs in
     // the message's own tokio task (a task of its own would cost a spawn per message).
-    let guarded = running.scope(std::panic::AssertUnwindSafe(run).catch_unwind());
+    let guarded = running.run_as(std::panic::AssertUnwindSafe(run).catch_unwind());
     let outcome = match hard_limit {
         None => guarded.await,
         Some(seconds) => {
@@ -1263,19 +1261,18 @@ async fn resend_for_retry(
     options.root_id = request.root_id.clone();
     // As Celery's `signature_from_request`: the request's parent, else (sent from within the
     // task) the task itself.
-    options.parent_id = Some(
-        request
-            .parent_id
-            .clone()
-            .unwrap_or_else(|| request.id.clone()),
-    );
+    options.parent_id = Some(request.parent_id.as_ref().unwrap_or(&request.id).clone());
     // The call's own time limits and result choice go with it (`as_execution_options`).
     (options.time_limit, options.soft_time_limit) = request.timelimit;
     options.ignore_result = Some(ignores_result(app, task, request));
     options.group_id = request.group.clone();
     options.group_index = request.group_index;
     options.shadow = request.shadow.clone();
+    // Without RabbitMQ's dead-lettering headers, as Celery's `as_execution_options`.
     options.headers = request.headers.clone();
+    options
+        .headers
+        .retain(|name, _| !crate::protocol::X_DEATH_HEADERS.contains(&name.as_str()));
     options.reply_to = request.reply_to.clone();
     options.retries = Some(request.retries.saturating_add(1));
     app.producer()
@@ -1290,18 +1287,14 @@ async fn send_follow_up(
     app: &Celery,
     mut signature: RawSignature,
     request: &Request,
+    kind: FollowUp,
 ) -> Result<String, Error> {
     signature.options.parent_id = Some(request.id.clone());
-    // As Celery's trace sends them with `priority=task_priority`.
-    if app.config().task_inherit_parent_priority && request.delivery_info.priority.is_some() {
+    signature.options.root_id = Some(request.root_or_own_id().to_owned());
+    let inherits = kind == FollowUp::Callback && app.config().task_inherit_parent_priority;
+    if inherits && request.delivery_info.priority.is_some() {
         signature.options.priority = request.delivery_info.priority;
     }
-    signature.options.root_id = Some(
-        request
-            .root_id
-            .clone()
-            .unwrap_or_else(|| request.id.clone()),
-    );
     let name = signature.task.clone();
     app.producer()
         .send(signature, &TaskOptions::UNKNOWN)
@@ -1312,18 +1305,28 @@ async fn send_follow_up(
         })
 }
 
-/// Sends the callbacks, then the next chain step, with the result, and returns their ids. As
-/// Celery's trace (`_dispatch_callbacks_and_chain`), the first that cannot be sent stops the
-/// rest: the task then fails and its chain with it, so a step sent anyway would run under an id
-/// already reported as failed.
+/// What a follow-up task is to the task it follows. With `task_inherit_parent_priority`,
+/// callbacks and chain steps take its priority (Celery's trace sends them with it); errbacks do
+/// not (`_call_task_errbacks` sends them with parent and root only).
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum FollowUp {
+    Callback,
+    Errback,
+}
+
+/// Sends the callbacks, then the next chain step, with the result, adding their ids to
+/// `children`. As Celery's trace (`_dispatch_callbacks_and_chain`), the first that cannot be
+/// sent stops the rest: the task then fails and its chain with it, so a step sent anyway would
+/// run under an id already reported as failed.
 async fn send_callbacks(
     runtime: &Runtime,
     request: &Request,
     result: &Value,
-) -> Result<Vec<String>, Error> {
-    let mut children = Vec::new();
+    children: &mut Vec<String>,
+) -> Result<(), Error> {
+    let app = &runtime.app;
     for signature in callback_follow_ups(&request.callbacks, result)? {
-        children.push(send_follow_up(&runtime.app, signature, request).await?);
+        children.push(send_follow_up(app, signature, request, FollowUp::Callback).await?);
     }
     let mut chain = request.chain.clone();
     if let Some(mut next) = chain.pop() {
@@ -1333,10 +1336,10 @@ async fn send_callbacks(
             next.options.chain.clear();
         }
         for signature in carry(follow_ups(&next, result)?, chain)? {
-            children.push(send_follow_up(&runtime.app, signature, request).await?);
+            children.push(send_follow_up(app, signature, request, FollowUp::Callback).await?);
         }
     }
-    Ok(children)
+    Ok(())
 }
 
 /// What Celery's trace sends for the link callbacks: one callback as it is; more than one,
@@ -1550,31 +1553,27 @@ async fn send_errbacks(
     let app = &runtime.app;
     let mut as_messages = Vec::new();
     for errback in &request.errbacks {
-        let in_process = canvas_kind(errback)
-            .is_none()
-            .then(|| app.task(&errback.task))
-            .flatten()
-            .filter(|task| task.is_errback);
+        let in_process = match canvas_kind(errback) {
+            None => app.task(&errback.task).filter(|task| task.is_errback),
+            Some(_) => None,
+        };
         let Some(task) = in_process else {
             as_messages.push(errback.clone());
             continue;
         };
         // Registered here and taking (request, exc, traceback): called in-process, under a
         // request of its own (Celery calls it as a function, with a new request): its
-        // `update_state` must not overwrite the failed task's FAILURE.
+        // `update_state` must not overwrite the failed task's FAILURE. Tasks it sends are the
+        // failed task's children, as Celery's `current_worker_task` skips a task called
+        // directly; its result is stored already, so they are not listed in it.
         let errback_request = Request {
             id: uuid::Uuid::new_v4().to_string(),
             task: errback.task.clone(),
             parent_id: Some(request.id.clone()),
-            root_id: Some(
-                request
-                    .root_id
-                    .clone()
-                    .unwrap_or_else(|| request.id.clone()),
-            ),
+            root_id: Some(request.root_or_own_id().to_owned()),
             ..Request::default()
         };
-        let running = RunningTask::of(&errback_request);
+        let running = TaskContext::new(request.clone(), Some(app.clone()), &task.options);
         let context = TaskContext::new(errback_request, Some(app.clone()), &task.options);
         let mut invocation = Invocation::new(context, errback.args.clone(), errback.kwargs.clone());
         invocation.errback = Some((request.clone(), exception.clone(), traceback.clone()));
@@ -1607,7 +1606,7 @@ async fn send_errbacks(
     }
     for signature in sent {
         // `send_follow_up` logs what it could not send; the others are still sent.
-        let _ = send_follow_up(app, signature, request).await;
+        let _ = send_follow_up(app, signature, request, FollowUp::Errback).await;
     }
 }
 

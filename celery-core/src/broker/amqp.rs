@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -412,9 +412,20 @@ impl Shared {
             }
             pool.opening += 1;
         }
+        // Counted back when dropped: a publish given up on (its timeout, a caller that stopped
+        // waiting) may drop this future while the channel opens, and a count left behind would
+        // keep the pool from ever opening that channel.
+        struct Opening<'a>(&'a Mutex<Pool>);
+        impl Drop for Opening<'_> {
+            fn drop(&mut self) {
+                let mut pool = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+                pool.opening -= 1;
+            }
+        }
+        let opening = Opening(&self.pool);
         let opened = self.open_channel(self.options.confirm_publish).await;
+        drop(opening);
         let mut pool = self.pool.lock().expect("channel pool poisoned");
-        pool.opening -= 1;
         let channel = opened?;
         let in_flight = Arc::new(AtomicUsize::new(1));
         if pool.channels.len() < limit {
@@ -1528,6 +1539,23 @@ mod tests {
         let properties = basic_properties(&message).unwrap();
         assert_eq!(*properties.priority(), None);
         assert_eq!(message_from(&properties, b"[]".to_vec()), message);
+    }
+
+    /// A publish given up on while its channel opens (a broker that accepted the connection
+    /// and then said nothing) leaves the pool's count of channels being opened as it was: a
+    /// count left behind kept the pool from opening channels again.
+    #[tokio::test]
+    async fn a_publish_given_up_while_its_channel_opens_leaves_the_pool_as_it_was() {
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("amqp://127.0.0.1:{}//", silent.local_addr().unwrap().port());
+        let broker = AmqpBroker::new(&url, AmqpOptions::default()).unwrap();
+        for _ in 0..3 {
+            let attempt = broker.shared.lease();
+            let given_up = tokio::time::timeout(Duration::from_millis(50), attempt).await;
+            assert!(given_up.is_err(), "the silent broker answered");
+            assert_eq!(broker.shared.pool.lock().unwrap().opening, 0);
+        }
+        drop(silent);
     }
 
     #[test]
