@@ -69,6 +69,16 @@ async fn record(value: i64, tag: String) -> i64 {
 }
 
 /// Declared `ignore_result`: a caller that asks for the result still gets it (Celery 5.7).
+/// A header of the message besides Celery's own, as a Python task reads `self.request.<name>`.
+#[task(name = "tasks.request_header", bind)]
+async fn request_header(ctx: TaskContext, name: String) -> Value {
+    ctx.request()
+        .headers
+        .get(&name)
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
 #[task(name = "tasks.quiet", ignore_result)]
 async fn quiet(value: i64) -> i64 {
     value
@@ -470,7 +480,8 @@ async fn a_rust_worker_runs_what_python_sends() {
         .register(progress::Task);
     app.register(record::Task)
         .register(on_error::Task)
-        .register(quiet::Task);
+        .register(quiet::Task)
+        .register(request_header::Task);
     let worker = app
         .worker()
         .queues([queues.main.clone(), queues.named()])
@@ -570,6 +581,11 @@ async fn a_rust_worker_runs_what_python_sends() {
         side.client(&["named_queue"]).await["result"],
         json!(42),
         "named queue"
+    );
+    assert_eq!(
+        side.client(&["headers"]).await["result"],
+        json!("nightly"),
+        "a Python call's own header"
     );
 
     let ignored = side.client(&["ignore_result"]).await;

@@ -93,6 +93,10 @@ def run(scenario):
     if scenario == "named_queue":
         result = sig("tasks.add", 20, 22, queue=QUEUE + ".named").apply_async()
         return {"result": result.get(timeout=TIMEOUT)}
+    if scenario == "headers":
+        result = sig("tasks.request_header", "periodic_task_name").apply_async(
+            headers={"periodic_task_name": "nightly"})
+        return {"result": result.get(timeout=TIMEOUT)}
     if scenario == "priority":
         for priority in [1, 9, 5]:
             sig("tasks.record", priority, "prio", queue=PRIORITY_QUEUE, priority=priority).apply_async(ignore_result=True)
