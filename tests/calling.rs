@@ -363,6 +363,20 @@ async fn link_callbacks_receive_the_parent_result_in_order() {
         .map(|c| c.id().to_owned())
         .collect();
     assert_eq!(children, ["link-cb-1", "link-cb-2", "link-cb-3"]);
+    // Stored as Celery stores a group among a task's children: one `GroupResult` entry.
+    let stored = parent.info().await.unwrap().unwrap().children;
+    let member = |id: &str| json!([[id, null], null]);
+    assert_eq!(
+        stored,
+        [json!([
+            [group_ids[0], null],
+            [
+                member("link-cb-1"),
+                member("link-cb-2"),
+                member("link-cb-3")
+            ]
+        ])]
+    );
     worker.shutdown().await;
 }
 

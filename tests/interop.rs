@@ -567,11 +567,11 @@ async fn a_rust_worker_runs_what_python_sends() {
         ("link_group", 4, json!(4)),
         ("chain_to_group", 6, json!([6, 6])),
     ] {
-        assert_eq!(
-            side.client(&[scenario]).await["result"],
-            expected,
-            "{scenario}"
-        );
+        let seen = side.client(&[scenario]).await;
+        assert_eq!(seen["result"], expected, "{scenario}");
+        if scenario == "link_group" {
+            assert_eq!(seen["children"], json!(["GroupResult"]), "{scenario}");
+        }
         for member in ["a", "b"] {
             let line = format!("{scenario}-{member}:{value}");
             wait_for_line(|| side.records(), |l| l == line, "a member of a group").await;

@@ -997,7 +997,7 @@ async fn execute(
             let ran = Ran {
                 outcome,
                 runtime_s,
-                children: context.take_children(),
+                children: as_children(context.take_children()),
             };
             Box::pin(report(runtime, task, request, ran, ignore_result)).await;
         }
@@ -1040,7 +1040,7 @@ async fn report(
             }
             if !ignore_result {
                 let mut meta = ResultMeta::new(request.id.clone(), State::Success, value);
-                meta.children = as_children(children);
+                meta.children = children;
                 Box::pin(store(runtime, request, meta)).await;
             }
         }
@@ -1153,18 +1153,19 @@ async fn errback_input_from_message(
 struct Ran {
     outcome: Result<Value, TaskError>,
     runtime_s: f64,
-    children: Vec<String>,
+    /// As its result lists them (`[[id, null], null]` each).
+    children: Vec<Value>,
 }
 
 /// A task's failure, and the tasks it sent before it failed.
 struct Failure {
     exception: ExceptionInfo,
     traceback: Option<String>,
-    children: Vec<String>,
+    children: Vec<Value>,
 }
 
 impl Failure {
-    fn new(exception: ExceptionInfo, traceback: Option<String>, children: Vec<String>) -> Self {
+    fn new(exception: ExceptionInfo, traceback: Option<String>, children: Vec<Value>) -> Self {
         Failure {
             exception,
             traceback,
@@ -1193,7 +1194,7 @@ async fn fail(runtime: &Runtime, request: &Request, failure: Failure, ignore_res
             &exception,
             traceback.clone(),
         );
-        meta.children = as_children(children);
+        meta.children = children;
         store(runtime, request, meta).await;
         fail_chain(runtime, request, &exception, traceback.clone()).await;
     }
@@ -1322,12 +1323,9 @@ async fn send_callbacks(
     runtime: &Runtime,
     request: &Request,
     result: &Value,
-    children: &mut Vec<String>,
+    children: &mut Vec<Value>,
 ) -> Result<(), Error> {
-    let app = &runtime.app;
-    for signature in callback_follow_ups(&request.callbacks, result)? {
-        children.push(send_follow_up(app, signature, request, FollowUp::Callback).await?);
-    }
+    let mut sendings = callback_follow_ups(&request.callbacks, result)?;
     let mut chain = request.chain.clone();
     if let Some(mut next) = chain.pop() {
         if canvas_kind(&next).is_none() {
@@ -1335,42 +1333,83 @@ async fn send_callbacks(
             // of its own options.
             next.options.chain.clear();
         }
-        for signature in carry(follow_ups(&next, result)?, chain)? {
-            children.push(send_follow_up(app, signature, request, FollowUp::Callback).await?);
+        let mut step = sending(&next, result)?;
+        step.signatures = carry(step.signatures, chain)?;
+        sendings.push(step);
+    }
+    for sending in sendings {
+        let mut ids = Vec::with_capacity(sending.signatures.len());
+        for signature in sending.signatures {
+            let sent = send_follow_up(&runtime.app, signature, request, FollowUp::Callback);
+            let id = match sent.await {
+                Ok(id) => id,
+                Err(error) => {
+                    children.extend(as_children(ids));
+                    return Err(error);
+                }
+            };
+            ids.push(id);
+        }
+        match sending.group_id {
+            // As Celery's `add_trail` of a `GroupResult`: one entry for the group.
+            Some(group_id) => {
+                children.push(serde_json::json!([[group_id, null], as_children(ids)]))
+            }
+            None => children.extend(as_children(ids)),
         }
     }
     Ok(())
 }
 
+/// What a callback or chain step becomes when sent: tasks, or a group of them, which the
+/// parent's result lists as one child (a `GroupResult`).
+#[derive(Debug)]
+struct Sending {
+    group_id: Option<String>,
+    signatures: Vec<RawSignature>,
+}
+
+fn sending(signature: &RawSignature, result: &Value) -> Result<Sending, Error> {
+    if canvas_kind(signature) != Some("group") {
+        let signatures = follow_ups(signature, result)?;
+        return Ok(Sending {
+            group_id: None,
+            signatures,
+        });
+    }
+    let (group_id, signatures) = group_sent(signature, result)?;
+    Ok(Sending {
+        group_id: Some(group_id),
+        signatures,
+    })
+}
+
 /// What Celery's trace sends for the link callbacks: one callback as it is; more than one,
 /// each group callback on its own, then the others as one group (each keeping a group id of its
 /// own, as Celery's `freeze` keeps it).
-fn callback_follow_ups(
-    callbacks: &[RawSignature],
-    result: &Value,
-) -> Result<Vec<RawSignature>, Error> {
+fn callback_follow_ups(callbacks: &[RawSignature], result: &Value) -> Result<Vec<Sending>, Error> {
     if let [only] = callbacks {
-        return follow_ups(only, result);
+        return Ok(vec![sending(only, result)?]);
     }
     let (groups, others): (Vec<RawSignature>, Vec<RawSignature>) = callbacks
         .iter()
         .cloned()
         .partition(|callback| canvas_kind(callback) == Some("group"));
-    let mut sent = Vec::new();
-    for group in &groups {
-        sent.extend(follow_ups(group, result)?);
-    }
+    let mut sendings = groups
+        .iter()
+        .map(|group| sending(group, result))
+        .collect::<Result<Vec<_>, _>>()?;
     if !others.is_empty() {
         let group_id = uuid::Uuid::new_v4().to_string();
-        group_follow_ups(
-            others,
-            &group_id,
-            &ApplyOptions::default(),
-            result,
-            &mut sent,
-        )?;
+        let mut signatures = Vec::new();
+        let defaults = ApplyOptions::default();
+        group_follow_ups(others, &group_id, &defaults, result, &mut signatures)?;
+        sendings.push(Sending {
+            group_id: Some(group_id),
+            signatures,
+        });
     }
-    Ok(sent)
+    Ok(sendings)
 }
 
 /// The kind of canvas a signature is (`group`, `chain`, …), or none for a task. Celery's
@@ -1407,19 +1446,7 @@ fn follow_ups(signature: &RawSignature, result: &Value) -> Result<Vec<RawSignatu
             plain.args = signature.args_with_parent_result(result);
             Ok(vec![plain])
         }
-        Some("group") => {
-            let members = canvas_members(signature, "group")?;
-            // Celery's `_freeze_gid`: the group's id, a new one when it was never frozen.
-            let group_id = signature
-                .options
-                .task_id
-                .clone()
-                .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-            let mut sent = Vec::new();
-            let shared = canvas_wide(&signature.options);
-            group_follow_ups(members, &group_id, &shared, result, &mut sent)?;
-            Ok(sent)
-        }
+        Some("group") => Ok(group_sent(signature, result)?.1),
         Some("chain") => {
             let mut steps = canvas_members(signature, "chain")?;
             if steps.is_empty() {
@@ -1432,6 +1459,24 @@ fn follow_ups(signature: &RawSignature, result: &Value) -> Result<Vec<RawSignatu
         }
         Some(other) => Err(unsupported_canvas(other)),
     }
+}
+
+/// A group's id and its members as sent. Its id is Celery's `_freeze_gid`: the one it was
+/// frozen with, a new one when it was never frozen.
+fn group_sent(
+    signature: &RawSignature,
+    result: &Value,
+) -> Result<(String, Vec<RawSignature>), Error> {
+    let members = canvas_members(signature, "group")?;
+    let group_id = signature
+        .options
+        .task_id
+        .clone()
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let mut sent = Vec::new();
+    let shared = canvas_wide(&signature.options);
+    group_follow_ups(members, &group_id, &shared, result, &mut sent)?;
+    Ok((group_id, sent))
 }
 
 /// The members of a group as Celery's `group.apply_async` sends them: the group's options over
@@ -1851,7 +1896,13 @@ mod tests {
             ),
             json_signature(serde_json::json!({"task": "tasks.c"})),
         ];
-        let sent = callback_follow_ups(&callbacks, &Value::Null).unwrap();
+        let sendings = callback_follow_ups(&callbacks, &Value::Null).unwrap();
+        // Each group is one child of the parent: the group callback, then the others.
+        let groups: Vec<_> = sendings.iter().map(|s| s.group_id.clone()).collect();
+        assert_eq!(groups.len(), 2);
+        assert_eq!(groups[0].as_deref(), Some("g"));
+        assert!(groups[1].as_deref().is_some_and(|id| id != "g"));
+        let sent: Vec<&RawSignature> = sendings.iter().flat_map(|s| &s.signatures).collect();
         let seen: Vec<_> = sent
             .iter()
             .map(|s| (s.task.as_str(), s.options.group_index))
@@ -1865,11 +1916,12 @@ mod tests {
             ]
         );
         assert_eq!(sent[0].options.group_id.as_deref(), Some("g"));
-        assert_eq!(sent[1].options.group_id, sent[2].options.group_id);
-        assert_ne!(sent[1].options.group_id.as_deref(), Some("g"));
+        assert_eq!(sent[1].options.group_id, groups[1]);
+        assert_eq!(sent[2].options.group_id, groups[1]);
         // One callback is sent as it is.
         let one = callback_follow_ups(&callbacks[..1], &Value::Null).unwrap();
-        assert_eq!(one[0].options.group_id, None);
+        assert_eq!(one[0].group_id, None);
+        assert_eq!(one[0].signatures[0].options.group_id, None);
     }
 
     #[test]

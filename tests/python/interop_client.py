@@ -85,7 +85,10 @@ def run(scenario):
     if scenario == "link_group":
         members = group(sig("tasks.record", "link_group-a"), sig("tasks.record", "link_group-b"))
         result = sig("tasks.add", 2, 2).apply_async(link=members)
-        return {"result": result.get(timeout=TIMEOUT)}
+        value = result.get(timeout=TIMEOUT)
+        # As a Python worker stores it: the group is one child, a GroupResult.
+        children = [type(child).__name__ for child in (result.children or [])]
+        return {"result": value, "children": children}
     if scenario == "chain_to_group":
         members = group(sig("tasks.record", "chain_to_group-a"), sig("tasks.record", "chain_to_group-b"))
         workflow = chain(sig("tasks.add", 3, 3), members)
