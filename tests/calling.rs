@@ -1187,6 +1187,16 @@ async fn chains_pass_each_result_on() {
         .await
         .unwrap();
     assert_eq!(result.get().timeout(WAIT).await.unwrap(), 60);
+    // An empty id is none, for a chain step too: the result waited on is the id it is sent as.
+    let unnamed = chain![
+        add::s(1, 1),
+        add::partial(1).with_options(CallOptions::new().task_id(""))
+    ]
+    .apply_async_with(&app)
+    .await
+    .unwrap();
+    assert_eq!(unnamed.id().len(), 36, "{}", unnamed.id());
+    assert_eq!(unnamed.get().timeout(WAIT).await.unwrap(), 3);
     let with_immutable = chain![
         add::s(1, 1),
         concat::si("a".into(), "b".into()),

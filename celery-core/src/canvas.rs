@@ -68,9 +68,9 @@ impl<R> Chain<R> {
         let mut rest = self.rest.into_iter().collect::<Result<Vec<_>, _>>()?;
         // Every step's id is fixed now, as Celery's freeze does, so the last one is known. Later
         // steps are sent by workers; their results still go to this client's reply queue.
-        let mut last_id = first.options.task_id.get_or_insert_with(new_id).clone();
+        let mut last_id = fix_id(&mut first.options.task_id);
         for step in &mut rest {
-            last_id = step.options.task_id.get_or_insert_with(new_id).clone();
+            last_id = fix_id(&mut step.options.task_id);
             step.options
                 .reply_to
                 .get_or_insert_with(|| app.oid().to_owned());
@@ -84,6 +84,13 @@ impl<R> Chain<R> {
 
 fn new_id() -> String {
     uuid::Uuid::new_v4().to_string()
+}
+
+/// A step's id, fixed now: its own, or a new one when it has none (an empty one is none, as
+/// Celery's `task_id or uuid()`).
+fn fix_id(id: &mut Option<String>) -> String {
+    id.take_if(|id| id.is_empty());
+    id.get_or_insert_with(new_id).clone()
 }
 
 /// Signatures run in parallel; typed by their common result type.
