@@ -358,20 +358,20 @@ impl Producer {
                     )
                     .await
             };
-            let attempt = async {
-                let Some(limit) = outgoing.timeout else {
-                    return attempt.await;
-                };
-                tokio::time::timeout(limit, attempt)
+            // Without a timeout the attempt is awaited as it is; with one, the timer is boxed,
+            // so that the common publish's future stays as small as it was.
+            let attempted = match outgoing.timeout {
+                None => attempt.await,
+                Some(limit) => Box::pin(tokio::time::timeout(limit, attempt))
                     .await
                     .unwrap_or_else(|_| {
                         Err(crate::broker::BrokerError::new(
                             crate::broker::BrokerErrorKind::Timeout,
                             format!("the broker did not take the message within {limit:?}"),
                         ))
-                    })
+                    }),
             };
-            let error = match attempt.await {
+            let error = match attempted {
                 Ok(()) => return Ok(()),
                 Err(error) => error,
             };
