@@ -191,6 +191,17 @@ async fn spawns(ctx: TaskContext) -> Result<Vec<String>, TaskError> {
     Ok(vec![listed.id().to_owned(), unlisted.id().to_owned()])
 }
 
+/// Sends a group from its body; returns the group's id and its members' ids.
+#[task(name = "tests.spawns_group", bind)]
+async fn spawns_group(ctx: TaskContext) -> Result<(String, Vec<String>), TaskError> {
+    let app = ctx.app().expect("run by a worker").clone();
+    let sent = group([add::s(1, 1), add::s(2, 2)])
+        .apply_async_with(&app)
+        .await?;
+    let members = sent.results().iter().map(|r| r.id().to_owned()).collect();
+    Ok((sent.id().to_owned(), members))
+}
+
 /// Sends a subtask, then fails.
 #[task(name = "tests.spawns_then_fails", bind)]
 async fn spawns_then_fails(ctx: TaskContext) -> Result<(), TaskError> {
@@ -243,6 +254,7 @@ fn register_all(app: &Celery) {
         .register(waits_on_a_subtask::Task)
         .register(spawns::Task)
         .register(spawns_then_fails::Task)
+        .register(spawns_group::Task)
         .register(own_headers::Task)
         .register(ratio::Task)
         .register(panics::Task);
@@ -1490,6 +1502,20 @@ async fn tasks_sent_from_a_task_are_its_children() {
         .await
         .unwrap();
     assert_eq!(unnamed.id().len(), 36, "{}", unnamed.id());
+
+    // A group sent from the body is one child, as Celery lists a `GroupResult`.
+    let sent_group = spawns_group::s().apply_async_with(&app).await.unwrap();
+    let (group_id, members) = sent_group.get().timeout(WAIT).await.unwrap();
+    let stored = sent_group.info().await.unwrap().unwrap().children;
+    let member = |id: &String| json!([[id, null], null]);
+    assert_eq!(
+        stored,
+        [json!([
+            [group_id, null],
+            members.iter().map(member).collect::<Vec<_>>()
+        ])]
+    );
+    assert_eq!(sent_group.children().await.unwrap().len(), 2);
 
     // A failure lists what the task sent before it failed.
     let failed = spawns_then_fails::s().apply_async_with(&app).await.unwrap();

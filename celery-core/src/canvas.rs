@@ -114,13 +114,17 @@ impl<R> Group<R> {
         self.apply_async_with(&app).await
     }
 
-    /// Sends every member with the group's id and its index.
+    /// Sends every member with the group's id and its index. Sent from a task a worker runs,
+    /// the group is one of that task's children (Celery's `group.apply_async` adds the
+    /// `GroupResult`, its members not on their own).
     pub async fn apply_async_with(self, app: &Celery) -> Result<GroupResult<R>, Error> {
         let group_id = new_id();
         let producer = app.producer();
+        let parent = crate::task::TaskContext::running();
         let mut results = Vec::with_capacity(self.members.len());
         for (index, member) in self.members.into_iter().enumerate() {
             let (mut signature, defaults) = member?;
+            signature.options.add_to_parent = Some(false);
             // As Celery's `freeze`: a member that has a group id keeps it.
             signature
                 .options
@@ -129,6 +133,10 @@ impl<R> Group<R> {
             signature.options.group_index = Some(index as i64);
             let sent = producer.send(signature, &defaults).await?;
             results.push(AsyncResult::of_sent(sent, app.clone()));
+        }
+        if let Some(parent) = parent {
+            let ids: Vec<String> = results.iter().map(|r| r.id().to_owned()).collect();
+            parent.add_group_child(&group_id, &ids);
         }
         Ok(GroupResult {
             id: group_id,

@@ -84,7 +84,7 @@ impl Producer {
             let outgoing = outgoing?;
             producer.publish(&outgoing, retry, policy).await?;
             if let Some(parent) = parent.filter(|_| add_to_parent) {
-                parent.add_child(outgoing.id.clone());
+                parent.add_child(&outgoing.id);
             }
             Ok(Sent {
                 id: outgoing.id,

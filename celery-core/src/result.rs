@@ -127,6 +127,17 @@ pub struct ResultMeta {
     pub task_id: String,
 }
 
+/// A task among a result's `children`, as Celery's `AsyncResult.as_tuple()` writes it.
+pub(crate) fn child_entry(id: &str) -> Value {
+    serde_json::json!([[id, null], null])
+}
+
+/// A group among a result's `children`: one entry, as Celery's `GroupResult.as_tuple()`.
+pub(crate) fn group_child_entry(group_id: &str, member_ids: &[String]) -> Value {
+    let members: Vec<Value> = member_ids.iter().map(|id| child_entry(id)).collect();
+    serde_json::json!([[group_id, null], members])
+}
+
 impl ResultMeta {
     /// Adds what Celery's `_get_result_meta` takes from the task's request: its group and
     /// parent, and with `result_extended` its name, arguments, worker, retries and queue.

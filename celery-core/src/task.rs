@@ -200,8 +200,8 @@ struct ContextInner {
     app: Option<Celery>,
     max_retries: Option<u32>,
     default_retry_delay: f64,
-    /// The tasks sent from its body so far, when a worker runs it.
-    children: std::sync::Mutex<Vec<String>>,
+    /// The tasks sent from its body so far, when a worker runs it, as its result lists them.
+    children: std::sync::Mutex<Vec<Value>>,
 }
 
 impl std::fmt::Debug for TaskContext {
@@ -248,16 +248,27 @@ impl TaskContext {
         RUNNING.scope(self, future)
     }
 
-    pub(crate) fn add_child(&self, id: String) {
+    /// A task sent from its body (Celery's `add_trail` of an `AsyncResult`).
+    pub(crate) fn add_child(&self, id: &str) {
+        self.push_child(crate::result::child_entry(id));
+    }
+
+    /// A group sent from its body: one child (Celery's `add_trail` of a `GroupResult`).
+    pub(crate) fn add_group_child(&self, group_id: &str, member_ids: &[String]) {
+        self.push_child(crate::result::group_child_entry(group_id, member_ids));
+    }
+
+    fn push_child(&self, entry: Value) {
         self.inner
             .children
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .push(id);
+            .push(entry);
     }
 
-    /// The tasks sent from its body so far, in the order they were sent.
-    pub(crate) fn take_children(&self) -> Vec<String> {
+    /// The tasks sent from its body so far, in the order they were sent, as its result lists
+    /// them.
+    pub(crate) fn take_children(&self) -> Vec<Value> {
         std::mem::take(
             &mut self
                 .inner

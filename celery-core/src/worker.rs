@@ -21,7 +21,7 @@ use crate::calling::ApplyOptions;
 use crate::compression::DecompressError;
 use crate::error::{Error, ExceptionInfo, TaskError, TaskErrorKind};
 use crate::protocol::{format_datetime, Body, Message, Properties, TaskHeaders, TaskMessage};
-use crate::result::{ResultMeta, State};
+use crate::result::{child_entry, group_child_entry, ResultMeta, State};
 use crate::signature::RawSignature;
 use crate::task::{DeliveryInfo, Invocation, Request, TaskContext, TaskFuture, TaskOptions};
 
@@ -997,7 +997,7 @@ async fn execute(
             let ran = Ran {
                 outcome,
                 runtime_s,
-                children: as_children(context.take_children()),
+                children: context.take_children(),
             };
             Box::pin(report(runtime, task, request, ran, ignore_result)).await;
         }
@@ -1174,13 +1174,6 @@ impl Failure {
     }
 }
 
-/// Task ids as a stored result lists its children (Celery's `AsyncResult.as_tuple()`).
-fn as_children(ids: Vec<String>) -> Vec<Value> {
-    ids.into_iter()
-        .map(|id| serde_json::json!([[id, null], null]))
-        .collect()
-}
-
 async fn fail(runtime: &Runtime, request: &Request, failure: Failure, ignore_result: bool) {
     let Failure {
         exception,
@@ -1338,13 +1331,13 @@ async fn send_callbacks(
         sendings.push(step);
     }
     for sending in sendings {
-        let mut ids = Vec::with_capacity(sending.signatures.len());
+        let mut ids: Vec<String> = Vec::with_capacity(sending.signatures.len());
         for signature in sending.signatures {
             let sent = send_follow_up(&runtime.app, signature, request, FollowUp::Callback);
             let id = match sent.await {
                 Ok(id) => id,
                 Err(error) => {
-                    children.extend(as_children(ids));
+                    children.extend(ids.iter().map(|id| child_entry(id)));
                     return Err(error);
                 }
             };
@@ -1352,10 +1345,8 @@ async fn send_callbacks(
         }
         match sending.group_id {
             // As Celery's `add_trail` of a `GroupResult`: one entry for the group.
-            Some(group_id) => {
-                children.push(serde_json::json!([[group_id, null], as_children(ids)]))
-            }
-            None => children.extend(as_children(ids)),
+            Some(group_id) => children.push(group_child_entry(&group_id, &ids)),
+            None => children.extend(ids.iter().map(|id| child_entry(id))),
         }
     }
     Ok(())
