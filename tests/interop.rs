@@ -51,8 +51,9 @@ async fn fail(message: String) -> Result<(), TaskError> {
 #[task(name = "tasks.progress", bind)]
 async fn progress(ctx: TaskContext, steps: Vec<u32>) -> Result<String, TaskError> {
     // A state sent before the client's get() subscribes is not replayed (only the latest is
-    // kept, as in Python Celery): give a loaded machine time to subscribe first.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // kept, as in Python Celery): give a loaded machine time to subscribe first (as long as the
+    // Python task gives it).
+    tokio::time::sleep(Duration::from_millis(1000)).await;
     for step in steps {
         ctx.update_state("PROGRESS", json!({ "progress": step }))
             .await

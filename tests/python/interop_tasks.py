@@ -57,8 +57,9 @@ def fail(message):
 @app.task(name="tasks.progress", bind=True)
 def progress(self, steps):
     # A state sent before the client's get() subscribes is not replayed (in Python Celery
-    # either: only the latest is kept): give a loaded machine time to subscribe first.
-    time.sleep(0.3)
+    # either: only the latest is kept): give a loaded machine time to subscribe first (0.3 s
+    # was once too little in CI, with three interop tests starting Python workers at once).
+    time.sleep(1.0)
     for step in steps:
         self.update_state(state="PROGRESS", meta={"progress": step})
         time.sleep(0.05)
