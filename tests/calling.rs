@@ -1454,27 +1454,14 @@ async fn tasks_sent_from_a_task_are_its_children() {
         .await
         .unwrap();
     let ids = parent.get().timeout(WAIT).await.unwrap();
-    let sent: Vec<TaskHeaders> = broker
-        .all()
-        .into_iter()
-        .map(|(_, _, message)| TaskHeaders::from_table(&message.headers).unwrap())
-        .collect();
     for id in &ids {
-        let child = sent
-            .iter()
-            .find(|h| &h.id == id)
-            .expect("the subtask was sent");
+        let child = TaskHeaders::from_table(&sent_with_id(&broker, id).headers).unwrap();
         assert_eq!(child.parent_id.as_deref(), Some(parent.id()), "{id}");
         assert_eq!(child.root_id.as_deref(), Some("the-root"), "{id}");
     }
-    let priorities: Vec<_> = broker
-        .all()
-        .into_iter()
-        .filter(|(_, _, message)| {
-            let headers = TaskHeaders::from_table(&message.headers).unwrap();
-            ids.contains(&headers.id)
-        })
-        .map(|(_, _, message)| message.properties.priority)
+    let priorities: Vec<_> = ids
+        .iter()
+        .map(|id| sent_with_id(&broker, id).properties.priority)
         .collect();
     assert_eq!(priorities, [Some(7), Some(7)]);
     let children: Vec<String> = parent
@@ -1487,12 +1474,7 @@ async fn tasks_sent_from_a_task_are_its_children() {
     assert_eq!(children, ids[..1]);
     // Sent from outside any task: a root of its own, no parent.
     let outside = add::s(3, 3).apply_async_with(&app).await.unwrap();
-    let headers = broker
-        .all()
-        .into_iter()
-        .map(|(_, _, message)| TaskHeaders::from_table(&message.headers).unwrap())
-        .find(|h| h.id == outside.id())
-        .unwrap();
+    let headers = TaskHeaders::from_table(&sent_with_id(&broker, outside.id()).headers).unwrap();
     assert_eq!(headers.parent_id, None);
     assert_eq!(headers.root_id.as_deref(), Some(outside.id()));
     // An empty id is none, as Celery's `task_id or uuid()`.
