@@ -31,7 +31,9 @@
 //!   channel (with confirms, each future awaits its confirm: they pipeline). rusty-celery:
 //!   `send_task`, K in flight (no confirms); and, for scale, raw lapin publishing one message
 //!   rusty-celery sent (taken off its queue) N times the same way, which shows how much of the
-//!   difference is the message (rusty-celery sends 4 headers, Celery 19). Python:
+//!   difference is the message (rusty-celery sends 4 headers, this project 10, Python Celery
+//!   19). Raw lapin also publishes this project's message with all 19 headers
+//!   (`HeaderSet::Full`), which shows what leaving out the empty ones buys. Python:
 //!   `apply_async(producer=p)` in a loop with a held producer (no confirms, kombu's default).
 //! - **drain**: N noop tasks already queued (this project's encoded messages, the same bytes for
 //!   every peer), from worker ready to the N-th task run. This project: its worker, counting in
@@ -361,14 +363,18 @@ async fn publish_phase(
     let q_raw_off = names.queue("pub-raw-off");
     let q_raw_on = names.queue("pub-raw-on");
     let q_rusty = names.queue("pub-rusty");
+    let q_full = names.queue("pub-raw-full");
     let q_python = names.queue("pub-python");
-    for queue in [&q_off, &q_on, &q_raw_off, &q_raw_on, &q_rusty, &q_python] {
+    for queue in [
+        &q_off, &q_on, &q_raw_off, &q_raw_on, &q_rusty, &q_full, &q_python,
+    ] {
         control.declare(queue).await?;
     }
     let app_off = ours::app(&args.broker, &q_off, false)?;
     let app_on = ours::app(&args.broker, &q_on, true)?;
     let wire_off = ours::wire(&ours::app(&args.broker, &q_raw_off, false)?, None)?;
     let wire_on = ours::wire(&ours::app(&args.broker, &q_raw_on, true)?, None)?;
+    let wire_full = ours::full_headers_wire(&args.broker, &q_full)?;
     let raw = amqp::connect(&args.broker).await?;
     let raw_off = amqp::publish_channel(&raw, false).await?;
     let raw_on = amqp::publish_channel(&raw, true).await?;
@@ -432,6 +438,13 @@ async fn publish_phase(
             let outcome = timed_publish(control, &q_rusty, n, publishing).await;
             record(&mut figures.publish_raw_rusty_message, outcome, n);
             control.purge(&q_rusty).await?;
+        }
+        // The message with every header Python writes: what the lean table buys RabbitMQ.
+        if args.runs("raw") {
+            let publishing = raw_publish(&raw_off, false, &wire_full, n, k);
+            let outcome = timed_publish(control, &q_full, n, publishing).await;
+            record(&mut figures.publish_raw_full_headers, outcome, n);
+            control.purge(&q_full).await?;
         }
         if let Some(python) = &peers.python {
             if figures.publish_python.error.is_none() {

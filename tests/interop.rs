@@ -13,9 +13,10 @@ use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use celery::prelude::*;
+use celery::protocol::HeaderSet;
 use celery::Queue;
 use common::RABBITMQ_URL;
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 use tokio::process::{Child, Command};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -244,11 +245,16 @@ fn temp_dir(name: &str) -> PathBuf {
 }
 
 fn rust_app(queues: &Queues) -> Celery {
+    rust_app_sending(queues, HeaderSet::Lean)
+}
+
+fn rust_app_sending(queues: &Queues, headers: HeaderSet) -> Celery {
     Celery::builder("interop")
         .broker_url(RABBITMQ_URL)
         .result_backend("rpc://")
         .task_default_queue(&queues.main)
         .queue(Queue::new(queues.priority()).max_priority(10))
+        .configure(|c| c.task_message_headers = headers)
         .build()
         .unwrap()
 }
@@ -299,6 +305,29 @@ async fn a_python_worker_runs_what_rust_sends() {
         with_header.get().timeout(WAIT).await.unwrap(),
         json!("nightly"),
         "a call's own header"
+    );
+
+    // The lean message (the default) reads on a Celery task as the full one does, headers
+    // left out and all.
+    let full_app = rust_app_sending(&queues, HeaderSet::Full);
+    let mut requests = Vec::new();
+    for app in [&app, &full_app] {
+        let fields = app
+            .send_task(
+                "tasks.request_fields",
+                vec![],
+                Map::new(),
+                CallOptions::new(),
+            )
+            .await
+            .unwrap();
+        requests.push(fields.get().timeout(WAIT).await.unwrap());
+    }
+    assert_eq!(requests[0]["root_id"], "own id", "{}", requests[0]);
+    assert_eq!(requests[0]["timelimit"], json!([null, null]));
+    assert_eq!(
+        requests[0], requests[1],
+        "a lean message's request against a full one's"
     );
 
     let linked = add::s(2, 2)

@@ -5,7 +5,7 @@
 mod common;
 
 use celery::prelude::*;
-use celery::protocol::{HeaderValue, Headers, Message, Properties, TaskHeaders};
+use celery::protocol::{HeaderSet, HeaderValue, Headers, Message, Properties, TaskHeaders};
 use celery::result::ResultMeta;
 use celery::signature::RawSignature;
 use celery::{signature, Queue};
@@ -74,14 +74,72 @@ fn base64_decode(text: &str) -> Vec<u8> {
         .unwrap()
 }
 
-/// Encodes a signature as this crate sends it (the fixtures' tasks are known to the Python
-/// client, as these are here: the app's task settings apply).
+/// Encodes a signature as this crate sends it with every header, Python's shape (the fixtures'
+/// tasks are known to the Python client, as these are here: the app's task settings apply).
+/// Checks on the way that the default, lean message is that one less exactly the headers whose
+/// value Celery's worker assumes when they are missing.
 fn encode(app: &Celery, mut raw: RawSignature, task_id: &str) -> Message {
     raw.options.task_id = Some(task_id.to_owned());
-    app.producer()
-        .outgoing(raw, &celery::TaskOptions::DEFAULT)
-        .unwrap()
-        .message
+    let outgoing = |app: &Celery, raw: RawSignature| {
+        app.producer()
+            .outgoing(raw, &celery::TaskOptions::DEFAULT)
+            .unwrap()
+            .message
+    };
+    let full = outgoing(app, raw.clone());
+    let lean = outgoing(&common::app("wire-lean"), raw);
+    assert_is_the_lean_form(&lean, &full);
+    full
+}
+
+/// Whether a header can go with no change to what a Celery 5.7 task's request reads: its
+/// `Context` class's defaults (null, and zero retries and nesting) are what `Request.__init__`
+/// leaves in place of a missing header. Not so for an empty `timelimit` or `stamps`, which a
+/// request reads as `[None, None]` and `{}`, against `None` when missing; nor for an explicit
+/// `ignore_result` of false, which overrides the task's own setting where a missing one does not.
+fn worker_assumes(name: &str, value: &HeaderValue) -> bool {
+    match name {
+        "retries" | "replaced_task_nesting" => *value == HeaderValue::Int(0),
+        _ => value.is_null(),
+    }
+}
+
+fn assert_is_the_lean_form(lean: &Message, full: &Message) {
+    let varying = ["origin", "eta", "expires"];
+    let kept: Vec<_> = full
+        .headers
+        .iter()
+        .filter(|(name, value)| !worker_assumes(name, value))
+        .collect();
+    let names = |headers: Vec<&(celery::protocol::HeaderName, HeaderValue)>| {
+        headers
+            .into_iter()
+            .map(|(k, _)| k.to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        names(lean.headers.iter().collect()),
+        names(kept.clone()),
+        "the lean message's headers"
+    );
+    for ((name, mine), (_, theirs)) in lean.headers.iter().zip(kept) {
+        if !varying.contains(&name.as_ref()) {
+            assert_eq!(mine, theirs, "lean header {name}");
+        }
+    }
+    assert_eq!(lean.body, full.body);
+    // The apps differ in their reply queue, and a message's expiration is counted from the
+    // moment it was made.
+    let comparable = |message: &Message| Properties {
+        reply_to: None,
+        expiration: message
+            .properties
+            .expiration
+            .as_ref()
+            .map(|_| String::new()),
+        ..message.properties.clone()
+    };
+    assert_eq!(comparable(lean), comparable(full));
 }
 
 fn raw<R, K>(signature: Signature<R, K>) -> RawSignature {
@@ -140,8 +198,15 @@ fn assert_same_properties(ours: &Message, theirs: &Value) {
     );
 }
 
+/// An app sending every header, as Python does, so that its messages compare whole.
 fn app() -> Celery {
-    common::app("wire")
+    let url = common::memory_url("wire");
+    Celery::builder("wire")
+        .broker_url(&url)
+        .result_backend(&url)
+        .configure(|c| c.task_message_headers = HeaderSet::Full)
+        .build()
+        .unwrap()
 }
 
 #[test]

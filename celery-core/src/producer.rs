@@ -300,7 +300,7 @@ impl Producer {
                 .to_string()
         });
         let message = Message {
-            headers: headers.into_table(),
+            headers: headers.into_table_with(config.task_message_headers),
             properties: Properties {
                 correlation_id: Some(id.clone()),
                 reply_to: Some(

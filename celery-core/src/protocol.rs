@@ -166,6 +166,25 @@ impl Message {
     }
 }
 
+/// Which headers a task message carries.
+///
+/// Python Celery writes all of protocol v2's headers, most of them null or zero for a plain
+/// call. Celery's worker reads every header but `id` and `task` with a default for when it is
+/// missing, and for most of them that default is the same null or zero: a task's request reads
+/// the same with them or without.
+/// RabbitMQ parses every header of every message it routes, and a table of 19 headers costs it
+/// far more than one of 8 (see the README's "Performance").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeaderSet {
+    /// Only the headers whose value differs from what a task's request reads when the header
+    /// is missing: `shadow`, `eta`, `expires`, `group`, `group_index`, `parent_id` and
+    /// `stamped_headers` when null, `retries` and `replaced_task_nesting` when zero, the others
+    /// when null.
+    Lean,
+    /// Every header, null or default included, byte for byte what Python Celery sends.
+    Full,
+}
+
 /// The typed task headers of protocol v2, in Celery's order.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TaskHeaders {
@@ -322,46 +341,98 @@ impl TaskHeaders {
         self.clone().into_table()
     }
 
-    /// The header table in Celery's order, taking the values instead of copying them.
+    /// The header table in Celery's order, taking the values instead of copying them: every
+    /// header, as Python Celery writes it.
     pub fn into_table(self) -> Headers {
-        let text = |value: Option<String>| value.map_or(HeaderValue::Null, HeaderValue::Str);
-        let mut table = vec![
-            ("lang".into(), HeaderValue::Str(self.lang)),
-            ("task".into(), HeaderValue::Str(self.task)),
-            ("id".into(), HeaderValue::Str(self.id)),
-            ("shadow".into(), text(self.shadow)),
-            ("eta".into(), text(self.eta.map(format_datetime))),
-            ("expires".into(), text(self.expires.map(format_datetime))),
-            ("group".into(), text(self.group)),
-            (
-                "group_index".into(),
-                self.group_index.map_or(HeaderValue::Null, HeaderValue::Int),
-            ),
-            ("retries".into(), HeaderValue::Int(i64::from(self.retries))),
-            (
-                "timelimit".into(),
-                HeaderValue::List(vec![
-                    HeaderValue::opt_number(self.timelimit.0),
-                    HeaderValue::opt_number(self.timelimit.1),
-                ]),
-            ),
-            ("root_id".into(), text(self.root_id)),
-            ("parent_id".into(), text(self.parent_id)),
-            ("argsrepr".into(), text(self.argsrepr)),
-            ("kwargsrepr".into(), text(self.kwargsrepr)),
-            ("origin".into(), text(self.origin)),
-            (
-                "ignore_result".into(),
-                self.ignore_result
-                    .map_or(HeaderValue::Null, HeaderValue::Bool),
-            ),
-            (
-                "replaced_task_nesting".into(),
-                HeaderValue::Int(self.replaced_task_nesting),
-            ),
-            ("stamped_headers".into(), HeaderValue::Null),
-            ("stamps".into(), HeaderValue::Table(Vec::new())),
-        ];
+        self.into_table_with(HeaderSet::Full)
+    }
+
+    /// The header table in Celery's order, with [`HeaderSet::Lean`] leaving out each header
+    /// whose value is what a Celery task's request reads when the header is missing.
+    pub fn into_table_with(self, set: HeaderSet) -> Headers {
+        let full = set == HeaderSet::Full;
+        let mut table = Headers::with_capacity(if full { 20 } else { 10 });
+        // Each optional header goes in when it has a value, or when every header is wanted
+        // (then as null, or as Celery's default).
+        let mut put =
+            |name: &'static str, value: Option<HeaderValue>, default: HeaderValue| match value {
+                Some(value) => table.push((name.into(), value)),
+                None if full => table.push((name.into(), default)),
+                None => {}
+            };
+        put("lang", Some(HeaderValue::Str(self.lang)), HeaderValue::Null);
+        put("task", Some(HeaderValue::Str(self.task)), HeaderValue::Null);
+        put("id", Some(HeaderValue::Str(self.id)), HeaderValue::Null);
+        put(
+            "shadow",
+            self.shadow.map(HeaderValue::Str),
+            HeaderValue::Null,
+        );
+        let date = |at: DateTime<FixedOffset>| HeaderValue::Str(format_datetime(at));
+        put("eta", self.eta.map(date), HeaderValue::Null);
+        put("expires", self.expires.map(date), HeaderValue::Null);
+        put("group", self.group.map(HeaderValue::Str), HeaderValue::Null);
+        put(
+            "group_index",
+            self.group_index.map(HeaderValue::Int),
+            HeaderValue::Null,
+        );
+        put(
+            "retries",
+            (self.retries != 0).then(|| HeaderValue::Int(i64::from(self.retries))),
+            HeaderValue::Int(0),
+        );
+        // Written even when there is no limit: a Celery task's `request.timelimit` is then
+        // `[None, None]`, and would be `None` without the header.
+        let limits = HeaderValue::List(vec![
+            HeaderValue::opt_number(self.timelimit.0),
+            HeaderValue::opt_number(self.timelimit.1),
+        ]);
+        put("timelimit", Some(limits), HeaderValue::Null);
+        put(
+            "root_id",
+            self.root_id.map(HeaderValue::Str),
+            HeaderValue::Null,
+        );
+        put(
+            "parent_id",
+            self.parent_id.map(HeaderValue::Str),
+            HeaderValue::Null,
+        );
+        put(
+            "argsrepr",
+            self.argsrepr.map(HeaderValue::Str),
+            HeaderValue::Null,
+        );
+        put(
+            "kwargsrepr",
+            self.kwargsrepr.map(HeaderValue::Str),
+            HeaderValue::Null,
+        );
+        put(
+            "origin",
+            self.origin.map(HeaderValue::Str),
+            HeaderValue::Null,
+        );
+        // Only a missing value goes: an explicit `false` overrides the task's own setting.
+        put(
+            "ignore_result",
+            self.ignore_result.map(HeaderValue::Bool),
+            HeaderValue::Null,
+        );
+        put(
+            "replaced_task_nesting",
+            (self.replaced_task_nesting != 0)
+                .then_some(HeaderValue::Int(self.replaced_task_nesting)),
+            HeaderValue::Int(0),
+        );
+        put("stamped_headers", None, HeaderValue::Null);
+        // Written empty, as `timelimit`: `request.stamps` is `{}`, and would be `None`.
+        put(
+            "stamps",
+            Some(HeaderValue::Table(Vec::new())),
+            HeaderValue::Null,
+        );
         if let Some(compression) = self.compression {
             table.push(("compression".into(), HeaderValue::Str(compression)));
         }
@@ -894,6 +965,54 @@ mod tests {
             .push(("custom".into(), HeaderValue::Str("kept".into())));
         let back = TaskHeaders::from_table(&headers.to_table()).unwrap();
         assert_eq!(back, headers);
+    }
+
+    #[test]
+    fn a_lean_table_leaves_out_only_what_a_worker_would_assume() {
+        let names = |table: &Headers| table.iter().map(|(k, _)| k.to_string()).collect::<Vec<_>>();
+        let plain = TaskHeaders::new("tasks.add", "id-1");
+        let full = plain.clone().into_table_with(HeaderSet::Full);
+        assert_eq!(full.len(), 19);
+        assert_eq!(full, plain.to_table());
+        let lean = plain.clone().into_table_with(HeaderSet::Lean);
+        // `ignore_result` stays (an explicit false overrides the task's own setting), and so do
+        // the empty `timelimit` and `stamps` (a request reads them as they are, not as `None`).
+        assert_eq!(
+            names(&lean),
+            ["lang", "task", "id", "timelimit", "ignore_result", "stamps"]
+        );
+        // What the full table has beyond the lean one is only nulls and zeros...
+        for (name, value) in &full {
+            if !lean.iter().any(|(kept, _)| kept == name) {
+                let is_default = matches!(value, HeaderValue::Null | HeaderValue::Int(0));
+                assert!(is_default, "{name} = {value:?} left out");
+            }
+        }
+        // ...and both read back as the same headers.
+        assert_eq!(TaskHeaders::from_table(&lean).unwrap(), plain);
+
+        // Every header with a value of its own is written, in Celery's order.
+        let mut set = plain.clone();
+        set.shadow = Some("shadow".into());
+        set.eta = parse_datetime("2026-11-23T19:56:16.003182+00:00");
+        set.expires = parse_datetime("2026-11-24T19:56:16.003182+00:00");
+        set.group = Some("g".into());
+        set.group_index = Some(0);
+        set.retries = 1;
+        set.timelimit = (None, Some(5.0));
+        set.root_id = Some("r".into());
+        set.parent_id = Some("p".into());
+        set.argsrepr = Some("(1,)".into());
+        set.kwargsrepr = Some("{}".into());
+        set.origin = Some("o".into());
+        set.ignore_result = None;
+        set.replaced_task_nesting = 1;
+        set.compression = Some("application/x-gzip".into());
+        let lean = set.clone().into_table_with(HeaderSet::Lean);
+        let mut expected = names(&set.to_table());
+        expected.retain(|name| !["ignore_result", "stamped_headers"].contains(&name.as_str()));
+        assert_eq!(names(&lean), expected);
+        assert_eq!(TaskHeaders::from_table(&lean).unwrap(), set);
     }
 
     #[test]

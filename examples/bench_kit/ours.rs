@@ -77,6 +77,20 @@ pub fn app(broker: &str, queue: &str, confirm: bool) -> Res<Celery> {
     Ok(app)
 }
 
+/// One encoded `tasks.noop` message with every header Python Celery writes
+/// (`HeaderSet::Full`), for the figure of what leaving out the empty ones buys.
+pub fn full_headers_wire(broker: &str, queue: &str) -> Res<Wire> {
+    let app = Celery::builder("bench")
+        .broker_url(broker)
+        .result_backend("rpc://")
+        .task_default_queue(queue)
+        .configure(|c| c.task_message_headers = celery::protocol::HeaderSet::Full)
+        .build()
+        .map_err(|e| e.to_string())?;
+    app.register(noop::Task);
+    wire(&app, None)
+}
+
 /// One encoded `tasks.noop` message as this project sends it, ready for lapin.
 pub fn wire(app: &Celery, countdown: Option<u64>) -> Res<Wire> {
     let mut signature = noop::s();

@@ -69,6 +69,9 @@ pub struct Figures {
     pub publish_rusty: Samples,
     /// Raw lapin publishing a message rusty-celery sent (through the default exchange).
     pub publish_raw_rusty_message: Samples,
+    /// Raw lapin publishing this project's message with every header Python writes
+    /// (`HeaderSet::Full`), confirms off: what the lean header table buys RabbitMQ.
+    pub publish_raw_full_headers: Samples,
     pub publish_python: Samples,
     pub drain_ours: Samples,
     pub drain_raw: Samples,
@@ -175,6 +178,11 @@ impl Figures {
             (
                 "raw lapin publishing rusty-celery's message",
                 &self.publish_raw_rusty_message,
+                raw_off,
+            ),
+            (
+                "raw lapin, every header as Python writes them",
+                &self.publish_raw_full_headers,
                 raw_off,
             ),
             (
@@ -342,6 +350,7 @@ impl Figures {
                 "publish, raw, rusty-celery's message",
                 &self.publish_raw_rusty_message,
             ),
+            ("publish, raw, every header", &self.publish_raw_full_headers),
             ("publish, Python", &self.publish_python),
             ("drain, this project", &self.drain_ours),
             ("drain, raw", &self.drain_raw),

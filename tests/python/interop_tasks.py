@@ -11,6 +11,7 @@ import os
 import time
 
 from celery import Celery
+from celery.app.task import get_actual_ignore_result
 from kombu import Exchange, Queue
 
 BROKER_URL = os.environ.get("CELERY_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672//")
@@ -81,6 +82,25 @@ def on_error(request, exc, traceback):
 def request_header(self, name):
     # Celery gives a task every header of its message as an attribute of its request.
     return getattr(self.request, name, None)
+
+
+@app.task(name="tasks.request_fields", bind=True)
+def request_fields(self):
+    # What a task reads of its message's headers through its request, where a missing header
+    # reads as the Context class's default. The id and the reply queue differ by call and app.
+    request = self.request
+    names = ["root_id", "parent_id", "group", "group_index", "shadow", "eta", "expires",
+             "retries", "timelimit", "time_limit", "soft_time_limit", "origin",
+             "replaced_task_nesting", "stamped_headers", "stamps", "lang", "argsrepr",
+             "kwargsrepr", "headers", "callbacks", "errbacks", "chain", "chord"]
+    fields = {name: request.get(name) for name in names}
+    fields["root_id"] = "own id" if request.root_id == request.id else request.root_id
+    fields["ignore_result"] = get_actual_ignore_result(self, request)
+    options = request.as_execution_options()
+    del options["task_id"], options["reply_to"]
+    options["root_id"] = fields["root_id"]
+    fields["execution_options"] = options
+    return fields
 
 
 @app.task(name="tasks.echo")
