@@ -210,6 +210,17 @@ async fn spawns_then_fails(ctx: TaskContext) -> Result<(), TaskError> {
     Err(TaskError::new("ValueError", "after sending a subtask"))
 }
 
+/// Sends a subtask and stores a PROGRESS state, waits at its gate, then asks to run again in an
+/// hour.
+#[task(name = "tests.spawns_then_retries", bind)]
+async fn spawns_then_retries(ctx: TaskContext) -> Result<(), TaskError> {
+    let app = ctx.app().expect("run by a worker").clone();
+    add::s(1, 1).apply_async_with(&app).await?;
+    ctx.update_state("PROGRESS", json!({"step": 1})).await?;
+    Gate::named("spawns_then_retries").pass().await;
+    Err(ctx.retry().countdown(3600).into())
+}
+
 /// Returns the headers of its message besides Celery's own.
 #[task(name = "tests.own_headers", bind)]
 async fn own_headers(ctx: TaskContext) -> serde_json::Map<String, Value> {
@@ -255,6 +266,7 @@ fn register_all(app: &Celery) {
         .register(spawns::Task)
         .register(spawns_then_fails::Task)
         .register(spawns_group::Task)
+        .register(spawns_then_retries::Task)
         .register(own_headers::Task)
         .register(ratio::Task)
         .register(panics::Task);
@@ -1751,6 +1763,42 @@ async fn blocking_tasks_do_not_stall_the_runtime() {
     assert!(
         slow.get().timeout(WAIT).await.unwrap(),
         "the blocking task gave up waiting before the quick one ran: it stalled the runtime"
+    );
+    worker.shutdown().await;
+}
+
+/// As Celery's `update_state` and `mark_as_retry`, which store through
+/// `store_result(request=…)`: a state stored while a task runs, and its RETRY, list the tasks it
+/// has sent so far as its children.
+#[tokio::test]
+async fn progress_and_retry_states_list_the_children_sent_so_far() {
+    let (app, worker) = started("children-states").await;
+    let gate = Gate::named("spawns_then_retries");
+    let result = spawns_then_retries::s()
+        .apply_async_with(&app)
+        .await
+        .unwrap();
+    let ids = |children: Vec<AsyncResult<Value>>| {
+        children
+            .iter()
+            .map(|child| child.id().to_owned())
+            .collect::<Vec<_>>()
+    };
+    gate.wait_started().await;
+    assert_eq!(result.state().await.unwrap(), State::from("PROGRESS"));
+    let sent = ids(result.children().await.unwrap());
+    assert_eq!(sent.len(), 1, "the PROGRESS state's children");
+
+    gate.open();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while result.state().await.unwrap() != State::Retry {
+        assert!(tokio::time::Instant::now() < deadline, "no RETRY stored");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        ids(result.children().await.unwrap()),
+        sent,
+        "the RETRY's children"
     );
     worker.shutdown().await;
 }

@@ -266,6 +266,15 @@ impl TaskContext {
             .push(entry);
     }
 
+    /// A copy of the tasks sent from its body so far, for a state stored while it runs.
+    fn children_so_far(&self) -> Vec<Value> {
+        self.inner
+            .children
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
     /// The tasks sent from its body so far, in the order they were sent, as its result lists
     /// them.
     pub(crate) fn take_children(&self) -> Vec<Value> {
@@ -318,9 +327,10 @@ impl TaskContext {
             crate::serializer::to_value(&meta).map_err(|e| Error::encode("task state meta", e))?;
         let request = &self.inner.request;
         // As Celery's `update_state` stores through `store_result(request=…)`: the same
-        // fields as the task's other states.
+        // fields as the task's other states, the tasks sent so far as its children among them.
         let mut record = ResultMeta::new(request.id.clone(), state.into(), meta);
         record.describe(request, app.config().result_extended);
+        record.children = self.children_so_far();
         app.backend()
             .store(&record, request.reply_to.as_deref())
             .await

@@ -1053,8 +1053,11 @@ async fn report(
                 // As Celery stores RETRY only when errors are stored.
                 Ok(()) if ignore_result => {}
                 Ok(()) => {
-                    let retrying =
+                    let mut retrying =
                         ResultMeta::exception(request.id.clone(), State::Retry, &exception, None);
+                    // As Celery's `mark_as_retry` stores through `store_result(request=…)`:
+                    // the tasks this run sent are its children.
+                    retrying.children = children;
                     Box::pin(store(runtime, request, retrying)).await
                 }
                 Err(error) => {
