@@ -262,9 +262,13 @@ async fn running(dir: &Path) {
 }
 
 fn terminate(child: &tokio::process::Child) {
+    send_signal(child, "-TERM");
+}
+
+fn send_signal(child: &tokio::process::Child, signal: &str) {
     let pid = child.id().unwrap().to_string();
     let status = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
+        .args([signal, &pid])
         .status()
         .unwrap();
     assert!(status.success());
@@ -279,18 +283,49 @@ async fn a_second_signal_stops_a_worker_process_cold() {
     }
     let queue = common::unique_name("cli-cold");
     let (app, mut process) = worker_process(&queue).await;
-    // Never released: it runs until the worker stops (or a minute passes).
-    let dir = hold_dir("cli-cold");
-    let running_task = held_late::s(dir.display().to_string(), 60_000)
-        .apply_async_with(&app)
-        .await
-        .unwrap();
-    running(&dir).await;
+    let (dir, running_task) = run_a_held_task(&app, "cli-cold").await;
     terminate(&process.child);
     tokio::time::timeout(Duration::from_secs(30), process.warm.notified())
         .await
         .expect("the first SIGTERM starts a warm shutdown");
     terminate(&process.child);
+    assert_stopped_cold(&mut process, &queue, &running_task).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// SIGQUIT is Celery's cold shutdown at once, with no warm one first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigquit_stops_a_worker_process_cold() {
+    if !common::rabbitmq("sigquit_stops_a_worker_process_cold") {
+        return;
+    }
+    let queue = common::unique_name("cli-quit");
+    let (app, mut process) = worker_process(&queue).await;
+    let (dir, running_task) = run_a_held_task(&app, "cli-quit").await;
+    send_signal(&process.child, "-QUIT");
+    assert_stopped_cold(&mut process, &queue, &running_task).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Sends an acks_late task that runs until the worker stops (or a minute passes), and waits
+/// until it runs.
+async fn run_a_held_task(app: &Celery, test: &str) -> (PathBuf, AsyncResult<bool>) {
+    let dir = hold_dir(test);
+    let running_task = held_late::s(dir.display().to_string(), 60_000)
+        .apply_async_with(app)
+        .await
+        .unwrap();
+    running(&dir).await;
+    (dir, running_task)
+}
+
+/// The worker exits without waiting for its running task, which stored nothing and whose
+/// message RabbitMQ puts back in the queue.
+async fn assert_stopped_cold(
+    process: &mut WorkerProcess,
+    queue: &str,
+    running_task: &AsyncResult<bool>,
+) {
     let exit = tokio::time::timeout(Duration::from_secs(30), process.child.wait())
         .await
         .expect("the worker exits without waiting for its task")
@@ -309,12 +344,11 @@ async fn a_second_signal_stops_a_worker_process_cold() {
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut back = 0;
     while back == 0 && Instant::now() < deadline {
-        back = broker.purge(&queue).await.unwrap();
+        back = broker.purge(queue).await.unwrap();
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(back, 1, "the running task's message went back to its queue");
-    broker.delete_queue(&queue).await.unwrap();
-    let _ = std::fs::remove_dir_all(&dir);
+    broker.delete_queue(queue).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -22,7 +22,7 @@ use clap::{Parser, Subcommand};
 use serde_json::Value;
 
 use crate::app::{Builder, Celery};
-use crate::calling::CallOptions;
+use crate::calling::{CallOptions, Expires};
 use crate::error::Error;
 
 /// Celery's commands.
@@ -74,9 +74,9 @@ pub enum Command {
         /// ISO-8601 datetime with an offset.
         #[arg(long)]
         eta: Option<String>,
-        /// Seconds after sending.
+        /// Seconds after sending, or an ISO-8601 datetime with an offset.
         #[arg(long)]
-        expires: Option<f64>,
+        expires: Option<String>,
         #[arg(long)]
         queue: Option<String>,
         #[arg(long)]
@@ -215,17 +215,14 @@ pub async fn execute(
             // (or while the worker starts) is not lost.
             let mut signals = ShutdownSignals::listen();
             let worker = worker.start().await?;
-            signals.next().await;
+            if signals.next().await == Shutdown::Cold {
+                cold_shutdown();
+            }
             tracing::warn!("worker: warm shutdown (finishing running tasks)");
-            // A second signal while tasks finish is Celery's cold shutdown: stop now. What was
-            // not acknowledged (tasks with acks_late, held and prefetched messages) goes back
-            // to its queue when the connection drops; tasks already acknowledged are not run.
+            // A second signal while tasks finish is Celery's cold shutdown: stop now.
             tokio::select! {
                 () = worker.shutdown() => {}
-                () = signals.next() => {
-                    tracing::warn!("worker: cold shutdown (running tasks are stopped)");
-                    std::process::exit(COLD_SHUTDOWN_EXIT_CODE);
-                }
+                _ = signals.next() => cold_shutdown(),
             }
             Ok(())
         }
@@ -261,8 +258,8 @@ pub async fn execute(
                 })?;
                 options = options.eta(at);
             }
-            if let Some(seconds) = expires {
-                options = options.expires(seconds);
+            if let Some(text) = expires {
+                options = options.expires(parse_expires(&text)?);
             }
             if let Some(queue) = queue {
                 options = options.queue(queue);
@@ -362,16 +359,46 @@ async fn print_result(
     Ok(())
 }
 
-/// The exit status after a cold shutdown (a second SIGINT/SIGTERM): 128 + SIGINT, as a shell
-/// reports a program stopped by Ctrl-C.
+/// `--expires`: seconds after sending, or a moment, as Celery's `call` takes it.
+fn parse_expires(text: &str) -> Result<Expires, Error> {
+    if let Ok(seconds) = text.parse::<f64>() {
+        return Ok(Expires::After(seconds));
+    }
+    crate::protocol::parse_datetime(text)
+        .map(Expires::At)
+        .ok_or_else(|| {
+            Error::Config(format!(
+                "--expires is neither seconds nor an ISO-8601 datetime: {text}"
+            ))
+        })
+}
+
+/// The exit status after a cold shutdown (SIGQUIT, or a second SIGINT/SIGTERM): 128 + SIGINT, as
+/// a shell reports a program stopped by Ctrl-C.
 pub const COLD_SHUTDOWN_EXIT_CODE: i32 = 130;
 
-/// SIGINT and SIGTERM. tokio tells a listener only of the signals that come after it exists, so
-/// the listeners are made once, before they are needed: a second signal sent while the first
-/// is being handled is still heard.
+/// Stops the process at once. What was not acknowledged (tasks with acks_late, held and
+/// prefetched messages) goes back to its queue when the connection drops; tasks already
+/// acknowledged are not run.
+fn cold_shutdown() -> ! {
+    tracing::warn!("worker: cold shutdown (running tasks are stopped)");
+    std::process::exit(COLD_SHUTDOWN_EXIT_CODE);
+}
+
+/// What a signal asks of a worker, as in Celery: SIGINT and SIGTERM a warm shutdown (running
+/// tasks finish), SIGQUIT a cold one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shutdown {
+    Warm,
+    Cold,
+}
+
+/// SIGINT, SIGTERM and SIGQUIT. tokio tells a listener only of the signals that come after it
+/// exists, so the listeners are made once, before they are needed: a second signal sent while
+/// the first is being handled is still heard.
 struct ShutdownSignals {
     #[cfg(unix)]
-    listeners: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
+    listeners: Option<[tokio::signal::unix::Signal; 3]>,
 }
 
 impl ShutdownSignals {
@@ -379,10 +406,15 @@ impl ShutdownSignals {
         #[cfg(unix)]
         {
             use tokio::signal::unix::{signal, SignalKind};
-            let listeners = signal(SignalKind::interrupt())
-                .and_then(|interrupt| Ok((interrupt, signal(SignalKind::terminate())?)));
+            let listeners = (|| {
+                Ok::<_, std::io::Error>([
+                    signal(SignalKind::interrupt())?,
+                    signal(SignalKind::terminate())?,
+                    signal(SignalKind::quit())?,
+                ])
+            })();
             if let Err(error) = &listeners {
-                tracing::warn!(%error, "cannot listen for SIGINT and SIGTERM; Ctrl-C only");
+                tracing::warn!(%error, "cannot listen for SIGINT, SIGTERM and SIGQUIT; Ctrl-C only");
             }
             ShutdownSignals {
                 listeners: listeners.ok(),
@@ -392,17 +424,18 @@ impl ShutdownSignals {
         ShutdownSignals {}
     }
 
-    /// Resolves on the next SIGINT or SIGTERM (or one that came since the last).
-    async fn next(&mut self) {
+    /// Resolves on the next signal (or one that came since the last).
+    async fn next(&mut self) -> Shutdown {
         #[cfg(unix)]
-        if let Some((interrupt, terminate)) = &mut self.listeners {
-            tokio::select! {
-                _ = interrupt.recv() => {}
-                _ = terminate.recv() => {}
-            }
-            return;
+        if let Some([interrupt, terminate, quit]) = &mut self.listeners {
+            return tokio::select! {
+                _ = interrupt.recv() => Shutdown::Warm,
+                _ = terminate.recv() => Shutdown::Warm,
+                _ = quit.recv() => Shutdown::Cold,
+            };
         }
         let _ = tokio::signal::ctrl_c().await;
+        Shutdown::Warm
     }
 }
 
@@ -478,6 +511,22 @@ mod tests {
         for refused in ["-1", "inf", "NaN", "1e30", "soon"] {
             assert!(timeout(refused).is_err(), "--timeout {refused}");
         }
+    }
+
+    #[test]
+    fn expires_takes_seconds_or_a_datetime() {
+        assert_eq!(parse_expires("90").unwrap(), Expires::After(90.0));
+        assert_eq!(parse_expires("1.5").unwrap(), Expires::After(1.5));
+        let at = chrono::DateTime::parse_from_rfc3339("2026-01-01T00:00:00+02:00").unwrap();
+        assert_eq!(
+            parse_expires("2026-01-01T00:00:00+02:00").unwrap(),
+            Expires::At(at)
+        );
+        let error = parse_expires("tomorrow").unwrap_err().to_string();
+        assert!(
+            error.contains("--expires") && error.contains("tomorrow"),
+            "{error}"
+        );
     }
 
     #[tokio::test]
