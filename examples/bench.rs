@@ -33,7 +33,8 @@
 //!   rusty-celery sent (taken off its queue) N times the same way, which shows how much of the
 //!   difference is the message (rusty-celery sends 4 headers, this project 10, Python Celery
 //!   19). Raw lapin also publishes this project's message with all 19 headers
-//!   (`HeaderSet::Full`), which shows what leaving out the empty ones buys. Python:
+//!   (`HeaderSet::Full`), taking turns with the other two publishers without confirms, which
+//!   shows what leaving out the empty ones buys. Python:
 //!   `apply_async(producer=p)` in a loop with a held producer (no confirms, kombu's default).
 //! - **drain**: N noop tasks already queued (this project's encoded messages, the same bytes for
 //!   every peer), from worker ready to the N-th task run. This project: its worker, counting in
@@ -350,6 +351,14 @@ fn record(samples: &mut Samples, outcome: Res<(f64, f64)>, n: usize) {
     }
 }
 
+/// A publisher in a round of the publish phase.
+#[derive(Clone, Copy)]
+enum Turn {
+    Ours,
+    Raw,
+    RawFullHeaders,
+}
+
 async fn publish_phase(
     args: &Args,
     control: &Control,
@@ -383,32 +392,40 @@ async fn publish_phase(
 
     for round in 0..args.rounds {
         progress(&format!("  round {}/{}", round + 1, args.rounds));
-        // Each pair runs in turn first and second: a publisher following a purge of 20,000
-        // persistent messages can find RabbitMQ still busy with the last one's.
-        let raw_first = round % 2 == 1;
+        // Each publisher takes its turn first, second (and third): a publisher following a
+        // purge of 20,000 persistent messages can find RabbitMQ still busy with the last one's.
+        // Without confirms, raw lapin publishing the message with every header Python writes
+        // takes turns with the other two, for what the lean header table buys.
         for confirm in [false, true] {
-            for raw_turn in [raw_first, !raw_first] {
-                let (queue, samples) = match (raw_turn, confirm) {
-                    (false, false) => (&q_off, &mut figures.publish_ours_off),
-                    (false, true) => (&q_on, &mut figures.publish_ours_on),
-                    (true, false) => (&q_raw_off, &mut figures.publish_raw_off),
-                    (true, true) => (&q_raw_on, &mut figures.publish_raw_on),
+            let mut turns = vec![Turn::Ours, Turn::Raw];
+            if !confirm {
+                turns.push(Turn::RawFullHeaders);
+            }
+            let first = round % turns.len();
+            turns.rotate_left(first);
+            for turn in turns {
+                let (queue, samples) = match (turn, confirm) {
+                    (Turn::Ours, false) => (&q_off, &mut figures.publish_ours_off),
+                    (Turn::Ours, true) => (&q_on, &mut figures.publish_ours_on),
+                    (Turn::Raw, false) => (&q_raw_off, &mut figures.publish_raw_off),
+                    (Turn::Raw, true) => (&q_raw_on, &mut figures.publish_raw_on),
+                    (Turn::RawFullHeaders, _) => (&q_full, &mut figures.publish_raw_full_headers),
                 };
-                let outcome = match raw_turn {
-                    false => {
+                let outcome = match turn {
+                    Turn::Ours => {
                         let app = if confirm { &app_on } else { &app_off };
                         timed_publish(control, queue, n, ours::publish(app, n, k)).await
                     }
-                    true if args.runs("raw") => {
-                        let (channel, wire) = if confirm {
-                            (&raw_on, &wire_on)
-                        } else {
-                            (&raw_off, &wire_off)
+                    _ if !args.runs("raw") => continue,
+                    Turn::Raw | Turn::RawFullHeaders => {
+                        let (channel, wire) = match (turn, confirm) {
+                            (Turn::RawFullHeaders, _) => (&raw_off, &wire_full),
+                            (_, true) => (&raw_on, &wire_on),
+                            (_, false) => (&raw_off, &wire_off),
                         };
                         let publishing = raw_publish(channel, confirm, wire, n, k);
                         timed_publish(control, queue, n, publishing).await
                     }
-                    true => continue,
                 };
                 record(samples, outcome, n);
                 control.purge(queue).await?;
@@ -438,13 +455,6 @@ async fn publish_phase(
             let outcome = timed_publish(control, &q_rusty, n, publishing).await;
             record(&mut figures.publish_raw_rusty_message, outcome, n);
             control.purge(&q_rusty).await?;
-        }
-        // The message with every header Python writes: what the lean table buys RabbitMQ.
-        if args.runs("raw") {
-            let publishing = raw_publish(&raw_off, false, &wire_full, n, k);
-            let outcome = timed_publish(control, &q_full, n, publishing).await;
-            record(&mut figures.publish_raw_full_headers, outcome, n);
-            control.purge(&q_full).await?;
         }
         if let Some(python) = &peers.python {
             if figures.publish_python.error.is_none() {

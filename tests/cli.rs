@@ -58,8 +58,8 @@ fn register(app: &Celery) {
         .register(held_late::Task);
 }
 
-/// Not a test on its own: the worker process of `a_worker_process_stops_warmly_on_sigterm` and
-/// `a_second_signal_stops_a_worker_process_cold`, which run this binary again with
+/// Not a test on its own: the worker process of `a_worker_process_stops_warmly_on_sigterm_and_ignores_another` and
+/// `a_second_sigint_stops_a_worker_process_cold`, which run this binary again with
 /// `--ignored --exact worker_process_entry` and `CELERY_CLI_WORKER_QUEUE=<queue>`. It stops by
 /// itself when its parent goes away (its stdin closes) or after three minutes.
 #[tokio::test]
@@ -274,21 +274,21 @@ fn send_signal(child: &tokio::process::Child, signal: &str) {
     assert!(status.success());
 }
 
-/// A second SIGTERM during the warm shutdown stops the worker at once (Celery's cold shutdown):
+/// A second SIGINT during the warm shutdown stops the worker at once (Celery's cold shutdown):
 /// the running task is not waited for, and its message (acks_late) goes back to its queue.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_second_signal_stops_a_worker_process_cold() {
-    if !common::rabbitmq("a_second_signal_stops_a_worker_process_cold") {
+async fn a_second_sigint_stops_a_worker_process_cold() {
+    if !common::rabbitmq("a_second_sigint_stops_a_worker_process_cold") {
         return;
     }
     let queue = common::unique_name("cli-cold");
     let (app, mut process) = worker_process(&queue).await;
     let (dir, running_task) = run_a_held_task(&app, "cli-cold").await;
-    terminate(&process.child);
+    send_signal(&process.child, "-INT");
     tokio::time::timeout(Duration::from_secs(30), process.warm.notified())
         .await
-        .expect("the first SIGTERM starts a warm shutdown");
-    terminate(&process.child);
+        .expect("the first SIGINT starts a warm shutdown");
+    send_signal(&process.child, "-INT");
     assert_stopped_cold(&mut process, &queue, &running_task).await;
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -352,8 +352,8 @@ async fn assert_stopped_cold(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_worker_process_stops_warmly_on_sigterm() {
-    if !common::rabbitmq("a_worker_process_stops_warmly_on_sigterm") {
+async fn a_worker_process_stops_warmly_on_sigterm_and_ignores_another() {
+    if !common::rabbitmq("a_worker_process_stops_warmly_on_sigterm_and_ignores_another") {
         return;
     }
     let queue = common::unique_name("cli-worker");
@@ -379,6 +379,9 @@ async fn a_worker_process_stops_warmly_on_sigterm() {
         process.child.try_wait().unwrap().is_none(),
         "the worker waits for its running task"
     );
+    // Another SIGTERM is ignored, as Celery ignores it: the task still finishes, and the
+    // worker exits cleanly (a cold shutdown would exit with 1, the task unfinished).
+    terminate(&process.child);
     std::fs::write(dir.join("release"), b"").unwrap();
 
     assert!(

@@ -50,9 +50,9 @@ pub struct Config {
     /// running task's priority unless it has one (Celery's `task_inherit_parent_priority`).
     pub task_inherit_parent_priority: bool,
     /// Which headers a task message carries: [`HeaderSet::Lean`] (the default) leaves out
-    /// those whose value is what Celery's worker assumes when one is missing (null ids, zero
-    /// retries, no time limits, no stamps), which runs the same on a Celery worker and costs
-    /// RabbitMQ less per message; [`HeaderSet::Full`] writes every header as Python Celery does.
+    /// those whose value is what a Celery task's request reads when one is missing (null ids,
+    /// zero retries), which runs the same on a Celery worker and costs RabbitMQ less per
+    /// message; [`HeaderSet::Full`] writes every header as Python Celery does.
     pub task_message_headers: HeaderSet,
     /// Queues with settings of their own (e.g. `x-max-priority`), by name.
     pub task_queues: Vec<Queue>,

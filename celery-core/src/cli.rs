@@ -215,16 +215,25 @@ pub async fn execute(
             // (or while the worker starts) is not lost.
             let mut signals = ShutdownSignals::listen();
             let worker = worker.start().await?;
-            if signals.next().await == Shutdown::Cold {
+            if signals.next().await == ShutdownSignal::Quit {
                 cold_shutdown();
             }
             tracing::warn!("worker: warm shutdown (finishing running tasks)");
-            // A second signal while tasks finish is Celery's cold shutdown: stop now.
-            tokio::select! {
-                () = worker.shutdown() => {}
-                _ = signals.next() => cold_shutdown(),
+            // While tasks finish, SIGINT again or SIGQUIT is Celery's cold shutdown: stop now.
+            // Another SIGTERM is ignored, as Celery ignores it.
+            let shutdown = worker.shutdown();
+            tokio::pin!(shutdown);
+            loop {
+                tokio::select! {
+                    () = &mut shutdown => return Ok(()),
+                    signal = signals.next() => match signal {
+                        ShutdownSignal::Terminate => {
+                            tracing::warn!("worker: SIGTERM ignored: the warm shutdown goes on (SIGQUIT stops at once)");
+                        }
+                        ShutdownSignal::Interrupt | ShutdownSignal::Quit => cold_shutdown(),
+                    },
+                }
             }
-            Ok(())
         }
         Command::Call {
             name,
@@ -373,9 +382,8 @@ fn parse_expires(text: &str) -> Result<Expires, Error> {
         })
 }
 
-/// The exit status after a cold shutdown (SIGQUIT, or a second SIGINT/SIGTERM): 128 + SIGINT, as
-/// a shell reports a program stopped by Ctrl-C.
-pub const COLD_SHUTDOWN_EXIT_CODE: i32 = 130;
+/// The exit status after a cold shutdown (SIGQUIT, or a second SIGINT): Celery's `EX_FAILURE`.
+pub const COLD_SHUTDOWN_EXIT_CODE: i32 = 1;
 
 /// Stops the process at once. What was not acknowledged (tasks with acks_late, held and
 /// prefetched messages) goes back to its queue when the connection drops; tasks already
@@ -385,12 +393,13 @@ fn cold_shutdown() -> ! {
     std::process::exit(COLD_SHUTDOWN_EXIT_CODE);
 }
 
-/// What a signal asks of a worker, as in Celery: SIGINT and SIGTERM a warm shutdown (running
-/// tasks finish), SIGQUIT a cold one.
+/// The signals a worker stops on, as Celery's: SIGINT and SIGTERM start a warm shutdown (running
+/// tasks finish), SIGQUIT a cold one; during the warm shutdown, SIGINT makes it cold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Shutdown {
-    Warm,
-    Cold,
+enum ShutdownSignal {
+    Interrupt,
+    Terminate,
+    Quit,
 }
 
 /// SIGINT, SIGTERM and SIGQUIT. tokio tells a listener only of the signals that come after it
@@ -425,17 +434,17 @@ impl ShutdownSignals {
     }
 
     /// Resolves on the next signal (or one that came since the last).
-    async fn next(&mut self) -> Shutdown {
+    async fn next(&mut self) -> ShutdownSignal {
         #[cfg(unix)]
         if let Some([interrupt, terminate, quit]) = &mut self.listeners {
             return tokio::select! {
-                _ = interrupt.recv() => Shutdown::Warm,
-                _ = terminate.recv() => Shutdown::Warm,
-                _ = quit.recv() => Shutdown::Cold,
+                _ = interrupt.recv() => ShutdownSignal::Interrupt,
+                _ = terminate.recv() => ShutdownSignal::Terminate,
+                _ = quit.recv() => ShutdownSignal::Quit,
             };
         }
         let _ = tokio::signal::ctrl_c().await;
-        Shutdown::Warm
+        ShutdownSignal::Interrupt
     }
 }
 

@@ -1056,8 +1056,10 @@ async fn report(
                     let mut retrying =
                         ResultMeta::exception(request.id.clone(), State::Retry, &exception, None);
                     // As Celery's `mark_as_retry` stores through `store_result(request=…)`:
-                    // the tasks this run sent are its children.
+                    // the tasks this run sent are its children, and so is the retry, which
+                    // Celery's `Task.retry` sends from the task's body like any other.
                     retrying.children = children;
+                    retrying.children.push(child_entry(&request.id));
                     Box::pin(store(runtime, request, retrying)).await
                 }
                 Err(error) => {
