@@ -71,10 +71,10 @@ pub enum Command {
         kwargs: String,
         #[arg(long)]
         countdown: Option<f64>,
-        /// ISO-8601 datetime with an offset.
+        /// ISO-8601 datetime (UTC when it has no offset).
         #[arg(long)]
         eta: Option<String>,
-        /// Seconds after sending, or an ISO-8601 datetime with an offset.
+        /// Seconds after sending, or an ISO-8601 datetime (UTC when it has no offset).
         #[arg(long)]
         expires: Option<String>,
         #[arg(long)]

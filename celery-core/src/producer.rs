@@ -283,10 +283,17 @@ impl Producer {
                 chord: None,
             },
         };
-        let value = serde_json::to_value(&body).map_err(|e| Error::encode("task body", e))?;
-        let mut payload = serializer
-            .encode(&value)
-            .map_err(|e| Error::encode(format!("task body as {}", serializer.name()), e))?;
+        // JSON writes the body as it is; other serializers take it as a `Value`.
+        let encoded = match serializer.encode_body(&body) {
+            Some(encoded) => encoded,
+            None => {
+                let value =
+                    serde_json::to_value(&body).map_err(|e| Error::encode("task body", e))?;
+                serializer.encode(&value)
+            }
+        };
+        let mut payload =
+            encoded.map_err(|e| Error::encode(format!("task body as {}", serializer.name()), e))?;
         if let Some(compression) = &compression {
             payload = compression
                 .compress(&payload)

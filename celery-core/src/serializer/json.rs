@@ -41,6 +41,9 @@ impl Serializer for Json {
     fn decode_body(&self, bytes: &[u8]) -> Option<Body> {
         serde_json::from_slice(bytes).ok()
     }
+    fn encode_body(&self, body: &Body) -> Option<Result<Vec<u8>, String>> {
+        Some(Json::to_vec(body).map_err(|e| e.to_string()))
+    }
 }
 
 /// A `serde_json` formatter producing Python's default `json.dumps` layout.
@@ -144,6 +147,24 @@ mod tests {
             "[1e+16, 1e-05, 0.1, 1.0, 123456789.0, 1.5e+300, -2.5e-07, 1e+22]"
         );
         assert_eq!(Json.decode(text.as_bytes()).unwrap(), value);
+    }
+
+    #[test]
+    fn a_body_written_directly_is_the_body_written_through_a_value() {
+        for text in [
+            r#"[[2, 2.5, "h\u00e9llo \ud83d\ude00", [1e+22, null]], {"z": 1, "a": {"y": true, "b": []}}, null]"#,
+            r#"[[], {}, {"callbacks": null, "errbacks": null, "chain": null, "chord": null}]"#,
+            r#"[[], {}, {"callbacks": [{"task": "t", "args": [1], "kwargs": {"k": "v"}, "options": {"queue": "q", "link_error": [{"task": "e", "args": [], "kwargs": {}, "options": {}, "subtask_type": null, "immutable": true}], "custom": [1, 2]}, "subtask_type": null, "immutable": false}], "chain": [{"task": "c", "args": [], "kwargs": {}, "options": {"task_id": "x"}, "subtask_type": null, "immutable": false}]}]"#,
+        ] {
+            let body = Json.decode_body(text.as_bytes()).expect(text);
+            let through_value = Json.encode(&serde_json::to_value(&body).unwrap()).unwrap();
+            let direct = Json.encode_body(&body).unwrap().unwrap();
+            assert_eq!(
+                String::from_utf8(direct).unwrap(),
+                String::from_utf8(through_value).unwrap(),
+                "{text}"
+            );
+        }
     }
 
     #[test]

@@ -86,6 +86,14 @@ pub trait Serializer: Send + Sync + 'static {
         let _ = bytes;
         None
     }
+    /// Writes a task body straight from its parts, a shortcut the producer takes for every
+    /// message (a [`Value`] of the body would copy every argument first). `None` when this
+    /// serializer has none: the producer then writes the body's [`Value`] with
+    /// [`encode`](Self::encode). An override must give the bytes that pair gives.
+    fn encode_body(&self, body: &Body) -> Option<Result<Vec<u8>, String>> {
+        let _ = body;
+        None
+    }
 }
 
 /// The serializers an app knows, by name and by content type.
