@@ -198,6 +198,8 @@ struct WorkerProcess {
     _stdin: tokio::process::ChildStdin,
     /// Notified once the process has begun its warm shutdown.
     warm: Arc<Notify>,
+    /// Notified once a SIGINT has made the next one cold.
+    cold_armed: Arc<Notify>,
 }
 
 /// A worker process serving `queue`, once it runs tasks; and an app sending there.
@@ -220,13 +222,17 @@ async fn worker_process(queue: &str) -> (Celery, WorkerProcess) {
         .unwrap();
     // Its log, passed on, watched for the warm shutdown.
     let warm = Arc::new(Notify::new());
+    let cold_armed = Arc::new(Notify::new());
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let seen = warm.clone();
+    let (seen_warm, seen_armed) = (warm.clone(), cold_armed.clone());
     tokio::spawn(async move {
         while let Ok(Some(line)) = lines.next_line().await {
             eprintln!("worker process: {line}");
             if line.contains("warm shutdown") {
-                seen.notify_one();
+                seen_warm.notify_one();
+            }
+            if line.contains("Ctrl+C again") {
+                seen_armed.notify_one();
             }
         }
     });
@@ -241,6 +247,7 @@ async fn worker_process(queue: &str) -> (Celery, WorkerProcess) {
         child,
         _stdin: stdin,
         warm,
+        cold_armed,
     };
     (app, process)
 }
@@ -272,6 +279,41 @@ fn send_signal(child: &tokio::process::Child, signal: &str) {
         .status()
         .unwrap();
     assert!(status.success());
+}
+
+/// SIGINT after SIGTERM leaves the shutdown warm, as in Celery (only a further SIGINT would be
+/// cold): the running task finishes, and the worker exits with Celery's status for Ctrl-C.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigint_after_sigterm_stays_warm_and_exits_with_1() {
+    if !common::rabbitmq("sigint_after_sigterm_stays_warm_and_exits_with_1") {
+        return;
+    }
+    let queue = common::unique_name("cli-term-int");
+    let (app, mut process) = worker_process(&queue).await;
+    let (dir, running_task) = run_a_held_task(&app, "cli-term-int").await;
+    terminate(&process.child);
+    tokio::time::timeout(Duration::from_secs(30), process.warm.notified())
+        .await
+        .expect("SIGTERM starts a warm shutdown");
+    send_signal(&process.child, "-INT");
+    tokio::time::timeout(Duration::from_secs(30), process.cold_armed.notified())
+        .await
+        .expect("the SIGINT is heard, and makes the next one cold");
+    assert!(
+        process.child.try_wait().unwrap().is_none(),
+        "the worker still waits for its running task"
+    );
+    let exit = release_and_wait_for_exit(&mut process, &dir, &running_task).await;
+    assert_eq!(
+        exit.code(),
+        Some(celery::cli::INTERRUPTED_EXIT_CODE),
+        "{exit:?}"
+    );
+    let broker = celery::broker::AmqpBroker::connect(RABBITMQ_URL)
+        .await
+        .unwrap();
+    broker.delete_queue(&queue).await.unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A second SIGINT during the warm shutdown stops the worker at once (Celery's cold shutdown):
@@ -319,6 +361,27 @@ async fn run_a_held_task(app: &Celery, test: &str) -> (PathBuf, AsyncResult<bool
     (dir, running_task)
 }
 
+/// Lets the `held` task in `dir` finish, checks that it did, and waits for the worker to exit.
+async fn release_and_wait_for_exit(
+    process: &mut WorkerProcess,
+    dir: &Path,
+    running_task: &AsyncResult<bool>,
+) -> std::process::ExitStatus {
+    std::fs::write(dir.join("release"), b"").unwrap();
+    assert!(
+        running_task
+            .get()
+            .timeout(Duration::from_secs(30))
+            .await
+            .unwrap(),
+        "the running task finished, released by the test"
+    );
+    tokio::time::timeout(Duration::from_secs(30), process.child.wait())
+        .await
+        .expect("the worker exits")
+        .unwrap()
+}
+
 /// The worker exits without waiting for its running task, which stored nothing and whose
 /// message RabbitMQ puts back in the queue.
 async fn assert_stopped_cold(
@@ -330,11 +393,8 @@ async fn assert_stopped_cold(
         .await
         .expect("the worker exits without waiting for its task")
         .unwrap();
-    assert_eq!(
-        exit.code(),
-        Some(celery::cli::COLD_SHUTDOWN_EXIT_CODE),
-        "{exit:?}"
-    );
+    // Celery's worker exits with 0 after a cold shutdown, whatever asked for it.
+    assert_eq!(exit.code(), Some(0), "{exit:?}");
     assert_eq!(running_task.state().await.unwrap(), State::Pending);
     let broker = celery::broker::AmqpBroker::connect(RABBITMQ_URL)
         .await
@@ -380,22 +440,9 @@ async fn a_worker_process_stops_warmly_on_sigterm_and_ignores_another() {
         "the worker waits for its running task"
     );
     // Another SIGTERM is ignored, as Celery ignores it: the task still finishes, and the
-    // worker exits cleanly (a cold shutdown would exit with 1, the task unfinished).
+    // worker exits with 0 (a cold shutdown would leave the task unfinished).
     terminate(&process.child);
-    std::fs::write(dir.join("release"), b"").unwrap();
-
-    assert!(
-        running_task
-            .get()
-            .timeout(Duration::from_secs(30))
-            .await
-            .unwrap(),
-        "the running task finished, released by the test"
-    );
-    let exit = tokio::time::timeout(Duration::from_secs(30), process.child.wait())
-        .await
-        .expect("the worker exits")
-        .unwrap();
+    let exit = release_and_wait_for_exit(&mut process, &dir, &running_task).await;
     assert!(exit.success(), "warm shutdown exits cleanly: {exit:?}");
     assert_eq!(held_back.state().await.unwrap(), State::Pending);
     let broker = celery::broker::AmqpBroker::connect(RABBITMQ_URL)

@@ -316,6 +316,8 @@ pub struct ApplyOptions {
     /// `add_to_parent`, default true). Not sent: it concerns the sending task only.
     #[serde(skip)]
     pub add_to_parent: Option<bool>,
+    /// Options this crate does not interpret, kept as received and sent on. A key that has a
+    /// field above belongs in that field: one in both is written twice.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }

@@ -215,25 +215,25 @@ pub async fn execute(
             // (or while the worker starts) is not lost.
             let mut signals = ShutdownSignals::listen();
             let worker = worker.start().await?;
-            if signals.next().await == ShutdownSignal::Quit {
+            let mut stop = StopRequests::default();
+            if stop.heard(signals.next().await) == Stop::Cold {
                 cold_shutdown();
             }
             tracing::warn!("worker: warm shutdown (finishing running tasks)");
-            // While tasks finish, SIGINT again or SIGQUIT is Celery's cold shutdown: stop now.
-            // Another SIGTERM is ignored, as Celery ignores it.
             let shutdown = worker.shutdown();
             tokio::pin!(shutdown);
             loop {
                 tokio::select! {
-                    () = &mut shutdown => return Ok(()),
-                    signal = signals.next() => match signal {
-                        ShutdownSignal::Terminate => {
-                            tracing::warn!("worker: SIGTERM ignored: the warm shutdown goes on (SIGQUIT stops at once)");
-                        }
-                        ShutdownSignal::Interrupt | ShutdownSignal::Quit => cold_shutdown(),
+                    () = &mut shutdown => break,
+                    signal = signals.next() => if stop.heard(signal) == Stop::Cold {
+                        cold_shutdown();
                     },
                 }
             }
+            if stop.interrupted {
+                std::process::exit(INTERRUPTED_EXIT_CODE);
+            }
+            Ok(())
         }
         Command::Call {
             name,
@@ -382,19 +382,60 @@ fn parse_expires(text: &str) -> Result<Expires, Error> {
         })
 }
 
-/// The exit status after a cold shutdown (SIGQUIT, or a second SIGINT): Celery's `EX_FAILURE`.
-pub const COLD_SHUTDOWN_EXIT_CODE: i32 = 1;
+/// The exit status of a worker whose warm shutdown was last asked for with SIGINT (Ctrl-C), as
+/// Celery's (`EX_FAILURE`). After SIGTERM, and after a cold shutdown, Celery's worker exits
+/// with 0, and so does this one.
+pub const INTERRUPTED_EXIT_CODE: i32 = 1;
 
 /// Stops the process at once. What was not acknowledged (tasks with acks_late, held and
 /// prefetched messages) goes back to its queue when the connection drops; tasks already
 /// acknowledged are not run.
 fn cold_shutdown() -> ! {
     tracing::warn!("worker: cold shutdown (running tasks are stopped)");
-    std::process::exit(COLD_SHUTDOWN_EXIT_CODE);
+    std::process::exit(0);
 }
 
-/// The signals a worker stops on, as Celery's: SIGINT and SIGTERM start a warm shutdown (running
-/// tasks finish), SIGQUIT a cold one; during the warm shutdown, SIGINT makes it cold.
+/// What the signals heard so far ask of a worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    /// Stop taking messages and let running tasks finish.
+    Warm,
+    /// Stop at once.
+    Cold,
+}
+
+/// The signals a worker has heard, folded as Celery's handlers fold them: SIGTERM and SIGINT
+/// ask for a warm shutdown, SIGQUIT for a cold one. The first SIGINT also makes the next SIGINT
+/// cold (Celery's "Hitting Ctrl+C again" handler), so SIGTERM then SIGINT is still warm. The
+/// exit status is that of the last warm request: 1 after SIGINT, 0 after SIGTERM.
+#[derive(Debug, Default)]
+struct StopRequests {
+    /// A SIGINT was heard: the next one is cold.
+    cold_on_interrupt: bool,
+    /// The last warm request was a SIGINT.
+    interrupted: bool,
+}
+
+impl StopRequests {
+    fn heard(&mut self, signal: ShutdownSignal) -> Stop {
+        match signal {
+            ShutdownSignal::Quit => Stop::Cold,
+            ShutdownSignal::Interrupt if self.cold_on_interrupt => Stop::Cold,
+            ShutdownSignal::Interrupt => {
+                self.cold_on_interrupt = true;
+                self.interrupted = true;
+                tracing::warn!("worker: hitting Ctrl+C again will terminate all running tasks");
+                Stop::Warm
+            }
+            ShutdownSignal::Terminate => {
+                self.interrupted = false;
+                Stop::Warm
+            }
+        }
+    }
+}
+
+/// The signals a worker stops on, as Celery's (see [`StopRequests`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ShutdownSignal {
     Interrupt,
@@ -451,6 +492,33 @@ impl ShutdownSignals {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Each signal's answer, and whether the worker would exit with 1 after the last of them:
+    /// what Celery 5.7's prefork worker did for the same signals, 0.5 s apart, with a task
+    /// running.
+    fn fold(signals: &[ShutdownSignal]) -> (Vec<Stop>, bool) {
+        let mut stop = StopRequests::default();
+        let answers = signals.iter().map(|&signal| stop.heard(signal)).collect();
+        (answers, stop.interrupted)
+    }
+
+    #[test]
+    fn signals_fold_into_celerys_shutdowns_and_exit_statuses() {
+        use ShutdownSignal::{Interrupt as Int, Quit, Terminate as Term};
+        use Stop::{Cold, Warm};
+        assert_eq!(fold(&[Term]), (vec![Warm], false));
+        assert_eq!(fold(&[Int]), (vec![Warm], true));
+        assert_eq!(fold(&[Quit]).0, vec![Cold]);
+        assert_eq!(fold(&[Int, Int]).0, vec![Warm, Cold]);
+        assert_eq!(fold(&[Term, Term]), (vec![Warm, Warm], false));
+        // SIGTERM then SIGINT stays warm and exits with 1; only another SIGINT is cold.
+        assert_eq!(fold(&[Term, Int]), (vec![Warm, Warm], true));
+        assert_eq!(fold(&[Term, Int, Int]).0, vec![Warm, Warm, Cold]);
+        // SIGINT then SIGTERM stays warm too, and exits with 0.
+        assert_eq!(fold(&[Int, Term]), (vec![Warm, Warm], false));
+        assert_eq!(fold(&[Int, Term, Int]).0, vec![Warm, Warm, Cold]);
+        assert_eq!(fold(&[Term, Quit]).0, vec![Warm, Cold]);
+    }
 
     #[test]
     fn celerys_flags_parse() {
