@@ -599,6 +599,10 @@ mod tests {
             parse_expires("2026-01-01T00:00:00+02:00").unwrap(),
             Expires::At(at)
         );
+        // Celery's shorter forms too, naive ones in UTC; a bare number is seconds, as in Celery.
+        let at = chrono::DateTime::parse_from_rfc3339("2026-01-01T10:30:00Z").unwrap();
+        assert_eq!(parse_expires("2026-01-01 10:30").unwrap(), Expires::At(at));
+        assert_eq!(parse_expires("2026").unwrap(), Expires::After(2026.0));
         let error = parse_expires("tomorrow").unwrap_err().to_string();
         assert!(
             error.contains("--expires") && error.contains("tomorrow"),

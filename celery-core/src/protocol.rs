@@ -6,12 +6,15 @@
 
 use std::borrow::Cow;
 
-use chrono::{DateTime, FixedOffset, SecondsFormat};
+use chrono::{DateTime, FixedOffset};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::error::Error;
 use crate::signature::RawSignature;
+
+mod datetime;
+pub use datetime::{format_datetime, parse_datetime};
 
 /// A value of an AMQP header table (the types py-amqp reads back faithfully).
 #[derive(Debug, Clone, PartialEq)]
@@ -632,30 +635,6 @@ impl ReadHeaders {
     }
 }
 
-/// Formats a datetime the way Python's `isoformat()` does: microseconds only when non-zero.
-pub fn format_datetime(datetime: DateTime<FixedOffset>) -> String {
-    let format = if datetime.timestamp_subsec_micros() == 0 {
-        SecondsFormat::Secs
-    } else {
-        SecondsFormat::Micros
-    };
-    datetime.to_rfc3339_opts(format, false)
-}
-
-/// Parses an ISO-8601 datetime; a naive one (no offset) is UTC, as Celery treats it.
-pub fn parse_datetime(text: &str) -> Option<DateTime<FixedOffset>> {
-    DateTime::parse_from_rfc3339(text)
-        .ok()
-        .or_else(|| {
-            chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f")
-                .ok()
-                .map(|naive| naive.and_utc().fixed_offset())
-        })
-        // Python's datetime holds the years 1 to 9999 (chrono's `%Y` reads `+10000` too, which
-        // would then not read back once written out).
-        .filter(crate::calling::python_can_hold)
-}
-
 /// The fourth part of the body: the workflow embedded in a task message.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Embed {
@@ -1072,24 +1051,6 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("ISO-8601"));
-    }
-
-    #[test]
-    fn naive_datetimes_are_utc_and_formatting_matches_python() {
-        let naive = parse_datetime("2026-01-02T03:04:05.000006").unwrap();
-        assert_eq!(format_datetime(naive), "2026-01-02T03:04:05.000006+00:00");
-        let whole = parse_datetime("2026-01-02T03:04:05+02:00").unwrap();
-        assert_eq!(format_datetime(whole), "2026-01-02T03:04:05+02:00");
-        // What Python's datetime holds, and only that: what is read is written back readable.
-        let last = parse_datetime("9999-12-31T23:59:59").unwrap();
-        assert_eq!(parse_datetime(&format_datetime(last)), Some(last));
-        for beyond in [
-            "+10000-01-01T00:00:00",
-            "-0001-01-01T00:00:00",
-            "0000-01-01T00:00:00",
-        ] {
-            assert_eq!(parse_datetime(beyond), None, "{beyond}");
-        }
     }
 
     #[test]
