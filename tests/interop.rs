@@ -207,7 +207,12 @@ impl PythonSide {
             .collect()
     }
 
-    async fn cleanup(&self) {
+    /// Stops these Python workers, then deletes the test's queues. (A worker still running
+    /// would declare them again, and they would be left behind on the broker.)
+    async fn cleanup(&self, workers: impl IntoIterator<Item = Child>) {
+        for mut worker in workers {
+            let _ = worker.kill().await;
+        }
         let mut command = Command::new(&self.python);
         command
             .arg("cleanup.py")
@@ -271,7 +276,7 @@ async fn a_python_worker_runs_what_rust_sends() {
     let queues = Queues::new("interop-py-worker");
     let side = PythonSide::new(python, &queues, temp_dir("interop-py"));
     let app = rust_app(&queues);
-    let _worker = side.worker(&[queues.main.clone(), queues.named()], &[]);
+    let worker = side.worker(&[queues.main.clone(), queues.named()], &[]);
 
     // plain call (the first one also waits for the worker to be up)
     let result = add::s(2, 2).apply_async_with(&app).await.unwrap();
@@ -475,7 +480,7 @@ async fn a_python_worker_runs_what_rust_sends() {
             .await
             .unwrap();
     }
-    let _priority_worker = side.worker(&[queues.priority()], &["--prefetch-multiplier", "1"]);
+    let priority_worker = side.worker(&[queues.priority()], &["--prefetch-multiplier", "1"]);
     let prio = || {
         side.records()
             .into_iter()
@@ -485,7 +490,7 @@ async fn a_python_worker_runs_what_rust_sends() {
     wait_for_line(prio, |l| l == "prio:1", "priority tasks").await;
     assert_eq!(prio(), ["prio:9", "prio:5", "prio:1"], "priority order");
 
-    side.cleanup().await;
+    side.cleanup([worker, priority_worker]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -665,7 +670,7 @@ async fn a_rust_worker_runs_what_python_sends() {
 
     priority_worker.shutdown().await;
     worker.shutdown().await;
-    side.cleanup().await;
+    side.cleanup([]).await;
 }
 
 #[task(name = "tasks.echo")]
@@ -719,12 +724,12 @@ async fn every_serializer_and_compression_works_both_ways() {
         }
     }
     worker.shutdown().await;
-    side.cleanup().await;
+    side.cleanup([]).await;
 
     // Rust client -> Python worker.
     let to_python = Queues::new("interop-codec-py");
     let side = PythonSide::new(python, &to_python, temp_dir("interop-codec-py"));
-    let _python_worker = side.worker(std::slice::from_ref(&to_python.main), &[]);
+    let python_worker = side.worker(std::slice::from_ref(&to_python.main), &[]);
     let client = Celery::builder("codec-client")
         .broker_url(RABBITMQ_URL)
         .result_backend("rpc://")
@@ -761,5 +766,5 @@ async fn every_serializer_and_compression_works_both_ways() {
             );
         }
     }
-    side.cleanup().await;
+    side.cleanup([python_worker]).await;
 }
