@@ -53,7 +53,7 @@ pub enum Command {
         /// Log level: debug, info, warning, error, critical (any case).
         #[arg(short = 'l', long, default_value = "warning", value_parser = log_level)]
         loglevel: String,
-        /// Node name, default celery@<hostname>.
+        /// Node name (default celery@HOSTNAME); %h, %n and %d expand as in Celery.
         #[arg(short = 'n', long)]
         hostname: Option<String>,
         /// Unacknowledged messages per unit of concurrency.
