@@ -204,6 +204,11 @@ struct WorkerProcess {
 
 /// A worker process serving `queue`, once it runs tasks; and an app sending there.
 async fn worker_process(queue: &str) -> (Celery, WorkerProcess) {
+    worker_process_with(queue, &[]).await
+}
+
+/// The same, with these environment variables.
+async fn worker_process_with(queue: &str, env: &[(&str, &str)]) -> (Celery, WorkerProcess) {
     let app = builder().task_default_queue(queue).build().unwrap();
     let mut child = tokio::process::Command::new(std::env::current_exe().unwrap())
         .args([
@@ -213,6 +218,7 @@ async fn worker_process(queue: &str) -> (Celery, WorkerProcess) {
             "--nocapture",
         ])
         .env("CELERY_CLI_WORKER_QUEUE", queue)
+        .envs(env.iter().copied())
         .stdin(Stdio::piped())
         // libtest's own lines ("running 1 test") would read as this binary's.
         .stdout(Stdio::null())
@@ -282,10 +288,10 @@ fn send_signal(child: &tokio::process::Child, signal: &str) {
 }
 
 /// SIGINT after SIGTERM leaves the shutdown warm, as in Celery (only a further SIGINT would be
-/// cold): the running task finishes, and the worker exits with Celery's status for Ctrl-C.
+/// cold): the running task finishes, and the worker exits with SIGTERM's status, 0.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigint_after_sigterm_stays_warm_and_exits_with_1() {
-    if !common::rabbitmq("sigint_after_sigterm_stays_warm_and_exits_with_1") {
+async fn sigint_after_sigterm_stays_warm() {
+    if !common::rabbitmq("sigint_after_sigterm_stays_warm") {
         return;
     }
     let queue = common::unique_name("cli-term-int");
@@ -304,11 +310,7 @@ async fn sigint_after_sigterm_stays_warm_and_exits_with_1() {
         "the worker still waits for its running task"
     );
     let exit = release_and_wait_for_exit(&mut process, &dir, &running_task).await;
-    assert_eq!(
-        exit.code(),
-        Some(celery::cli::INTERRUPTED_EXIT_CODE),
-        "{exit:?}"
-    );
+    assert_eq!(exit.code(), Some(0), "{exit:?}");
     let broker = celery::broker::AmqpBroker::connect(RABBITMQ_URL)
         .await
         .unwrap();
@@ -331,7 +333,14 @@ async fn a_second_sigint_stops_a_worker_process_cold() {
         .await
         .expect("the first SIGINT starts a warm shutdown");
     send_signal(&process.child, "-INT");
-    assert_stopped_cold(&mut process, &queue, &running_task).await;
+    // Celery's status for a worker stopped with Ctrl-C.
+    assert_stopped_cold(
+        &mut process,
+        &queue,
+        &running_task,
+        celery::cli::INTERRUPTED_EXIT_CODE,
+    )
+    .await;
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -345,7 +354,21 @@ async fn sigquit_stops_a_worker_process_cold() {
     let (app, mut process) = worker_process(&queue).await;
     let (dir, running_task) = run_a_held_task(&app, "cli-quit").await;
     send_signal(&process.child, "-QUIT");
-    assert_stopped_cold(&mut process, &queue, &running_task).await;
+    assert_stopped_cold(&mut process, &queue, &running_task, 0).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// With Celery's `REMAP_SIGTERM=SIGQUIT`, SIGTERM is the cold shutdown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remapped_sigterm_stops_a_worker_process_cold() {
+    if !common::rabbitmq("remapped_sigterm_stops_a_worker_process_cold") {
+        return;
+    }
+    let queue = common::unique_name("cli-remap");
+    let (app, mut process) = worker_process_with(&queue, &[("REMAP_SIGTERM", "SIGQUIT")]).await;
+    let (dir, running_task) = run_a_held_task(&app, "cli-remap").await;
+    terminate(&process.child);
+    assert_stopped_cold(&mut process, &queue, &running_task, 0).await;
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -388,13 +411,13 @@ async fn assert_stopped_cold(
     process: &mut WorkerProcess,
     queue: &str,
     running_task: &AsyncResult<bool>,
+    exit_status: i32,
 ) {
     let exit = tokio::time::timeout(Duration::from_secs(30), process.child.wait())
         .await
         .expect("the worker exits without waiting for its task")
         .unwrap();
-    // Celery's worker exits with 0 after a cold shutdown, whatever asked for it.
-    assert_eq!(exit.code(), Some(0), "{exit:?}");
+    assert_eq!(exit.code(), Some(exit_status), "{exit:?}");
     assert_eq!(running_task.state().await.unwrap(), State::Pending);
     let broker = celery::broker::AmqpBroker::connect(RABBITMQ_URL)
         .await

@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use serde_json::Value;
+use tokio::sync::mpsc;
 
 use crate::app::{Builder, Celery};
 use crate::calling::{CallOptions, Expires};
@@ -185,6 +186,10 @@ fn parse_json(what: &str, text: &str) -> Result<Value, Error> {
 }
 
 /// Runs one command on an app, writing what Celery would print to `out`.
+///
+/// `worker` runs until a signal stops it, and then ends the process itself when it must stop
+/// at once (a cold shutdown) or exit with a status other than 0 (a shutdown begun by SIGINT),
+/// as Celery's worker does; after a warm shutdown begun by SIGTERM it returns.
 pub async fn execute(
     app: &Celery,
     command: Command,
@@ -211,13 +216,13 @@ pub async fn execute(
             if let Some(multiplier) = prefetch_multiplier {
                 worker = worker.prefetch_multiplier(multiplier);
             }
-            // Listening from before the start: a signal that comes while the first is handled
-            // (or while the worker starts) is not lost.
+            // Listening from before the start: a signal that comes while the worker starts, or
+            // while another is handled, is not lost.
             let mut signals = ShutdownSignals::listen();
             let worker = worker.start().await?;
             let mut stop = StopRequests::default();
             if stop.heard(signals.next().await) == Stop::Cold {
-                cold_shutdown();
+                cold_shutdown(stop.exit_status());
             }
             tracing::warn!("worker: warm shutdown (finishing running tasks)");
             let shutdown = worker.shutdown();
@@ -226,14 +231,14 @@ pub async fn execute(
                 tokio::select! {
                     () = &mut shutdown => break,
                     signal = signals.next() => if stop.heard(signal) == Stop::Cold {
-                        cold_shutdown();
+                        cold_shutdown(stop.exit_status());
                     },
                 }
             }
-            if stop.interrupted {
-                std::process::exit(INTERRUPTED_EXIT_CODE);
+            match stop.exit_status() {
+                0 => Ok(()),
+                status => std::process::exit(status),
             }
-            Ok(())
         }
         Command::Call {
             name,
@@ -382,17 +387,16 @@ fn parse_expires(text: &str) -> Result<Expires, Error> {
         })
 }
 
-/// The exit status of a worker whose warm shutdown was last asked for with SIGINT (Ctrl-C), as
-/// Celery's (`EX_FAILURE`). After SIGTERM, and after a cold shutdown, Celery's worker exits
-/// with 0, and so does this one.
+/// The exit status of a worker stopped with SIGINT (Ctrl-C) first, as Celery's (`EX_FAILURE`).
+/// A worker stopped with SIGTERM or SIGQUIT first exits with 0.
 pub const INTERRUPTED_EXIT_CODE: i32 = 1;
 
 /// Stops the process at once. What was not acknowledged (tasks with acks_late, held and
 /// prefetched messages) goes back to its queue when the connection drops; tasks already
 /// acknowledged are not run.
-fn cold_shutdown() -> ! {
+fn cold_shutdown(exit_status: i32) -> ! {
     tracing::warn!("worker: cold shutdown (running tasks are stopped)");
-    std::process::exit(0);
+    std::process::exit(exit_status);
 }
 
 /// What the signals heard so far ask of a worker.
@@ -404,34 +408,45 @@ enum Stop {
     Cold,
 }
 
-/// The signals a worker has heard, folded as Celery's handlers fold them: SIGTERM and SIGINT
+/// The signals a worker has heard, folded as Celery 5.7's handlers fold them. SIGTERM and SIGINT
 /// ask for a warm shutdown, SIGQUIT for a cold one. The first SIGINT also makes the next SIGINT
-/// cold (Celery's "Hitting Ctrl+C again" handler), so SIGTERM then SIGINT is still warm. The
-/// exit status is that of the last warm request: 1 after SIGINT, 0 after SIGTERM.
+/// cold (Celery's "Hitting Ctrl+C again" handler), so SIGTERM then SIGINT is still warm, and a
+/// SIGTERM during a warm shutdown changes nothing.
+///
+/// The first request fixes the exit status: 1 after SIGINT, 0 after SIGTERM or SIGQUIT.
+/// Celery's worker fixes it when its loop first sees a request, within about a second, so two
+/// signals closer together than that can end with the second one's status there.
 #[derive(Debug, Default)]
 struct StopRequests {
     /// A SIGINT was heard: the next one is cold.
     cold_on_interrupt: bool,
-    /// The last warm request was a SIGINT.
-    interrupted: bool,
+    /// Set by the first request.
+    exit_status: Option<i32>,
 }
 
 impl StopRequests {
     fn heard(&mut self, signal: ShutdownSignal) -> Stop {
         match signal {
-            ShutdownSignal::Quit => Stop::Cold,
+            ShutdownSignal::Quit => {
+                self.exit_status.get_or_insert(0);
+                Stop::Cold
+            }
             ShutdownSignal::Interrupt if self.cold_on_interrupt => Stop::Cold,
             ShutdownSignal::Interrupt => {
                 self.cold_on_interrupt = true;
-                self.interrupted = true;
+                self.exit_status.get_or_insert(INTERRUPTED_EXIT_CODE);
                 tracing::warn!("worker: hitting Ctrl+C again will terminate all running tasks");
                 Stop::Warm
             }
             ShutdownSignal::Terminate => {
-                self.interrupted = false;
+                self.exit_status.get_or_insert(0);
                 Stop::Warm
             }
         }
+    }
+
+    fn exit_status(&self) -> i32 {
+        self.exit_status.unwrap_or(0)
     }
 }
 
@@ -443,49 +458,81 @@ enum ShutdownSignal {
     Quit,
 }
 
-/// SIGINT, SIGTERM and SIGQUIT. tokio tells a listener only of the signals that come after it
-/// exists, so the listeners are made once, before they are needed: a second signal sent while
-/// the first is being handled is still heard.
+/// SIGINT, SIGTERM and SIGQUIT, in the order they come. A task listens for them from the start
+/// and passes each on at once: tokio merges the deliveries of a signal that come before its
+/// listener is polled again, so a listener polled only when the worker is ready for the next
+/// signal would hear two quick Ctrl-C as one.
 struct ShutdownSignals {
-    #[cfg(unix)]
-    listeners: Option<[tokio::signal::unix::Signal; 3]>,
+    heard: mpsc::UnboundedReceiver<ShutdownSignal>,
 }
 
 impl ShutdownSignals {
     fn listen() -> Self {
+        let (sender, heard) = mpsc::unbounded_channel();
+        // Celery's `REMAP_SIGTERM=SIGQUIT`: SIGTERM stops the worker cold, for platforms that
+        // send SIGKILL soon after SIGTERM.
+        let terminate_is_quit = std::env::var("REMAP_SIGTERM").is_ok_and(|name| name == "SIGQUIT");
         #[cfg(unix)]
         {
             use tokio::signal::unix::{signal, SignalKind};
             let listeners = (|| {
                 Ok::<_, std::io::Error>([
                     signal(SignalKind::interrupt())?,
-                    signal(SignalKind::terminate())?,
                     signal(SignalKind::quit())?,
+                    signal(SignalKind::terminate())?,
                 ])
             })();
-            if let Err(error) = &listeners {
-                tracing::warn!(%error, "cannot listen for SIGINT, SIGTERM and SIGQUIT; Ctrl-C only");
-            }
-            ShutdownSignals {
-                listeners: listeners.ok(),
+            match listeners {
+                Ok(listeners) => {
+                    tokio::spawn(pass_on(listeners, terminate_is_quit, sender));
+                    return ShutdownSignals { heard };
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "cannot listen for SIGINT, SIGTERM and SIGQUIT; Ctrl-C only");
+                }
             }
         }
-        #[cfg(not(unix))]
-        ShutdownSignals {}
+        let _ = terminate_is_quit;
+        tokio::spawn(async move {
+            while tokio::signal::ctrl_c().await.is_ok()
+                && sender.send(ShutdownSignal::Interrupt).is_ok()
+            {}
+        });
+        ShutdownSignals { heard }
     }
 
-    /// Resolves on the next signal (or one that came since the last).
+    /// The next signal (or one that came since the last).
     async fn next(&mut self) -> ShutdownSignal {
-        #[cfg(unix)]
-        if let Some([interrupt, terminate, quit]) = &mut self.listeners {
-            return tokio::select! {
-                _ = interrupt.recv() => ShutdownSignal::Interrupt,
-                _ = terminate.recv() => ShutdownSignal::Terminate,
-                _ = quit.recv() => ShutdownSignal::Quit,
-            };
+        match self.heard.recv().await {
+            Some(signal) => signal,
+            // The listener is gone (it could not listen any more): no signal will come.
+            None => std::future::pending().await,
         }
-        let _ = tokio::signal::ctrl_c().await;
-        ShutdownSignal::Interrupt
+    }
+}
+
+#[cfg(unix)]
+async fn pass_on(
+    [mut interrupt, mut quit, mut terminate]: [tokio::signal::unix::Signal; 3],
+    terminate_is_quit: bool,
+    sender: mpsc::UnboundedSender<ShutdownSignal>,
+) {
+    loop {
+        // When several are pending, in Python's order (its handlers run by signal number).
+        let signal = tokio::select! {
+            biased;
+            Some(()) = interrupt.recv() => ShutdownSignal::Interrupt,
+            Some(()) = quit.recv() => ShutdownSignal::Quit,
+            Some(()) = terminate.recv() => if terminate_is_quit {
+                ShutdownSignal::Quit
+            } else {
+                ShutdownSignal::Terminate
+            },
+            else => return,
+        };
+        if sender.send(signal).is_err() {
+            return;
+        }
     }
 }
 
@@ -493,31 +540,33 @@ impl ShutdownSignals {
 mod tests {
     use super::*;
 
-    /// Each signal's answer, and whether the worker would exit with 1 after the last of them:
-    /// what Celery 5.7's prefork worker did for the same signals, 0.5 s apart, with a task
-    /// running.
-    fn fold(signals: &[ShutdownSignal]) -> (Vec<Stop>, bool) {
+    /// Each signal's answer, and the exit status after the last of them.
+    fn fold(signals: &[ShutdownSignal]) -> (Vec<Stop>, i32) {
         let mut stop = StopRequests::default();
         let answers = signals.iter().map(|&signal| stop.heard(signal)).collect();
-        (answers, stop.interrupted)
+        (answers, stop.exit_status())
     }
 
+    /// What Celery 5.7's prefork worker did, with a task running and the signals far enough
+    /// apart for its loop to see each (1.5 to 12 s).
     #[test]
     fn signals_fold_into_celerys_shutdowns_and_exit_statuses() {
         use ShutdownSignal::{Interrupt as Int, Quit, Terminate as Term};
         use Stop::{Cold, Warm};
-        assert_eq!(fold(&[Term]), (vec![Warm], false));
-        assert_eq!(fold(&[Int]), (vec![Warm], true));
-        assert_eq!(fold(&[Quit]).0, vec![Cold]);
-        assert_eq!(fold(&[Int, Int]).0, vec![Warm, Cold]);
-        assert_eq!(fold(&[Term, Term]), (vec![Warm, Warm], false));
-        // SIGTERM then SIGINT stays warm and exits with 1; only another SIGINT is cold.
-        assert_eq!(fold(&[Term, Int]), (vec![Warm, Warm], true));
-        assert_eq!(fold(&[Term, Int, Int]).0, vec![Warm, Warm, Cold]);
-        // SIGINT then SIGTERM stays warm too, and exits with 0.
-        assert_eq!(fold(&[Int, Term]), (vec![Warm, Warm], false));
-        assert_eq!(fold(&[Int, Term, Int]).0, vec![Warm, Warm, Cold]);
-        assert_eq!(fold(&[Term, Quit]).0, vec![Warm, Cold]);
+        assert_eq!(fold(&[]), (vec![], 0));
+        assert_eq!(fold(&[Term]), (vec![Warm], 0));
+        assert_eq!(fold(&[Int]), (vec![Warm], 1));
+        assert_eq!(fold(&[Quit]), (vec![Cold], 0));
+        assert_eq!(fold(&[Int, Int]), (vec![Warm, Cold], 1));
+        assert_eq!(fold(&[Term, Term]), (vec![Warm, Warm], 0));
+        assert_eq!(fold(&[Term, Term, Term]), (vec![Warm, Warm, Warm], 0));
+        // SIGINT after SIGTERM stays warm, and SIGTERM's status stays; another SIGINT is cold.
+        assert_eq!(fold(&[Term, Int]), (vec![Warm, Warm], 0));
+        assert_eq!(fold(&[Term, Int, Int]), (vec![Warm, Warm, Cold], 0));
+        assert_eq!(fold(&[Int, Term]), (vec![Warm, Warm], 1));
+        assert_eq!(fold(&[Int, Term, Int]), (vec![Warm, Warm, Cold], 1));
+        assert_eq!(fold(&[Int, Quit]), (vec![Warm, Cold], 1));
+        assert_eq!(fold(&[Term, Quit]), (vec![Warm, Cold], 0));
     }
 
     #[test]
