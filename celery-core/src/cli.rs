@@ -18,6 +18,7 @@ use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use chrono::{DateTime, FixedOffset};
 use clap::{Parser, Subcommand};
 use serde_json::Value;
 use tokio::sync::mpsc;
@@ -266,14 +267,11 @@ pub async fn execute(
             if let Some(seconds) = countdown {
                 options = options.countdown(seconds);
             }
-            if let Some(text) = eta {
-                let at = crate::protocol::parse_datetime(&text).ok_or_else(|| {
-                    Error::Config(format!("--eta is not an ISO-8601 datetime: {text}"))
-                })?;
+            if let Some(at) = eta.as_deref().map(parse_eta).transpose()?.flatten() {
                 options = options.eta(at);
             }
-            if let Some(text) = expires {
-                options = options.expires(parse_expires(&text)?);
+            if let Some(expires) = expires.as_deref().map(parse_expires).transpose()?.flatten() {
+                options = options.expires(expires);
             }
             if let Some(queue) = queue {
                 options = options.queue(queue);
@@ -373,13 +371,26 @@ async fn print_result(
     Ok(())
 }
 
-/// `--expires`: seconds after sending, or a moment, as Celery's `call` takes it.
-fn parse_expires(text: &str) -> Result<Expires, Error> {
-    if let Ok(seconds) = text.parse::<f64>() {
-        return Ok(Expires::After(seconds));
+/// `--eta`: a moment, as Celery's `call` takes it; empty is none, as Celery reads it.
+fn parse_eta(text: &str) -> Result<Option<DateTime<FixedOffset>>, Error> {
+    if text.is_empty() {
+        return Ok(None);
     }
     crate::protocol::parse_datetime(text)
-        .map(Expires::At)
+        .map(Some)
+        .ok_or_else(|| Error::Config(format!("--eta is not an ISO-8601 datetime: {text}")))
+}
+
+/// `--expires`: seconds after sending, or a moment, as Celery's `call` takes it; empty is none.
+fn parse_expires(text: &str) -> Result<Option<Expires>, Error> {
+    if text.is_empty() {
+        return Ok(None);
+    }
+    if let Ok(seconds) = text.parse::<f64>() {
+        return Ok(Some(Expires::After(seconds)));
+    }
+    crate::protocol::parse_datetime(text)
+        .map(|at| Some(Expires::At(at)))
         .ok_or_else(|| {
             Error::Config(format!(
                 "--expires is neither seconds nor an ISO-8601 datetime: {text}"
@@ -641,22 +652,35 @@ mod tests {
 
     #[test]
     fn expires_takes_seconds_or_a_datetime() {
-        assert_eq!(parse_expires("90").unwrap(), Expires::After(90.0));
-        assert_eq!(parse_expires("1.5").unwrap(), Expires::After(1.5));
+        assert_eq!(parse_expires("90").unwrap(), Some(Expires::After(90.0)));
+        assert_eq!(parse_expires("1.5").unwrap(), Some(Expires::After(1.5)));
         let at = chrono::DateTime::parse_from_rfc3339("2026-01-01T00:00:00+02:00").unwrap();
         assert_eq!(
             parse_expires("2026-01-01T00:00:00+02:00").unwrap(),
-            Expires::At(at)
+            Some(Expires::At(at))
         );
         // Celery's shorter forms too, naive ones in UTC; a bare number is seconds, as in Celery.
         let at = chrono::DateTime::parse_from_rfc3339("2026-01-01T10:30:00Z").unwrap();
-        assert_eq!(parse_expires("2026-01-01 10:30").unwrap(), Expires::At(at));
-        assert_eq!(parse_expires("2026").unwrap(), Expires::After(2026.0));
+        assert_eq!(
+            parse_expires("2026-01-01 10:30").unwrap(),
+            Some(Expires::At(at))
+        );
+        assert_eq!(parse_expires("2026").unwrap(), Some(Expires::After(2026.0)));
         let error = parse_expires("tomorrow").unwrap_err().to_string();
         assert!(
             error.contains("--expires") && error.contains("tomorrow"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn empty_eta_and_expires_are_none_as_in_celery() {
+        assert_eq!(parse_eta("").unwrap(), None);
+        assert_eq!(parse_expires("").unwrap(), None);
+        let at = chrono::DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z").unwrap();
+        assert_eq!(parse_eta("2026-01-01").unwrap(), Some(at));
+        let error = parse_eta("soon").unwrap_err().to_string();
+        assert!(error.contains("--eta") && error.contains("soon"), "{error}");
     }
 
     #[tokio::test]

@@ -1,9 +1,10 @@
-//! Datetimes in messages: written as Python's `isoformat()` writes them, read in every form
+//! Datetimes in messages: written as Python's `isoformat()` writes them, read in the forms
 //! Celery 5.7 reads an `eta`, an `expires` or `celery call --eta` in (`maybe_iso8601`, which is
 //! dateutil's `isoparse`), so that what a Python worker would run, this one runs too.
 
 use chrono::{
-    DateTime, Days, FixedOffset, NaiveDate, NaiveDateTime, NaiveTime, SecondsFormat, Weekday,
+    DateTime, Days, FixedOffset, NaiveDate, NaiveDateTime, NaiveTime, SecondsFormat, Timelike,
+    Weekday,
 };
 
 /// Formats a datetime the way Python's `isoformat()` does: microseconds only when non-zero.
@@ -25,14 +26,24 @@ pub fn format_datetime(datetime: DateTime<FixedOffset>) -> String {
 ///   it); `24:00` is the next midnight;
 /// - then an offset: `Z`, `±hh`, `±hhmm` or `±hh:mm`.
 ///
-/// Years run from 1 to 9999, as Python's. Two of dateutil's leniencies are not copied: a week
-/// 53 in a year of 52 (dateutil moves it into the next year) and a one-digit offset minute.
+/// Years run from 1 to 9999, and time to the microsecond, as Python's. What dateutil lets
+/// through only by accident is refused here: what Python's `int()` forgives inside a field
+/// (spaces, signs, underscores, a one-digit last field), a week 53 in a year of 52, a
+/// six-character offset without a colon, an offset without a time, a digit as the separator,
+/// and an ordinal `YYYYDDD` followed by a space (which dateutil reads as another date).
 pub fn parse_datetime(text: &str) -> Option<DateTime<FixedOffset>> {
+    // dateutil refuses any other character; chrono's RFC 3339 reader takes a Unicode minus.
+    if !text.is_ascii() {
+        return None;
+    }
     // What Python writes, and most clients: read without the general parser.
-    DateTime::parse_from_rfc3339(text)
-        .ok()
-        .or_else(|| Cursor::new(text).datetime())
-        .filter(crate::calling::python_can_hold)
+    let at = match DateTime::parse_from_rfc3339(text) {
+        // chrono reads a leap second (`:60`) as 1,000,000,000 ns and more; Python refuses it.
+        Ok(at) if at.nanosecond() >= 1_000_000_000 => return None,
+        Ok(at) => at.with_nanosecond(at.nanosecond() / 1_000 * 1_000)?,
+        Err(_) => Cursor::new(text).datetime()?,
+    };
+    Some(at).filter(crate::calling::python_can_hold)
 }
 
 /// A position in the text being parsed.
@@ -50,9 +61,6 @@ impl<'a> Cursor<'a> {
     }
 
     fn datetime(mut self) -> Option<DateTime<FixedOffset>> {
-        if !self.text.is_ascii() {
-            return None;
-        }
         let (date, full_day) = self.date()?;
         let mut local = date.and_time(NaiveTime::MIN);
         let mut offset = None;
@@ -75,6 +83,10 @@ impl<'a> Cursor<'a> {
     /// The date, and whether it names a whole day (a time may follow only then).
     fn date(&mut self) -> Option<(NaiveDate, bool)> {
         let year = self.number(4)? as i32;
+        // Python's year 1 is the first; a year 0 must not become year 1 through `24:00`.
+        if year == 0 {
+            return None;
+        }
         if self.at_end() {
             return Some((NaiveDate::from_ymd_opt(year, 1, 1)?, false));
         }
@@ -90,7 +102,14 @@ impl<'a> Cursor<'a> {
             return Some((NaiveDate::from_isoywd_opt(year, week, Weekday::Mon)?, false));
         }
         match (dashed, self.digits_ahead()) {
-            (_, 3) => Some((NaiveDate::from_yo_opt(year, self.number(3)?)?, true)),
+            (_, 3) => {
+                let day = self.number(3)?;
+                // dateutil reads `YYYYDDD ` as `YYYYMMD` and a day with a space.
+                if !dashed && self.peek().is_some_and(|byte| byte.is_ascii_whitespace()) {
+                    return None;
+                }
+                Some((NaiveDate::from_yo_opt(year, day)?, true))
+            }
             (true, 2) => {
                 let month = self.number(2)?;
                 if !self.eat(b'-') {
@@ -307,16 +326,27 @@ mod tests {
         ("2026-12-03\u{e9}10:30", None),
         ("2026-12-03T10:30:05 ", None),
         ("", None),
+        // What chrono's RFC 3339 reader takes and dateutil does not.
+        ("2026-12-03T10:30:60Z", None),
+        ("2026-12-03T10:30:05\u{2212}01:00", None),
+        // Year 0 does not become year 1 by the next midnight.
+        ("0000-12-31T24:00", None),
+        ("0000-366T24", None),
+        // dateutil reads this one as 2026-12-01T03:00; refused rather than read otherwise.
+        ("2026121 1030", None),
+        ("2026337 10:30", None),
+        ("2026-337 10:30", Some("2026-12-03T10:30:00+00:00")),
     ];
 
     #[test]
     fn reads_what_celerys_isoparse_reads() {
         for (text, expected) in AS_DATEUTIL_READS {
-            let read = parse_datetime(text).map(|at| at.format("%Y-%m-%dT%H:%M:%S%.6f%:z"));
+            // dateutil's isoformat() leaves out a zero fraction; compared with nine digits, a
+            // fraction not cut to the microsecond shows.
+            let read = parse_datetime(text).map(|at| at.format("%Y-%m-%dT%H:%M:%S%.9f%:z"));
             let expected = expected.map(|iso| {
-                // dateutil's isoformat() leaves out a zero fraction; compare with six digits.
                 let at = DateTime::parse_from_rfc3339(iso).unwrap();
-                at.format("%Y-%m-%dT%H:%M:%S%.6f%:z").to_string()
+                at.format("%Y-%m-%dT%H:%M:%S%.9f%:z").to_string()
             });
             assert_eq!(read.map(|at| at.to_string()), expected, "{text:?}");
         }
