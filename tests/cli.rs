@@ -58,10 +58,10 @@ fn register(app: &Celery) {
         .register(held_late::Task);
 }
 
-/// Not a test on its own: the worker process of `a_worker_process_stops_warmly_on_sigterm_and_ignores_another` and
-/// `a_second_sigint_stops_a_worker_process_cold`, which run this binary again with
-/// `--ignored --exact worker_process_entry` and `CELERY_CLI_WORKER_QUEUE=<queue>`. It stops by
-/// itself when its parent goes away (its stdin closes) or after three minutes.
+/// Not a test on its own: the worker process that `spawn_worker_process` starts, running this
+/// binary again with `--ignored --exact worker_process_entry`, `CELERY_CLI_WORKER_QUEUE=<queue>`
+/// and optionally `CELERY_CLI_WORKER_BROKER=<url>`. It stops by itself when its parent goes away
+/// (its stdin closes) or after three minutes.
 #[tokio::test]
 #[ignore = "the worker process that the cli tests start; does nothing on its own"]
 async fn worker_process_entry() {
@@ -76,8 +76,13 @@ async fn worker_process_entry() {
         std::thread::sleep(Duration::from_secs(180));
         std::process::exit(3);
     });
-    let cli =
-        Cli::try_parse_from(["cli", "worker", "-Q", &queue, "-c", "2", "-l", "info"]).unwrap();
+    let mut args = vec!["cli".to_owned()];
+    // A broker other than the tests' RabbitMQ (one that cannot be reached, say).
+    if let Ok(url) = std::env::var("CELERY_CLI_WORKER_BROKER") {
+        args.extend(["--broker".to_owned(), url]);
+    }
+    args.extend(["worker", "-Q", &queue, "-c", "2", "-l", "info"].map(str::to_owned));
+    let cli = Cli::try_parse_from(args).unwrap();
     let code = run_with(cli, builder(), register).await;
     assert_eq!(
         format!("{code:?}"),
@@ -200,6 +205,8 @@ struct WorkerProcess {
     warm: Arc<Notify>,
     /// Notified once a SIGINT has made the next one cold.
     cold_armed: Arc<Notify>,
+    /// Notified when it logs that it cannot reach its broker (and tries again).
+    waiting_for_broker: Arc<Notify>,
 }
 
 /// A worker process serving `queue`, once it runs tasks; and an app sending there.
@@ -210,6 +217,19 @@ async fn worker_process(queue: &str) -> (Celery, WorkerProcess) {
 /// The same, with these environment variables.
 async fn worker_process_with(queue: &str, env: &[(&str, &str)]) -> (Celery, WorkerProcess) {
     let app = builder().task_default_queue(queue).build().unwrap();
+    let process = spawn_worker_process(queue, env);
+    let ready = add::s(1, 2).apply_async_with(&app).await.unwrap();
+    assert_eq!(
+        ready.get().timeout(Duration::from_secs(30)).await.unwrap(),
+        3,
+        "the worker process is up"
+    );
+    (app, process)
+}
+
+/// Starts a worker process serving `queue`, with these environment variables, and watches its
+/// log; it may not be ready yet.
+fn spawn_worker_process(queue: &str, env: &[(&str, &str)]) -> WorkerProcess {
     let mut child = tokio::process::Command::new(std::env::current_exe().unwrap())
         .args([
             "--ignored",
@@ -226,36 +246,34 @@ async fn worker_process_with(queue: &str, env: &[(&str, &str)]) -> (Celery, Work
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    // Its log, passed on, watched for the warm shutdown.
-    let warm = Arc::new(Notify::new());
-    let cold_armed = Arc::new(Notify::new());
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let (seen_warm, seen_armed) = (warm.clone(), cold_armed.clone());
+    // Its log, passed on, watched for the lines the tests wait for.
+    let mut process = WorkerProcess {
+        _stdin: child.stdin.take().unwrap(),
+        warm: Arc::new(Notify::new()),
+        cold_armed: Arc::new(Notify::new()),
+        waiting_for_broker: Arc::new(Notify::new()),
+        child,
+    };
+    let mut lines = BufReader::new(process.child.stderr.take().unwrap()).lines();
+    let watched = [
+        ("warm shutdown", process.warm.clone()),
+        ("Ctrl+C again", process.cold_armed.clone()),
+        (
+            "cannot reach the broker",
+            process.waiting_for_broker.clone(),
+        ),
+    ];
     tokio::spawn(async move {
         while let Ok(Some(line)) = lines.next_line().await {
             eprintln!("worker process: {line}");
-            if line.contains("warm shutdown") {
-                seen_warm.notify_one();
-            }
-            if line.contains("Ctrl+C again") {
-                seen_armed.notify_one();
+            for (text, seen) in &watched {
+                if line.contains(text) {
+                    seen.notify_one();
+                }
             }
         }
     });
-    let ready = add::s(1, 2).apply_async_with(&app).await.unwrap();
-    assert_eq!(
-        ready.get().timeout(Duration::from_secs(30)).await.unwrap(),
-        3,
-        "the worker process is up"
-    );
-    let stdin = child.stdin.take().unwrap();
-    let process = WorkerProcess {
-        child,
-        _stdin: stdin,
-        warm,
-        cold_armed,
-    };
-    (app, process)
+    process
 }
 
 /// A directory for a `held` task's files.
@@ -370,6 +388,32 @@ async fn remapped_sigterm_stops_a_worker_process_cold() {
     terminate(&process.child);
     assert_stopped_cold(&mut process, &queue, &running_task, 0).await;
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A worker still waiting for a broker it cannot reach stops on SIGTERM (and SIGINT), as
+/// Celery's does, instead of going on trying.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_waiting_for_its_broker_stops_on_a_signal() {
+    // Nothing listens on port 1 of 127.0.0.1: the connection is refused, and tried again.
+    let unreachable = (
+        "CELERY_CLI_WORKER_BROKER",
+        "amqp://guest:guest@127.0.0.1:1//",
+    );
+    for (signal, status) in [("-TERM", 0), ("-INT", celery::cli::INTERRUPTED_EXIT_CODE)] {
+        let mut process = spawn_worker_process("cli-unreachable", &[unreachable]);
+        tokio::time::timeout(
+            Duration::from_secs(30),
+            process.waiting_for_broker.notified(),
+        )
+        .await
+        .expect("the worker waits for its broker");
+        send_signal(&process.child, signal);
+        let exit = tokio::time::timeout(Duration::from_secs(10), process.child.wait())
+            .await
+            .expect("the worker stops instead of trying again")
+            .unwrap();
+        assert_eq!(exit.code(), Some(status), "{signal}: {exit:?}");
+    }
 }
 
 /// Sends an acks_late task that runs until the worker stops (or a minute passes), and waits

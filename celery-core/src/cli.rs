@@ -58,7 +58,8 @@ pub enum Command {
         /// Node name (default celery@HOSTNAME); %h, %n and %d expand as in Celery.
         #[arg(short = 'n', long)]
         hostname: Option<String>,
-        /// Unacknowledged messages per unit of concurrency.
+        /// Unacknowledged messages per unit of concurrency (0 is the default, as Celery's
+        /// command line reads it).
         #[arg(long)]
         prefetch_multiplier: Option<u16>,
     },
@@ -71,13 +72,14 @@ pub enum Command {
         /// Keyword arguments, a JSON object.
         #[arg(short = 'k', long, default_value = "{}")]
         kwargs: String,
-        #[arg(long)]
+        /// Seconds to wait before running (negative is at once, as in Celery).
+        #[arg(long, allow_negative_numbers = true)]
         countdown: Option<f64>,
         /// ISO-8601 datetime (UTC when it has no offset).
         #[arg(long)]
         eta: Option<String>,
         /// Seconds after sending, or an ISO-8601 datetime (UTC when it has no offset).
-        #[arg(long)]
+        #[arg(long, allow_negative_numbers = true)]
         expires: Option<String>,
         #[arg(long)]
         queue: Option<String>,
@@ -214,14 +216,27 @@ pub async fn execute(
             if let Some(hostname) = hostname {
                 worker = worker.hostname(hostname);
             }
-            if let Some(multiplier) = prefetch_multiplier {
+            // Celery's command line skips a 0 (its option is read only when true).
+            if let Some(multiplier) = prefetch_multiplier.filter(|&multiplier| multiplier != 0) {
                 worker = worker.prefetch_multiplier(multiplier);
             }
             // Listening from before the start: a signal that comes while the worker starts, or
             // while another is handled, is not lost.
             let mut signals = ShutdownSignals::listen();
-            let worker = worker.start().await?;
             let mut stop = StopRequests::default();
+            // A worker still waiting for its broker stops on a signal too, as Celery's does:
+            // it has nothing to finish.
+            let worker = tokio::select! {
+                started = worker.start() => started?,
+                signal = signals.next() => {
+                    stop.heard(signal);
+                    tracing::warn!("worker: stopped before it was ready");
+                    return match stop.exit_status() {
+                        0 => Ok(()),
+                        status => std::process::exit(status),
+                    };
+                }
+            };
             if stop.heard(signals.next().await) == Stop::Cold {
                 cold_shutdown(stop.exit_status());
             }
@@ -634,6 +649,21 @@ mod tests {
         assert_eq!(cli.broker.as_deref(), Some("memory://x"));
         assert!(
             matches!(cli.command, Command::Call { ref name, wait: true, countdown: Some(c), .. } if name == "tasks.add" && c == 1.0)
+        );
+
+        // Negative numbers are values, as Celery's click options take them.
+        let cli = Cli::try_parse_from([
+            "app",
+            "call",
+            "tasks.add",
+            "--countdown",
+            "-5",
+            "--expires",
+            "-5",
+        ])
+        .unwrap();
+        assert!(
+            matches!(cli.command, Command::Call { countdown: Some(c), expires: Some(ref e), .. } if c == -5.0 && e == "-5")
         );
 
         let timeout = |text: &str| {

@@ -156,9 +156,26 @@ fn slots(concurrency: usize) -> usize {
     slots.min(Semaphore::MAX_PERMITS)
 }
 
-/// Celery's node-name expansion (`celery.utils.nodenames`): `%h` the host name, `%n` its first
-/// label, `%d` the rest, `%%` a percent sign.
+/// Celery's node names (`celery.utils.nodenames`): a name without `@` is a host, `celery@`
+/// before it (`-n foo` is `celery@foo`), and an empty half is `celery` or this host. Then `%h`
+/// is the host name, `%n` its first label, `%d` the rest, `%i` the process index (`0`: this
+/// worker is one process), `%I` the same with a dash (empty for the main process), `%%` a
+/// percent sign.
 fn expand_node_name(pattern: &str, host: &str) -> String {
+    let (name_part, host_part) = pattern.split_once('@').unwrap_or(("", pattern));
+    let pattern = format!(
+        "{}@{}",
+        if name_part.is_empty() {
+            "celery"
+        } else {
+            name_part
+        },
+        if host_part.is_empty() {
+            host
+        } else {
+            host_part
+        },
+    );
     let (name, domain) = host.split_once('.').unwrap_or((host, ""));
     let mut expanded = String::with_capacity(pattern.len() + host.len());
     let mut chars = pattern.chars();
@@ -171,6 +188,8 @@ fn expand_node_name(pattern: &str, host: &str) -> String {
             Some('h') => expanded.push_str(host),
             Some('n') => expanded.push_str(name),
             Some('d') => expanded.push_str(domain),
+            Some('i') => expanded.push('0'),
+            Some('I') => {}
             Some('%') => expanded.push('%'),
             Some(other) => {
                 expanded.push('%');
@@ -1663,9 +1682,17 @@ mod tests {
             "celery@worker1.example.com"
         );
         assert_eq!(expand_node_name("w1@%n", host), "w1@worker1");
-        assert_eq!(expand_node_name("%n.%d", host), "worker1.example.com");
+        assert_eq!(expand_node_name("x@%n.%d", host), "x@worker1.example.com");
         assert_eq!(expand_node_name("100%%@%x%", "h"), "100%@%x%");
         assert_eq!(expand_node_name("w@%d", "bare"), "w@");
+        // What Celery 5.7's `host_format(default_nodename(name))` gave on a host named `vm`.
+        assert_eq!(expand_node_name("foo", "vm"), "celery@foo");
+        assert_eq!(expand_node_name("%h", "vm"), "celery@vm");
+        assert_eq!(expand_node_name("a@%i", "vm"), "a@0");
+        assert_eq!(expand_node_name("a@%I", "vm"), "a@");
+        assert_eq!(expand_node_name("foo@", "vm"), "foo@vm");
+        assert_eq!(expand_node_name("@bar", "vm"), "celery@bar");
+        assert_eq!(expand_node_name("", "vm"), "celery@vm");
     }
 
     #[test]
