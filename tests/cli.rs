@@ -171,8 +171,8 @@ async fn call_and_result_print_what_the_worker_returned() {
         .unwrap();
 }
 
-/// `purge` without `-Q` empties every queue the app knows, as Celery's does (in memory: no
-/// server needed).
+/// `purge` without `-Q` empties every queue the app knows, and says what it did, as Celery's
+/// does (in memory: no server needed).
 #[tokio::test]
 async fn purge_without_queues_empties_every_known_queue() {
     let app = Celery::builder("cli-purge")
@@ -180,19 +180,44 @@ async fn purge_without_queues_empties_every_known_queue() {
         .queue(Queue::new("cli-purge-other"))
         .build()
         .unwrap();
-    add::s(1, 1).apply_async_with(&app).await.unwrap();
-    add::s(2, 2)
-        .with_options(CallOptions::new().queue("cli-purge-other"))
-        .apply_async_with(&app)
-        .await
-        .unwrap();
-    let purge = Cli::try_parse_from(["cli", "purge", "-f"]).unwrap().command;
-    let mut out = Vec::new();
-    execute(&app, purge, &mut out).await.unwrap();
+    // A task in each queue.
+    let send_two = || async {
+        add::s(1, 1).apply_async_with(&app).await.unwrap();
+        add::s(2, 2)
+            .with_options(CallOptions::new().queue("cli-purge-other"))
+            .apply_async_with(&app)
+            .await
+            .unwrap();
+    };
+    send_two().await;
+    let purge = |args: &[&str]| {
+        let command = Cli::try_parse_from(["cli", "purge", "-f"].iter().chain(args))
+            .unwrap()
+            .command;
+        let app = app.clone();
+        async move {
+            let mut out = Vec::new();
+            execute(&app, command, &mut out).await.unwrap();
+            String::from_utf8(out).unwrap()
+        }
+    };
     assert_eq!(
-        String::from_utf8(out).unwrap().trim(),
-        "Purged 2 messages from 2 known task queues."
+        purge(&[]).await,
+        "Purged 2 messages from 2 known task queues.\n"
     );
+    assert_eq!(purge(&[]).await, "No messages purged from 2 queues.\n");
+
+    // `-X` leaves a queue out; a queue named twice is purged once; nothing left says nothing.
+    send_two().await;
+    assert_eq!(
+        purge(&["-X", "cli-purge-other"]).await,
+        "Purged 1 message from 1 known task queue.\n"
+    );
+    assert_eq!(
+        purge(&["-Q", "cli-purge-other,cli-purge-other"]).await,
+        "Purged 1 message from 1 known task queue.\n"
+    );
+    assert_eq!(purge(&["-Q", "celery", "-X", "celery"]).await, "");
 }
 
 /// A worker process (this binary's `worker_process_entry`).

@@ -14,6 +14,7 @@
 //! The broker and result backend come from `--broker` / `--result-backend`, or the
 //! `CELERY_BROKER_URL` / `CELERY_RESULT_BACKEND` environment variables, or the builder.
 
+use std::collections::BTreeSet;
 use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -108,9 +109,12 @@ pub enum Command {
     },
     /// Remove all messages from queues.
     Purge {
-        /// Queues, comma-separated; default: the default queue.
+        /// Queues, comma-separated; default: every queue the app knows.
         #[arg(short = 'Q', long, value_delimiter = ',')]
         queues: Vec<String>,
+        /// Queues not to purge, comma-separated.
+        #[arg(short = 'X', long, value_delimiter = ',')]
+        exclude_queues: Vec<String>,
         /// Do not ask for confirmation.
         #[arg(short = 'f', long)]
         force: bool,
@@ -316,26 +320,35 @@ pub async fn execute(
         Command::Result { task_id, timeout } => {
             print_result(&app.result::<Value>(task_id), timeout, out).await
         }
-        Command::Purge { queues, force } => {
-            // As Celery: every queue the app knows (the default one and `task_queues`).
-            let queues = if queues.is_empty() {
+        Command::Purge {
+            queues,
+            exclude_queues,
+            force,
+        } => {
+            // As Celery: a set of names (sorted, each once), by default every queue the app
+            // knows (the default one and `task_queues`), less the excluded ones.
+            let mut names: BTreeSet<String> = if queues.is_empty() {
                 let config = app.config();
-                let mut known = vec![config.task_default_queue.clone()];
-                for queue in &config.task_queues {
-                    if !known.contains(&queue.name) {
-                        known.push(queue.name.clone());
-                    }
-                }
-                known
+                std::iter::once(config.task_default_queue.clone())
+                    .chain(config.task_queues.iter().map(|queue| queue.name.clone()))
+                    .collect()
             } else {
-                queues
+                queues.into_iter().collect()
             };
-            if !force && !confirm(&queues) {
+            for excluded in &exclude_queues {
+                names.remove(excluded);
+            }
+            if names.is_empty() {
+                // Celery has nothing to do, and says nothing.
+                return Ok(());
+            }
+            let queues_headline = format!("queue{}", plural(names.len() as u64));
+            if !force && !confirm(&names, &queues_headline, out)? {
                 // Celery aborts (exit status 1).
-                return Err(Error::Config("purge cancelled: nothing removed".to_owned()));
+                return Err(Error::Config("purge aborted: nothing removed".to_owned()));
             }
             let mut total = 0;
-            for queue in &queues {
+            for queue in &names {
                 total += match app.broker().purge(queue).await {
                     Ok(count) => count,
                     // A queue that does not exist holds nothing (Celery counts it as 0).
@@ -346,13 +359,20 @@ pub async fn execute(
                     Err(error) => return Err(error.into()),
                 };
             }
-            writeln!(
-                out,
-                "Purged {total} message{} from {} known task queue{}.",
-                plural(total),
-                queues.len(),
-                plural(queues.len() as u64)
-            )
+            if total == 0 {
+                writeln!(
+                    out,
+                    "No messages purged from {} {queues_headline}.",
+                    names.len()
+                )
+            } else {
+                writeln!(
+                    out,
+                    "Purged {total} message{} from {} known task {queues_headline}.",
+                    plural(total),
+                    names.len(),
+                )
+            }
             .map_err(output_error)
         }
     }
@@ -370,10 +390,27 @@ fn plural(count: u64) -> &'static str {
     }
 }
 
-fn confirm(queues: &[String]) -> bool {
-    eprint!("WARNING: This will remove all tasks from {}: {}.\n         There is no undo for this operation!\n\nAre you sure you want to delete all tasks (yes/NO)? ", if queues.len() == 1 { "queue" } else { "queues" }, queues.join(", "));
+/// Celery's question before a purge (click's `confirm`): `y` or `yes` purges, anything else
+/// (or nothing) does not.
+fn confirm(
+    names: &BTreeSet<String>,
+    queues_headline: &str,
+    out: &mut (dyn Write + Send),
+) -> Result<bool, Error> {
+    let names = names
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .join(", ");
+    write!(
+        out,
+        "WARNING:This will remove all tasks from {queues_headline}: {names}.\n         There is no undo for this operation!\n\n(to skip this prompt use the -f option)\nAre you sure you want to delete all tasks? [y/N]: "
+    )
+    .and_then(|()| out.flush())
+    .map_err(output_error)?;
     let mut answer = String::new();
-    std::io::stdin().read_line(&mut answer).is_ok() && answer.trim().eq_ignore_ascii_case("yes")
+    let answered = std::io::stdin().read_line(&mut answer).is_ok();
+    Ok(answered && matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes"))
 }
 
 async fn print_result(
@@ -747,6 +784,7 @@ mod tests {
         // The message is in the queue: the purge command removes it and says so.
         let purge = || Command::Purge {
             queues: vec!["cli-q".into()],
+            exclude_queues: vec![],
             force: true,
         };
         let mut out = Vec::new();
@@ -760,7 +798,7 @@ mod tests {
         execute(&app, purge(), &mut out).await.unwrap();
         assert_eq!(
             String::from_utf8(out).unwrap(),
-            "Purged 0 messages from 1 known task queue.\n",
+            "No messages purged from 1 queue.\n",
             "the purge command emptied the queue"
         );
 
