@@ -419,8 +419,41 @@ async fn print_result(
     out: &mut (dyn Write + Send),
 ) -> Result<(), Error> {
     let value: Value = result.get().timeout(timeout).await?;
-    writeln!(out, "{value}").map_err(output_error)?;
-    Ok(())
+    out.write_all(&python_echo(&value))
+        .and_then(|()| out.write_all(b"\n"))
+        .map_err(output_error)
+}
+
+/// A result as Celery's `result` prints it (`click.echo`, Python's `str()`): text as it is,
+/// `None` as an empty line, bytes raw, a datetime, date, time, decimal or UUID as Python prints
+/// it, anything else as its repr (`{'sum': [4, 'four']}`).
+fn python_echo(value: &Value) -> Vec<u8> {
+    use crate::serializer::kombu;
+    if let Some(Ok(bytes)) = kombu::bytes_of(value) {
+        return bytes;
+    }
+    match kombu::special(value) {
+        // Python's `str(datetime)` is its `isoformat(" ")`.
+        Some(("datetime", Value::String(iso))) => return iso.replacen('T', " ", 1).into_bytes(),
+        Some(("date" | "time" | "decimal", Value::String(text))) => {
+            return text.clone().into_bytes()
+        }
+        Some(("uuid", inner)) => {
+            if let Some(id) = kombu::uuid_of(inner) {
+                return id.hyphenated().to_string().into_bytes();
+            }
+        }
+        _ => {}
+    }
+    match value {
+        Value::Null => Vec::new(),
+        Value::String(text) => text.clone().into_bytes(),
+        other => {
+            let mut repr = String::new();
+            crate::protocol::python_repr(other, &mut repr);
+            repr.into_bytes()
+        }
+    }
 }
 
 /// `--eta`: a moment, as Celery's `call` takes it; empty is none, as Celery reads it.
@@ -740,6 +773,40 @@ mod tests {
         );
     }
 
+    /// What `celery result` printed for each value, returned by a Python task (kombu's json).
+    #[test]
+    fn results_print_as_celerys_result_command_prints_them() {
+        use serde_json::json;
+        let printed = |value: Value| String::from_utf8(python_echo(&value)).unwrap();
+        assert_eq!(printed(json!("hello")), "hello");
+        assert_eq!(printed(json!(null)), "");
+        assert_eq!(printed(json!(4)), "4");
+        assert_eq!(printed(json!(2.5)), "2.5");
+        assert_eq!(printed(json!(true)), "True");
+        assert_eq!(
+            printed(json!({"sum": [4, "four"], "ok": true})),
+            "{'sum': [4, 'four'], 'ok': True}"
+        );
+        assert_eq!(
+            printed(json!({"__type__": "datetime", "__value__": "2030-01-02T03:04:05"})),
+            "2030-01-02 03:04:05"
+        );
+        assert_eq!(
+            printed(json!({"__type__": "decimal", "__value__": "1.10"})),
+            "1.10"
+        );
+        assert_eq!(
+            printed(
+                json!({"__type__": "uuid", "__value__": {"hex": "12345678123456781234567812345678"}})
+            ),
+            "12345678-1234-5678-1234-567812345678"
+        );
+        assert_eq!(
+            python_echo(&json!({"__type__": "base64", "__value__": "AP9ieXRlcw=="})),
+            b"\x00\xffbytes"
+        );
+    }
+
     #[test]
     fn empty_eta_and_expires_are_none_as_in_celery() {
         assert_eq!(parse_eta("").unwrap(), None);
@@ -802,7 +869,7 @@ mod tests {
             "the purge command emptied the queue"
         );
 
-        // `result` prints a stored result as JSON.
+        // `result` prints a stored result as Celery's does (Python's `str()` of it).
         let meta = crate::result::ResultMeta::new(
             id.to_owned(),
             crate::result::State::Success,
@@ -815,7 +882,7 @@ mod tests {
         };
         let mut out = Vec::new();
         execute(&app, result, &mut out).await.unwrap();
-        assert_eq!(String::from_utf8(out).unwrap(), "{\"sum\":[4,\"four\"]}\n");
+        assert_eq!(String::from_utf8(out).unwrap(), "{'sum': [4, 'four']}\n");
         // And fails, printing nothing, for a task with no result by the deadline.
         let missing = Command::Result {
             task_id: "no-such-task".into(),
