@@ -68,19 +68,19 @@ pub enum Command {
     Call {
         name: String,
         /// Positional arguments, a JSON list.
-        #[arg(short = 'a', long, default_value = "[]")]
+        #[arg(short = 'a', long, default_value = "[]", value_parser = json_list)]
         args: String,
         /// Keyword arguments, a JSON object.
-        #[arg(short = 'k', long, default_value = "{}")]
+        #[arg(short = 'k', long, default_value = "{}", value_parser = json_object)]
         kwargs: String,
         /// Seconds to wait before running (negative is at once, as in Celery).
         #[arg(long, allow_negative_numbers = true)]
         countdown: Option<f64>,
         /// ISO-8601 datetime (UTC when it has no offset).
-        #[arg(long)]
+        #[arg(long, value_parser = checked_with(parse_eta))]
         eta: Option<String>,
         /// Seconds after sending, or an ISO-8601 datetime (UTC when it has no offset).
-        #[arg(long, allow_negative_numbers = true)]
+        #[arg(long, allow_negative_numbers = true, value_parser = checked_with(parse_expires))]
         expires: Option<String>,
         #[arg(long)]
         queue: Option<String>,
@@ -186,6 +186,35 @@ fn init_logging(level: &str) {
 fn seconds(text: &str) -> Result<Duration, String> {
     let seconds: f64 = text.parse().map_err(|e| format!("{e}"))?;
     Duration::try_from_secs_f64(seconds).map_err(|_| format!("{text} is not a number of seconds"))
+}
+
+// Checked as the command line is read, so that bad input is a usage error (status 2), as in
+// Celery's click options; `execute` reads the text again.
+
+fn json_list(text: &str) -> Result<String, String> {
+    match serde_json::from_str(text) {
+        Ok(Value::Array(_)) => Ok(text.to_owned()),
+        Ok(_) => Err("not a JSON list".to_owned()),
+        Err(error) => Err(format!("not valid JSON: {error}")),
+    }
+}
+
+fn json_object(text: &str) -> Result<String, String> {
+    match serde_json::from_str(text) {
+        Ok(Value::Object(_)) => Ok(text.to_owned()),
+        Ok(_) => Err("not a JSON object".to_owned()),
+        Err(error) => Err(format!("not valid JSON: {error}")),
+    }
+}
+
+fn checked_with<T>(
+    parse: fn(&str) -> Result<T, Error>,
+) -> impl Fn(&str) -> Result<String, String> + Clone {
+    move |text| {
+        parse(text)
+            .map(|_| text.to_owned())
+            .map_err(|error| error.to_string())
+    }
 }
 
 fn parse_json(what: &str, text: &str) -> Result<Value, Error> {
@@ -720,6 +749,19 @@ mod tests {
         assert!(
             matches!(cli.command, Command::Call { ref name, wait: true, countdown: Some(c), .. } if name == "tasks.add" && c == 1.0)
         );
+
+        // Bad input is a usage error (status 2), as Celery's click options make it.
+        for bad in [
+            ["--args", "[1,"],
+            ["--args", "{\"a\": 1}"],
+            ["--kwargs", "[1]"],
+            ["--eta", "soon"],
+            ["--expires", "2030-13-01"],
+        ] {
+            let error = Cli::try_parse_from(["app", "call", "tasks.add", bad[0], bad[1]])
+                .expect_err(bad[1]);
+            assert_eq!(error.exit_code(), 2, "{bad:?}: {error}");
+        }
 
         // Negative numbers are values, as Celery's click options take them.
         let cli = Cli::try_parse_from([
