@@ -104,8 +104,17 @@ pub enum Command {
     /// Wait for a task's result and print it.
     Result {
         task_id: String,
+        /// Seconds to wait.
         #[arg(long, default_value = "60", value_parser = seconds)]
         timeout: Duration,
+        /// The task's name. Accepted as Celery's is; every task's result is in the app's
+        /// backend here.
+        #[arg(short = 't', long)]
+        task: Option<String>,
+        /// Print the task's traceback (an empty line when it has none) instead of waiting for
+        /// its result.
+        #[arg(long)]
+        traceback: bool,
     },
     /// Remove all messages from queues.
     Purge {
@@ -346,8 +355,21 @@ pub async fn execute(
             }
             Ok(())
         }
-        Command::Result { task_id, timeout } => {
-            print_result(&app.result::<Value>(task_id), timeout, out).await
+        Command::Result {
+            task_id,
+            timeout,
+            traceback: false,
+            ..
+        } => print_result(&app.result::<Value>(task_id), timeout, out).await,
+        Command::Result {
+            task_id,
+            traceback: true,
+            ..
+        } => {
+            // As Celery's: what is stored now, without waiting.
+            let meta = app.result::<Value>(task_id).info().await?;
+            let traceback = meta.and_then(|meta| meta.traceback).unwrap_or_default();
+            writeln!(out, "{traceback}").map_err(output_error)
         }
         Command::Purge {
             queues,
@@ -921,14 +943,44 @@ mod tests {
         let result = Command::Result {
             task_id: id.to_owned(),
             timeout: Duration::from_secs(5),
+            task: None,
+            traceback: false,
         };
         let mut out = Vec::new();
         execute(&app, result, &mut out).await.unwrap();
         assert_eq!(String::from_utf8(out).unwrap(), "{'sum': [4, 'four']}\n");
+        // `--traceback` prints what is stored now: a failure's traceback, or an empty line.
+        let failed = crate::result::ResultMeta::exception(
+            "failed-task".to_owned(),
+            crate::result::State::Failure,
+            &crate::error::ExceptionInfo::new("ValueError", "builtins", "bad"),
+            Some("Traceback (most recent call last):\nValueError: bad".to_owned()),
+        );
+        app.backend().store(&failed, None).await.unwrap();
+        let traceback = |id: &str| {
+            let args = ["app", "result", id, "--traceback", "-t", "tasks.divide"];
+            Cli::try_parse_from(args).unwrap().command
+        };
+        let mut out = Vec::new();
+        execute(&app, traceback("failed-task"), &mut out)
+            .await
+            .unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "Traceback (most recent call last):\nValueError: bad\n"
+        );
+        let mut out = Vec::new();
+        execute(&app, traceback("unknown-task"), &mut out)
+            .await
+            .unwrap();
+        assert_eq!(String::from_utf8(out).unwrap(), "\n");
+
         // And fails, printing nothing, for a task with no result by the deadline.
         let missing = Command::Result {
             task_id: "no-such-task".into(),
             timeout: Duration::from_millis(50),
+            task: None,
+            traceback: false,
         };
         let mut out = Vec::new();
         let error = execute(&app, missing, &mut out).await.unwrap_err();
