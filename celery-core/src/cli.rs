@@ -12,7 +12,8 @@
 //! ```
 //!
 //! The broker and result backend come from `--broker` / `--result-backend`, or the
-//! `CELERY_BROKER_URL` / `CELERY_RESULT_BACKEND` environment variables, or the builder.
+//! `BROKER_URL` / `RESULT_BACKEND` environment variables (Celery's command line reads them), or
+//! `CELERY_BROKER_URL` / `CELERY_RESULT_BACKEND`, or the builder.
 
 use std::collections::BTreeSet;
 use std::io::Write;
@@ -32,11 +33,13 @@ use crate::error::Error;
 #[derive(Debug, Parser)]
 #[command(about = "A Celery app: run a worker, call tasks, read results, purge queues")]
 pub struct Cli {
-    /// Broker URL (memory://, amqp://user:pass@host:port/vhost).
-    #[arg(short = 'b', long, env = "CELERY_BROKER_URL", global = true)]
+    /// Broker URL (memory://, amqp://user:pass@host:port/vhost); else `BROKER_URL`, else
+    /// `CELERY_BROKER_URL`, as Celery reads them.
+    #[arg(short = 'b', long, env = "BROKER_URL", global = true)]
     pub broker: Option<String>,
-    /// Result backend URL (memory://, rpc://).
-    #[arg(long, env = "CELERY_RESULT_BACKEND", global = true)]
+    /// Result backend URL (memory://, rpc://); else `RESULT_BACKEND`, else
+    /// `CELERY_RESULT_BACKEND`, as Celery reads them.
+    #[arg(long, env = "RESULT_BACKEND", global = true)]
     pub result_backend: Option<String>,
     #[command(subcommand)]
     pub command: Command,
@@ -141,10 +144,10 @@ pub async fn run_with(cli: Cli, mut builder: Builder, register: impl FnOnce(&Cel
     if let Command::Worker { loglevel, .. } = &cli.command {
         init_logging(loglevel);
     }
-    if let Some(url) = &cli.broker {
+    if let Some(url) = given_or_from(cli.broker.as_ref(), "CELERY_BROKER_URL") {
         builder = builder.broker_url(url);
     }
-    if let Some(url) = &cli.result_backend {
+    if let Some(url) = given_or_from(cli.result_backend.as_ref(), "CELERY_RESULT_BACKEND") {
         builder = builder.result_backend(url);
     }
     let app = match builder.build() {
@@ -157,6 +160,17 @@ pub async fn run_with(cli: Cli, mut builder: Builder, register: impl FnOnce(&Cel
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => fail(&error),
     }
+}
+
+/// A URL from the command line (or its own variable, which clap reads), else from the app's
+/// environment variable: Celery's command line sets `CELERY_BROKER_URL` from `-b`/`BROKER_URL`,
+/// and its app reads that variable before its own setting.
+fn given_or_from(given: Option<&String>, app_variable: &str) -> Option<String> {
+    given.cloned().or_else(|| {
+        std::env::var(app_variable)
+            .ok()
+            .filter(|url| !url.is_empty())
+    })
 }
 
 fn fail(error: &Error) -> ExitCode {
@@ -869,6 +883,32 @@ mod tests {
             python_echo(&json!({"__type__": "base64", "__value__": "AP9ieXRlcw=="})),
             b"\x00\xffbytes"
         );
+    }
+
+    #[test]
+    fn urls_come_from_the_option_then_celerys_variables() {
+        use clap::CommandFactory;
+        let command = Cli::command();
+        let env_of = |name: &str| {
+            let arg = command.get_arguments().find(|arg| arg.get_id() == name);
+            arg.and_then(|arg| arg.get_env()).map(|env| env.to_owned())
+        };
+        assert_eq!(env_of("broker").as_deref(), Some("BROKER_URL".as_ref()));
+        assert_eq!(
+            env_of("result_backend").as_deref(),
+            Some("RESULT_BACKEND".as_ref())
+        );
+        // A variable of this test's own: the others' environment is left alone.
+        let variable = "CELERY_CLI_TEST_APP_URL";
+        std::env::set_var(variable, "amqp://from-the-app-variable//");
+        let given = "amqp://given//".to_owned();
+        assert_eq!(given_or_from(Some(&given), variable), Some(given));
+        assert_eq!(
+            given_or_from(None, variable).as_deref(),
+            Some("amqp://from-the-app-variable//")
+        );
+        std::env::remove_var(variable);
+        assert_eq!(given_or_from(None, variable), None);
     }
 
     #[test]
