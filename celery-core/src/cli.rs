@@ -71,10 +71,10 @@ pub enum Command {
     Call {
         name: String,
         /// Positional arguments, a JSON list.
-        #[arg(short = 'a', long, default_value = "[]", value_parser = json_list)]
+        #[arg(short = 'a', long, default_value = "[]", value_parser = checked_with(parse_args))]
         args: String,
         /// Keyword arguments, a JSON object.
-        #[arg(short = 'k', long, default_value = "{}", value_parser = json_object)]
+        #[arg(short = 'k', long, default_value = "{}", value_parser = checked_with(parse_kwargs))]
         kwargs: String,
         /// Seconds to wait before running (negative is at once, as in Celery).
         #[arg(long, allow_negative_numbers = true)]
@@ -211,22 +211,22 @@ fn seconds(text: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(seconds).map_err(|_| format!("{text} is not a number of seconds"))
 }
 
-// Checked as the command line is read, so that bad input is a usage error (status 2), as in
-// Celery's click options; `execute` reads the text again.
+// Checked as the command line is read too (`checked_with`), so that bad input is a usage error
+// (status 2), as in Celery's click options; `execute` reads the text again.
 
-fn json_list(text: &str) -> Result<String, String> {
-    match serde_json::from_str(text) {
-        Ok(Value::Array(_)) => Ok(text.to_owned()),
-        Ok(_) => Err("not a JSON list".to_owned()),
-        Err(error) => Err(format!("not valid JSON: {error}")),
+/// `--args`: a JSON list.
+fn parse_args(text: &str) -> Result<Vec<Value>, Error> {
+    match parse_json("--args", text)? {
+        Value::Array(args) => Ok(args),
+        _ => Err(Error::Config("--args must be a JSON list".to_owned())),
     }
 }
 
-fn json_object(text: &str) -> Result<String, String> {
-    match serde_json::from_str(text) {
-        Ok(Value::Object(_)) => Ok(text.to_owned()),
-        Ok(_) => Err("not a JSON object".to_owned()),
-        Err(error) => Err(format!("not valid JSON: {error}")),
+/// `--kwargs`: a JSON object.
+fn parse_kwargs(text: &str) -> Result<serde_json::Map<String, Value>, Error> {
+    match parse_json("--kwargs", text)? {
+        Value::Object(kwargs) => Ok(kwargs),
+        _ => Err(Error::Config("--kwargs must be a JSON object".to_owned())),
     }
 }
 
@@ -287,10 +287,7 @@ pub async fn execute(
                 signal = signals.next() => {
                     stop.heard(signal);
                     tracing::warn!("worker: stopped before it was ready");
-                    return match stop.exit_status() {
-                        0 => Ok(()),
-                        status => std::process::exit(status),
-                    };
+                    return stop.finish();
                 }
             };
             if stop.heard(signals.next().await) == Stop::Cold {
@@ -307,10 +304,7 @@ pub async fn execute(
                     },
                 }
             }
-            match stop.exit_status() {
-                0 => Ok(()),
-                status => std::process::exit(status),
-            }
+            stop.finish()
         }
         Command::Call {
             name,
@@ -328,12 +322,8 @@ pub async fn execute(
             wait,
             timeout,
         } => {
-            let Value::Array(args) = parse_json("--args", &args)? else {
-                return Err(Error::Config("--args must be a JSON list".to_owned()));
-            };
-            let Value::Object(kwargs) = parse_json("--kwargs", &kwargs)? else {
-                return Err(Error::Config("--kwargs must be a JSON object".to_owned()));
-            };
+            let args = parse_args(&args)?;
+            let kwargs = parse_kwargs(&kwargs)?;
             let mut options = CallOptions::new();
             if let Some(seconds) = countdown {
                 options = options.countdown(seconds);
@@ -608,6 +598,15 @@ impl StopRequests {
 
     fn exit_status(&self) -> i32 {
         self.exit_status.unwrap_or(0)
+    }
+
+    /// After the worker stopped warmly: returns when the status is 0, else ends the process
+    /// with it (what `execute` returns cannot carry a status).
+    fn finish(&self) -> Result<(), Error> {
+        match self.exit_status() {
+            0 => Ok(()),
+            status => std::process::exit(status),
+        }
     }
 }
 
