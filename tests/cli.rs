@@ -163,12 +163,12 @@ async fn call_and_result_print_what_the_worker_returned() {
         "Purged 1 message from 2 known task queues.",
         "a queue that does not exist holds nothing, as Celery counts it"
     );
-    celery::broker::AmqpBroker::connect(RABBITMQ_URL)
-        .await
-        .unwrap()
-        .delete_queue(&queue)
+    let broker = celery::broker::AmqpBroker::connect(RABBITMQ_URL)
         .await
         .unwrap();
+    broker.delete_queue(&queue).await.unwrap();
+    // The queue's own direct exchange, which routing to it by name declared.
+    broker.delete_exchange(&queue).await.unwrap();
 }
 
 /// `purge` without `-Q` empties every queue the app knows, and says what it did, as Celery's
@@ -358,6 +358,7 @@ async fn sigint_after_sigterm_stays_warm() {
         .await
         .unwrap();
     broker.delete_queue(&queue).await.unwrap();
+    broker.delete_exchange(&queue).await.unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -501,6 +502,7 @@ async fn assert_stopped_cold(
     }
     assert_eq!(back, 1, "the running task's message went back to its queue");
     broker.delete_queue(queue).await.unwrap();
+    broker.delete_exchange(queue).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -547,5 +549,6 @@ async fn a_worker_process_stops_warmly_on_sigterm_and_ignores_another() {
         "the held message went back to its queue"
     );
     broker.delete_queue(&queue).await.unwrap();
+    broker.delete_exchange(&queue).await.unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -62,10 +62,10 @@ async fn result_serializer_compression_and_accept_content() {
     );
 
     worker.shutdown().await;
-    celery::broker::AmqpBroker::connect(RABBITMQ_URL)
-        .await
-        .unwrap()
-        .delete_queue(&queue)
+    let broker = celery::broker::AmqpBroker::connect(RABBITMQ_URL)
         .await
         .unwrap();
+    broker.delete_queue(&queue).await.unwrap();
+    // The queue's own direct exchange, which routing to it by name declared.
+    broker.delete_exchange(&queue).await.unwrap();
 }

@@ -92,31 +92,61 @@ fn sorted(mut headers: Headers) -> Headers {
     headers
 }
 
+/// A queue as RabbitMQ has it (an error when it does not exist).
+async fn declare_passively(channel: &lapin::Channel, name: &str) -> lapin::Result<lapin::Queue> {
+    let options = lapin::options::QueueDeclareOptions {
+        passive: true,
+        ..Default::default()
+    };
+    channel
+        .queue_declare(name.into(), options, Default::default())
+        .await
+}
+
 /// (ready messages, consumers) of a queue, as RabbitMQ counts them.
 async fn queue_counts(name: &str) -> (u32, u32) {
     let connection = lapin::Connection::connect(URL, lapin::ConnectionProperties::default())
         .await
         .unwrap();
     let channel = connection.create_channel().await.unwrap();
-    let queue = channel
-        .queue_declare(
-            name.into(),
-            lapin::options::QueueDeclareOptions {
-                passive: true,
-                ..Default::default()
-            },
-            Default::default(),
-        )
-        .await
-        .unwrap();
+    let queue = declare_passively(&channel, name).await.unwrap();
     let _ = connection.close(200, "counted".into()).await;
     (queue.message_count(), queue.consumer_count())
 }
 
+/// Deletes the test's queues and the direct exchange of the same name that routing to a queue
+/// by name declares, so that no test leaves either behind on the broker.
 async fn cleanup(broker: &AmqpBroker, queues: &[&str]) {
     for queue in queues {
         let _ = broker.delete_queue(queue).await;
+        let _ = broker.delete_exchange(queue).await;
     }
+}
+
+/// Whether a queue or an exchange exists, by a passive declaration on a connection of its own.
+async fn exists(kind: &str, name: &str) -> bool {
+    let connection = lapin::Connection::connect(URL, lapin::ConnectionProperties::default())
+        .await
+        .unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    let found = match kind {
+        "queue" => declare_passively(&channel, name).await.map(drop),
+        _ => {
+            channel
+                .exchange_declare(
+                    name.into(),
+                    lapin::ExchangeKind::Direct,
+                    lapin::options::ExchangeDeclareOptions {
+                        passive: true,
+                        ..Default::default()
+                    },
+                    Default::default(),
+                )
+                .await
+        }
+    };
+    let _ = connection.close(200, "looked".into()).await;
+    found.is_ok()
 }
 
 #[tokio::test]
@@ -844,6 +874,47 @@ async fn queues_declared_for_publishing_are_declared_again_after_reconnecting() 
     drop(consumer);
     cleanup(&direct, &[&name]).await;
     delete_exchange(&bound.exchange).await;
+}
+
+/// What the broker deletes stays deleted: a new connection does not declare a deleted queue
+/// again, and a publish to a deleted exchange is refused instead of taken as known.
+#[tokio::test]
+async fn deleted_queues_and_exchanges_are_not_declared_again_after_reconnecting() {
+    require_rabbitmq!();
+    let proxy = Proxy::start().unwrap();
+    let through_proxy = AmqpBroker::connect(&proxy.url()).await.unwrap();
+    let name = unique("deleted");
+    let bound = Queue::new(&name).exchange(unique("deleted-exchange"), "direct");
+    through_proxy.declare(&bound).await.unwrap();
+    through_proxy
+        .publish(&bound.exchange, &bound.routing_key, &message("known"))
+        .await
+        .unwrap();
+
+    assert_eq!(through_proxy.delete_queue(&name).await.unwrap(), 1);
+    through_proxy
+        .delete_exchange(&bound.exchange)
+        .await
+        .unwrap();
+    assert!(!exists("queue", &name).await, "the queue is deleted");
+    assert!(
+        !exists("exchange", &bound.exchange).await,
+        "the exchange is deleted"
+    );
+    let refused = through_proxy
+        .publish(&bound.exchange, &bound.routing_key, &message("after"))
+        .await
+        .expect_err("a publish to a deleted exchange is refused");
+    assert_eq!(refused.kind, BrokerErrorKind::Refused, "{refused}");
+
+    // A new connection declares again only what was not deleted.
+    proxy.cut();
+    publish_until_recovered(&through_proxy, "", &unique("nowhere"), "reconnected").await;
+    assert!(!exists("queue", &name).await, "the deleted queue came back");
+    assert!(
+        !exists("exchange", &bound.exchange).await,
+        "the deleted exchange came back"
+    );
 }
 
 fn state(status: &str, result: Value) -> ResultMeta {

@@ -1,4 +1,5 @@
-"""Deletes the queues given on the command line (the interop tests' own), ignoring missing ones."""
+"""Deletes the queues given on the command line (the interop tests' own), and the direct
+exchange of the same name that Celery declared for each, ignoring missing ones."""
 
 import sys
 
@@ -6,12 +7,19 @@ from kombu import Connection
 
 from interop_tasks import BROKER_URL
 
+
+def attempt(connection, what, name):
+    # A refused call closes its channel: one channel each.
+    channel = connection.channel()
+    try:
+        getattr(channel, what)(name)
+    except Exception as error:  # noqa: BLE001 - a missing queue or exchange is fine
+        print("could not %s %s: %s" % (what, name, error), file=sys.stderr)
+    finally:
+        channel.close()
+
+
 with Connection(BROKER_URL) as connection:
     for name in sys.argv[1:]:
-        channel = connection.channel()
-        try:
-            channel.queue_delete(name)
-        except Exception as error:  # noqa: BLE001 - a missing queue is fine
-            print("could not delete %s: %s" % (name, error), file=sys.stderr)
-        finally:
-            channel.close()
+        attempt(connection, "queue_delete", name)
+        attempt(connection, "exchange_delete", name)

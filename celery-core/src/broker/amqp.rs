@@ -17,8 +17,8 @@ use std::time::Duration;
 use futures_core::Stream;
 use lapin::options::{
     BasicCancelOptions, BasicConsumeOptions, BasicGetOptions, BasicPublishOptions, BasicQosOptions,
-    ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
-    QueueDeleteOptions, QueuePurgeOptions,
+    ConfirmSelectOptions, ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions,
+    QueueDeclareOptions, QueueDeleteOptions, QueuePurgeOptions,
 };
 use lapin::types::{AMQPValue, FieldArray, FieldTable, LongString, ShortString};
 use lapin::uri::{AMQPAuthority, AMQPQueryString, AMQPScheme, AMQPUri, AMQPUserInfo};
@@ -167,7 +167,33 @@ impl AmqpBroker {
             .queue_delete(name, QueueDeleteOptions::default())
             .await
             .map_err(|e| self.shared.error(format_args!("delete queue {queue:?}"), e))?;
+        // Deleted on purpose: a new connection must not declare it again.
+        self.shared
+            .declared
+            .lock()
+            .expect("declarations poisoned")
+            .retain(|declaration| declaration.queue != queue);
         Ok(u64::from(count))
+    }
+
+    /// Deletes an exchange (kombu's `Exchange.delete`); its bindings go with it. A later
+    /// publish to it is checked again, and refused while it does not exist.
+    pub async fn delete_exchange(&self, exchange: &str) -> Result<(), BrokerError> {
+        let name = short(exchange, "exchange name")?;
+        let (_guard, channel) = self.shared.control_channel().await?;
+        channel
+            .exchange_delete(name, ExchangeDeleteOptions::default())
+            .await
+            .map_err(|e| {
+                self.shared
+                    .error(format_args!("delete exchange {exchange:?}"), e)
+            })?;
+        self.shared
+            .exchanges
+            .lock()
+            .expect("exchange set poisoned")
+            .remove(exchange);
+        Ok(())
     }
 
     /// Declares a queue with arguments of its own (the rpc reply queue's `x-expires`).
