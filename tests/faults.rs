@@ -601,6 +601,19 @@ async fn bad_messages_on_rabbitmq_fail_clearly_are_dead_lettered_and_the_worker_
         b"[[1, 2], {}]",
     );
     no_task.headers.retain(|(key, _)| key != "task");
+    // Headers nested past what the AMQP reader passes to lapin (which would recurse into them
+    // on its I/O thread until the stack overflows: about 250 levels in a debug build).
+    let mut too_deep = message(
+        "bad-nesting",
+        add::NAME,
+        "application/json",
+        b"[[1, 2], {}]",
+    );
+    let mut deep = HeaderValue::Int(7);
+    for _ in 0..400 {
+        deep = HeaderValue::List(vec![deep]);
+    }
+    too_deep.headers.push(("deep".into(), deep));
     let too_large = [b' '; 4096];
     let cases = [
         (
@@ -641,6 +654,7 @@ async fn bad_messages_on_rabbitmq_fail_clearly_are_dead_lettered_and_the_worker_
         (corrupt, "DecodeError", "corrupt"),
         (unknown_scheme, "DecodeError", "unknown compression"),
         (no_task, "DecodeError", "missing header \"task\""),
+        (too_deep, "DecodeError", "nested deeper than 128 levels"),
     ];
     // Well-formed messages whose arguments do not fit the task: they cannot run anywhere, so they
     // are rejected like the others, with TypeError stored.

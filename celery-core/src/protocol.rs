@@ -272,6 +272,12 @@ const REQUEST_ATTRIBUTES: &[&str] = &[
     "utc",
 ];
 
+/// The header that stands in for a header table nested too deep to read safely: the AMQP
+/// broker's reader drops the table's nested entries before lapin sees them (lapin reads them by
+/// recursion, with no depth limit) and says why here. A worker refuses such a message as
+/// undecodable.
+pub const UNREADABLE_HEADERS: &str = "x-celery-rs-unreadable-headers";
+
 /// RabbitMQ's dead-lettering headers. Celery drops them from a retried message
 /// (`X_DEATH_HEADERS`), so that RabbitMQ does not take the retry for a dead-letter cycle.
 pub const X_DEATH_HEADERS: &[&str] = &[
@@ -462,7 +468,14 @@ impl TaskHeaders {
         // And the other way round, for the entries of a usual table: the slot of the header at
         // each place, when it is a known header's first occurrence.
         let mut slot_at: [Option<u8>; 32] = [None; 32];
-        for (index, (key, _)) in table.iter().enumerate() {
+        for (index, (key, value)) in table.iter().enumerate() {
+            if key == UNREADABLE_HEADERS {
+                let reason = value
+                    .as_str()
+                    .unwrap_or("header table unreadable")
+                    .to_owned();
+                return Err((Error::decode("task message headers", reason), table));
+            }
             if let Some(slot) = KNOWN_HEADERS.iter().position(|known| known == key) {
                 if first[slot].is_none() {
                     first[slot] = Some(index);
@@ -900,6 +913,16 @@ mod tests {
         let (error, back) = TaskHeaders::from_owned_table(table.clone()).unwrap_err();
         assert!(error.to_string().contains("\"eta\""), "{error}");
         assert_eq!(back, table);
+    }
+
+    #[test]
+    fn headers_the_amqp_reader_could_not_pass_on_whole_are_refused_with_its_reason() {
+        let mut table = TaskHeaders::new("tasks.add", "id-1").into_table();
+        let reason = "header table nested deeper than 128 levels";
+        table.push((UNREADABLE_HEADERS.into(), HeaderValue::Str(reason.into())));
+        let (error, back) = TaskHeaders::from_owned_table(table.clone()).unwrap_err();
+        assert!(error.to_string().contains(reason), "{error}");
+        assert_eq!(back, table, "the id stays readable, for the FAILURE");
     }
 
     #[test]

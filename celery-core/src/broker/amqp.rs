@@ -6,6 +6,7 @@
 //! publisher confirms by default. Each consumer has a channel of its own, which stays open while
 //! any of its deliveries is unacknowledged.
 
+mod nesting_guard;
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::pin::Pin;
@@ -276,7 +277,12 @@ impl Shared {
         let timeout = self.options.connect_timeout;
         let connection = tokio::time::timeout(
             timeout,
-            Connection::connect_uri(self.uri.clone(), properties),
+            // Through the nesting guard: lapin would recurse into a header table of any depth.
+            Connection::connect_uri_with_runtime(
+                self.uri.clone(),
+                properties,
+                async_rs::Runtime::new(nesting_guard::GuardedTokio::current()),
+            ),
         )
         .await
         .map_err(|_| {
