@@ -534,6 +534,52 @@ fn bad_message(reply_to: &str, id: &str, task: &str, content_type: &str, body: &
     }
 }
 
+const TOO_DEEP: &str = "bad-nesting";
+
+/// Publishes `message` through raw lapin with a header `deep` added, `depth` arrays one inside
+/// the other: this crate's broker refuses to send headers nested past 128 levels.
+async fn publish_nested_too_deep(queue: &str, message: &Message, depth: usize) {
+    use lapin::types::{AMQPValue, FieldArray, FieldTable, LongString};
+    let mut headers = FieldTable::default();
+    for (key, value) in &message.headers {
+        if let HeaderValue::Str(text) = value {
+            let text = LongString::from(text.as_bytes());
+            headers.insert(key.as_ref().into(), AMQPValue::LongString(text));
+        }
+    }
+    let mut deep = AMQPValue::LongInt(7);
+    for _ in 0..depth {
+        deep = AMQPValue::FieldArray(FieldArray::from(vec![deep]));
+    }
+    headers.insert("deep".into(), deep);
+    let given = &message.properties;
+    let properties = lapin::BasicProperties::default()
+        .with_content_type(given.content_type.as_str().into())
+        .with_content_encoding(given.content_encoding.as_str().into())
+        .with_delivery_mode(given.delivery_mode)
+        .with_correlation_id(given.correlation_id.as_deref().unwrap_or_default().into())
+        .with_reply_to(given.reply_to.as_deref().unwrap_or_default().into())
+        .with_headers(headers);
+    let connection = lapin::Connection::connect(RABBITMQ_URL, Default::default())
+        .await
+        .unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    channel.confirm_select(Default::default()).await.unwrap();
+    channel
+        .basic_publish(
+            "".into(),
+            queue.into(),
+            Default::default(),
+            &message.body,
+            properties,
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let _ = connection.close(200, "published".into()).await;
+}
+
 /// Current-thread runtime: the worker's tasks run on this thread, so the log captured with a
 /// thread-local subscriber is the worker's.
 #[tokio::test]
@@ -601,19 +647,10 @@ async fn bad_messages_on_rabbitmq_fail_clearly_are_dead_lettered_and_the_worker_
         b"[[1, 2], {}]",
     );
     no_task.headers.retain(|(key, _)| key != "task");
-    // Headers nested past what the AMQP reader passes to lapin (which would recurse into them
-    // on its I/O thread until the stack overflows: about 250 levels in a debug build).
-    let mut too_deep = message(
-        "bad-nesting",
-        add::NAME,
-        "application/json",
-        b"[[1, 2], {}]",
-    );
-    let mut deep = HeaderValue::Int(7);
-    for _ in 0..400 {
-        deep = HeaderValue::List(vec![deep]);
-    }
-    too_deep.headers.push(("deep".into(), deep));
+    // Published with a header nested past what the AMQP reader passes to lapin (which would
+    // recurse into it on its I/O thread until the stack overflows: about 250 levels in a debug
+    // build); see `publish_nested_too_deep`.
+    let too_deep = message(TOO_DEEP, add::NAME, "application/json", b"[[1, 2], {}]");
     let too_large = [b' '; 4096];
     let cases = [
         (
@@ -681,7 +718,11 @@ async fn bad_messages_on_rabbitmq_fail_clearly_are_dead_lettered_and_the_worker_
         ),
     ];
     for (message, _, _) in cases.iter().chain(&misfits) {
-        app.broker().publish("", &queue, message).await.unwrap();
+        if message.properties.correlation_id.as_deref() == Some(TOO_DEEP) {
+            publish_nested_too_deep(&queue, message, 400).await;
+        } else {
+            app.broker().publish("", &queue, message).await.unwrap();
+        }
     }
     // No headers, no id, not JSON: nothing to store a FAILURE under, rejected all the same.
     let anonymous = Message {

@@ -1156,6 +1156,25 @@ async fn an_app_on_rabbitmq_with_rpc_results_runs_tasks() {
     assert_eq!(sum, json!(4));
     assert_eq!(result.state().await.unwrap(), State::Success);
 
+    // A header nested deeper than a reader passes on is refused at once, not sent.
+    let mut deep = json!(1);
+    for _ in 0..200 {
+        deep = json!([deep]);
+    }
+    let refused = app
+        .send_task(
+            Add::NAME,
+            vec![json!(2), json!(2)],
+            Map::new(),
+            CallOptions::new().queue(&queue).header("deep", deep),
+        )
+        .await
+        .expect_err("too deep to send");
+    assert!(
+        matches!(refused, Error::Operational { .. }) && refused.to_string().contains("deeper"),
+        "{refused:?}"
+    );
+
     let failed = app
         .send_task(
             Fail::NAME,

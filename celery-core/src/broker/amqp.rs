@@ -1193,16 +1193,34 @@ fn message_from(properties: &BasicProperties, body: Vec<u8>) -> Message {
 /// The table is sent in key order (lapin keeps tables sorted); AMQP tables are unordered, and
 /// Python reads them into a dict.
 fn encode_headers(headers: &Headers) -> Result<FieldTable, BrokerError> {
+    encode_table(headers, 1)
+}
+
+/// A table at this level of nesting (the headers themselves are the first). Refused past
+/// [`nesting_guard::MAX_HEADER_NESTING`], which a reader of this crate would not pass on, and
+/// before lapin, whose writer recurses on its I/O thread as its reader does.
+fn encode_table(headers: &Headers, level: usize) -> Result<FieldTable, BrokerError> {
     let entries = headers
         .iter()
-        .map(|(key, value)| Ok((short(key, "header name")?, encode_value(value)?)))
+        .map(|(key, value)| Ok((short(key, "header name")?, encode_value(value, level)?)))
         .collect::<Result<Vec<_>, BrokerError>>()?;
     // Collected at once, the map is sorted and built in one go; inserting the ~20 headers of a
     // task one by one shifted the entries of its nodes each time.
     Ok(FieldTable::from(BTreeMap::from_iter(entries)))
 }
 
-fn encode_value(value: &HeaderValue) -> Result<AMQPValue, BrokerError> {
+fn encode_value(value: &HeaderValue, level: usize) -> Result<AMQPValue, BrokerError> {
+    if matches!(value, HeaderValue::List(_) | HeaderValue::Table(_))
+        && level >= nesting_guard::MAX_HEADER_NESTING
+    {
+        return Err(BrokerError::new(
+            BrokerErrorKind::Refused,
+            format!(
+                "headers nested deeper than {} levels cannot be sent",
+                nesting_guard::MAX_HEADER_NESTING
+            ),
+        ));
+    }
     Ok(match value {
         HeaderValue::Null => AMQPValue::Void,
         HeaderValue::Bool(b) => AMQPValue::Boolean(*b),
@@ -1215,10 +1233,10 @@ fn encode_value(value: &HeaderValue) -> Result<AMQPValue, BrokerError> {
         HeaderValue::List(items) => AMQPValue::FieldArray(FieldArray::from(
             items
                 .iter()
-                .map(encode_value)
+                .map(|item| encode_value(item, level + 1))
                 .collect::<Result<Vec<_>, _>>()?,
         )),
-        HeaderValue::Table(table) => AMQPValue::FieldTable(encode_headers(table)?),
+        HeaderValue::Table(table) => AMQPValue::FieldTable(encode_table(table, level + 1)?),
     })
 }
 
@@ -1447,6 +1465,30 @@ mod tests {
                 .collect::<serde_json::Map<_, _>>()}),
             other => Value::String(other.get_type().get_id().to_string()),
         }
+    }
+
+    #[test]
+    fn headers_are_sent_as_deep_as_a_reader_passes_them_on_and_no_deeper() {
+        let nested = |depth: usize| {
+            let mut value = HeaderValue::Int(1);
+            for _ in 0..depth {
+                value = HeaderValue::List(vec![value]);
+            }
+            vec![("deep".into(), value)]
+        };
+        // The table, then 127 lists: 128 levels.
+        let deepest = nested(nesting_guard::MAX_HEADER_NESTING - 1);
+        let table = encode_headers(&deepest).expect("128 levels are sent");
+        assert_eq!(decode_headers(&table), deepest);
+        let error = encode_headers(&nested(nesting_guard::MAX_HEADER_NESTING)).unwrap_err();
+        assert_eq!(error.kind, BrokerErrorKind::Refused);
+        assert!(error.to_string().contains("deeper than 128"), "{error}");
+        // Tables count as lists do.
+        let mut value = HeaderValue::Int(1);
+        for _ in 0..nesting_guard::MAX_HEADER_NESTING {
+            value = HeaderValue::Table(vec![("t".into(), value)]);
+        }
+        assert!(encode_headers(&vec![("deep".into(), value)]).is_err());
     }
 
     #[test]
