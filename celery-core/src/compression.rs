@@ -215,10 +215,30 @@ impl Compression for Zstd {
         zstd::bulk::compress(body, 3).map_err(|e| e.to_string())
     }
     fn decompress(&self, body: &[u8], limit: usize) -> Result<Vec<u8>, DecompressError> {
-        let decoder = zstd::stream::read::Decoder::with_buffer(body)
-            .map_err(|e| DecompressError::Corrupt(e.to_string()))?;
-        read_bounded(decoder, limit)
+        let corrupt = |e: std::io::Error| DecompressError::Corrupt(e.to_string());
+        let mut decoder = zstd::stream::read::Decoder::with_buffer(body).map_err(corrupt)?;
+        // libzstd allocates the window a frame's header asks for (up to 128 MiB by default)
+        // before reading any data: a 10-byte body could take 128 MiB. A window larger than the
+        // size limit is never needed (kombu compresses whole bodies, and the window then fits
+        // the body), so a frame asking for more is refused, as too large.
+        decoder
+            .window_log_max(zstd_window_log(limit))
+            .map_err(corrupt)?;
+        read_bounded(decoder, limit).map_err(|error| match error {
+            // libzstd's ZSTD_error_frameParameter_windowTooLarge.
+            DecompressError::Corrupt(why) if why.contains("too much memory") => {
+                DecompressError::TooLarge
+            }
+            other => other,
+        })
     }
+}
+
+/// The smallest zstd window (as a power of two) that holds `limit` bytes, within what libzstd
+/// allows by default (2^10 to 2^27).
+fn zstd_window_log(limit: usize) -> u32 {
+    let bits = usize::BITS - limit.saturating_sub(1).leading_zeros();
+    bits.clamp(10, 27)
 }
 
 /// The compression schemes an app knows.
@@ -278,6 +298,32 @@ impl CompressionRegistry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A 10-byte zstd frame whose header asks for a 128 MiB window, then one byte (found by
+    /// fuzzing: libzstd allocated the 128 MiB before reading the byte).
+    const WIDE_WINDOW_FRAME: &[u8] = &[
+        0x28, 0xb5, 0x2f, 0xfd, // magic
+        0x00, // no content size, not a single segment
+        0x88, // window descriptor: 2^27
+        0x0b, 0x00, 0x00, // the last block, RLE, of 1 byte:
+        b'x',
+    ];
+
+    #[test]
+    fn zstd_frames_asking_for_a_window_past_the_limit_are_refused() {
+        let error = Zstd.decompress(WIDE_WINDOW_FRAME, 64 * 1024).unwrap_err();
+        assert!(matches!(error, DecompressError::TooLarge), "{error}");
+        // With a limit as large as the window, it reads.
+        assert_eq!(Zstd.decompress(WIDE_WINDOW_FRAME, 1 << 27).unwrap(), b"x");
+        // What kombu sends fits: a whole body in one frame, its window no larger than it.
+        let body = vec![7u8; 1 << 20];
+        let compressed = Zstd.compress(&body).unwrap();
+        assert_eq!(Zstd.decompress(&compressed, 1 << 20).unwrap(), body);
+        assert_eq!(zstd_window_log(0), 10);
+        assert_eq!(zstd_window_log(1 << 20), 20);
+        assert_eq!(zstd_window_log((1 << 20) + 1), 21);
+        assert_eq!(zstd_window_log(usize::MAX), 27);
+    }
 
     fn schemes() -> Vec<Box<dyn Compression>> {
         vec![

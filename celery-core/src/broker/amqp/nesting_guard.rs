@@ -324,6 +324,11 @@ fn guarded_content_header(frame: &[u8]) -> Option<Vec<u8>> {
     let table_start = reader.at;
     let table = reader.prefixed()?;
     let table_end = reader.at;
+    // Each level inside the table costs at least 5 bytes (a type and a length): a table this
+    // short cannot go too deep, and Celery's headers (a few hundred bytes) are not walked.
+    if table.len() < 5 * MAX_HEADER_NESTING {
+        return None;
+    }
     match nesting(table, true, MAX_HEADER_NESTING) {
         Nesting::Within | Nesting::Unreadable => None,
         Nesting::Deeper => {
