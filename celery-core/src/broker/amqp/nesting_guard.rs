@@ -41,10 +41,10 @@ const FRAME_HEADER_LEN: usize = 7;
 const CONTENT_HEADER_FRAME: u8 = 2;
 const FRAME_END: u8 = 0xCE;
 const BASIC_CLASS: u16 = 60;
-/// A content header frame larger than this is passed on unread: lapin refuses frames over the
-/// negotiated frame size (RabbitMQ's 128 KiB by default), and buffering more would only wait
-/// for bytes that may never come.
-const MAX_INSPECTED_FRAME: usize = 1 << 20;
+/// A content header frame larger than this is passed on unread. RabbitMQ takes no frame over
+/// its `frame_max` (128 KiB by default), so none this large comes from it; and lapin would
+/// wait for all of it as well.
+const MAX_INSPECTED_FRAME: usize = 64 << 20;
 
 /// lapin's tokio runtime kit, connecting through a [`NestingGuard`]. (This crate speaks plain
 /// `amqp://` only: a TLS socket would carry records, not frames, for the guard to read.)
