@@ -160,7 +160,11 @@ impl AmqpBroker {
         Ok(broker)
     }
 
-    /// Deletes a queue and says how many messages it held.
+    /// Deletes a queue and says how many messages it held. This broker no longer declares it
+    /// again after a reconnection; an app that still routes tasks to it declared it once and
+    /// does not declare it again either, so its messages would be unroutable (and dropped by
+    /// RabbitMQ, as they are for Python Celery after a queue is deleted behind its back):
+    /// delete only the queues nothing sends to any more.
     pub async fn delete_queue(&self, queue: &str) -> Result<u64, BrokerError> {
         let name = short(queue, "queue name")?;
         let (_guard, channel) = self.shared.control_channel().await?;
