@@ -10,9 +10,10 @@
 //! arrive and looks at each content header (the frame that carries a message's properties)
 //! before lapin does, without recursion. From a header table nested deeper than
 //! [`MAX_HEADER_NESTING`], the entries that go too deep are dropped and [`UNREADABLE_HEADERS`]
-//! added, whose text says why (`id`, `task`, RabbitMQ's `x-death`, … survive); the worker then refuses the message as any
-//! undecodable one (a FAILURE stored under its id, rejected, dead-lettered when the queue has a
-//! dead-letter exchange). Every other frame passes unchanged.
+//! added, whose text says why (`id`, `task`, RabbitMQ's `x-death`, … survive); the worker
+//! then refuses the message as any undecodable one (a FAILURE stored under its id, rejected,
+//! dead-lettered when the queue has a dead-letter exchange). Every other frame passes
+//! unchanged.
 //!
 //! The guard sits in the socket that lapin's runtime kit connects: [`GuardedTokio`] is lapin's
 //! own tokio kit with the TCP stream wrapped.
