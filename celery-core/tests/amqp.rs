@@ -473,7 +473,31 @@ async fn publishing_with_and_without_confirms() {
         .publish("", &name, &message("after"))
         .await
         .unwrap();
-    assert_eq!(body(&next(&mut consumer).await), "after");
+    let after = next(&mut consumer).await;
+    assert_eq!(body(&after), "after");
+    after.acker.ack().await.unwrap();
+
+    // With confirms, a message no queue takes comes back and its publish fails (RabbitMQ would
+    // drop it and confirm it all the same), and the channel goes on...
+    let nowhere = unique("unbound-key");
+    let error = confirmed
+        .publish("amq.direct", &nowhere, &message("returned"))
+        .await
+        .unwrap_err();
+    assert_eq!(error.kind, BrokerErrorKind::Refused, "{error}");
+    assert!(error.to_string().contains("no queue took"), "{error}");
+    confirmed
+        .publish("", &name, &message("after return"))
+        .await
+        .unwrap();
+    let after = next(&mut consumer).await;
+    assert_eq!(body(&after), "after return");
+    after.acker.ack().await.unwrap();
+    // ...without them, it is gone as it is for Python Celery.
+    unconfirmed
+        .publish("amq.direct", &nowhere, &message("dropped"))
+        .await
+        .unwrap();
 
     drop(consumer);
     cleanup(&confirmed, &[&name]).await;
@@ -908,13 +932,17 @@ async fn deleted_queues_and_exchanges_are_not_declared_again_after_reconnecting(
     assert_eq!(refused.kind, BrokerErrorKind::Refused, "{refused}");
 
     // A new connection declares again only what was not deleted.
+    let witness = unique("witness");
+    let direct = broker().await;
+    direct.declare(&Queue::new(&witness)).await.unwrap();
     proxy.cut();
-    publish_until_recovered(&through_proxy, "", &unique("nowhere"), "reconnected").await;
+    publish_until_recovered(&through_proxy, "", &witness, "reconnected").await;
     assert!(!exists("queue", &name).await, "the deleted queue came back");
     assert!(
         !exists("exchange", &bound.exchange).await,
         "the deleted exchange came back"
     );
+    cleanup(&direct, &[&witness]).await;
 }
 
 fn state(status: &str, result: Value) -> ResultMeta {
@@ -1155,6 +1183,24 @@ async fn an_app_on_rabbitmq_with_rpc_results_runs_tasks() {
     let sum: Value = result.get().timeout(WAIT).await.unwrap();
     assert_eq!(sum, json!(4));
     assert_eq!(result.state().await.unwrap(), State::Success);
+
+    // A task no queue takes fails, instead of being dropped by RabbitMQ.
+    let unrouted = app
+        .send_task(
+            Add::NAME,
+            vec![json!(2), json!(2)],
+            Map::new(),
+            CallOptions::new()
+                .exchange("amq.direct")
+                .routing_key(unique("unbound-key")),
+        )
+        .await
+        .expect_err("no queue took it");
+    assert!(
+        matches!(unrouted, Error::Operational { .. })
+            && unrouted.to_string().contains("no queue took"),
+        "{unrouted:?}"
+    );
 
     // A header nested deeper than a reader passes on is refused at once, not sent.
     let mut deep = json!(1);

@@ -162,9 +162,9 @@ impl AmqpBroker {
 
     /// Deletes a queue and says how many messages it held. This broker no longer declares it
     /// again after a reconnection; an app that still routes tasks to it declared it once and
-    /// does not declare it again either, so its messages would be unroutable (and dropped by
-    /// RabbitMQ, as they are for Python Celery after a queue is deleted behind its back):
-    /// delete only the queues nothing sends to any more.
+    /// does not declare it again either, so its messages would be unroutable (an error with
+    /// publisher confirms; dropped by RabbitMQ without them, as for Python Celery): delete
+    /// only the queues nothing sends to any more.
     pub async fn delete_queue(&self, queue: &str) -> Result<u64, BrokerError> {
         let name = short(queue, "queue name")?;
         let (_guard, channel) = self.shared.control_channel().await?;
@@ -567,22 +567,33 @@ impl Broker for AmqpBroker {
             let lease = shared.lease().await?;
             let context = || format!("publish to exchange {exchange:?} with key {routing_key:?}");
             let failed = |e| caught_by_another_refusal(shared.error(context(), e), exchange);
+            // With confirms, a message no queue takes comes back (mandatory) before its
+            // confirm, and the publish fails instead of RabbitMQ dropping it. Without them,
+            // lapin would keep every returned message, so nothing is asked back.
+            let options = BasicPublishOptions {
+                mandatory: shared.options.confirm_publish,
+                ..BasicPublishOptions::default()
+            };
             let confirm = lease
                 .channel
-                .basic_publish(
-                    exchange_name,
-                    key,
-                    BasicPublishOptions::default(),
-                    &message.body,
-                    properties,
-                )
+                .basic_publish(exchange_name, key, options, &message.body, properties)
                 .await
                 .map_err(failed)?;
             if !shared.options.confirm_publish {
                 return Ok(());
             }
             match confirm.await.map_err(failed)? {
-                Confirmation::Ack(_) | Confirmation::NotRequested => Ok(()),
+                Confirmation::Ack(None) | Confirmation::NotRequested => Ok(()),
+                Confirmation::Ack(Some(returned)) => Err(BrokerError::new(
+                    BrokerErrorKind::Refused,
+                    format!(
+                        "{} on {}: no queue took the message (returned: {} {})",
+                        context(),
+                        shared.url,
+                        returned.reply_code,
+                        returned.reply_text
+                    ),
+                )),
                 Confirmation::Nack(_) => Err(BrokerError::new(
                     BrokerErrorKind::Nack,
                     format!(
