@@ -509,6 +509,50 @@ async fn single_channel_broker() -> Arc<AmqpBroker> {
     Arc::new(AmqpBroker::connect_with(URL, options).await.unwrap())
 }
 
+/// Returned messages among many publishes in flight on one channel: lapin hands each to the
+/// next confirm it completes, and a `multiple` ack completes several, so a return must not
+/// fail a publish that was routed (the caller would send it again).
+#[tokio::test]
+async fn a_returned_message_fails_no_routed_publish_beside_it() {
+    require_rabbitmq!();
+    let broker = single_channel_broker().await;
+    let name = unique("routed");
+    broker.declare(&Queue::new(&name)).await.unwrap();
+    let nowhere = unique("unbound-key");
+    let mut publishes = tokio::task::JoinSet::new();
+    const COUNT: usize = 300;
+    for i in 0..COUNT {
+        let broker = broker.clone();
+        let (routed, key) = if i % 10 == 0 {
+            (false, nowhere.clone())
+        } else {
+            (true, name.clone())
+        };
+        let mut sent = message(&format!("m{i}"));
+        sent.properties.correlation_id = Some(format!("id-{i}"));
+        publishes.spawn(async move {
+            let exchange = if routed { "" } else { "amq.direct" };
+            (routed, broker.publish(exchange, &key, &sent).await)
+        });
+    }
+    let (mut routed_ok, mut returned) = (0, 0);
+    while let Some(done) = publishes.join_next().await {
+        match done.unwrap() {
+            (true, Ok(())) => routed_ok += 1,
+            (true, Err(error)) => panic!("a routed publish failed: {error}"),
+            (false, Err(error)) => {
+                assert!(error.to_string().contains("no queue took"), "{error}");
+                returned += 1;
+            }
+            (false, Ok(())) => {}
+        }
+    }
+    assert_eq!(routed_ok, COUNT - COUNT / 10);
+    assert!(returned > 0, "no unroutable publish was reported");
+    assert_eq!(queue_counts(&name).await.0 as usize, routed_ok);
+    cleanup(&broker, &[&name]).await;
+}
+
 /// Deletes an exchange behind the broker's back (the broker has no call for it).
 async fn delete_exchange(exchange: &str) {
     let properties = lapin::ConnectionProperties::default();

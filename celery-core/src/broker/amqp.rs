@@ -584,6 +584,14 @@ impl Broker for AmqpBroker {
             }
             match confirm.await.map_err(failed)? {
                 Confirmation::Ack(None) | Confirmation::NotRequested => Ok(()),
+                // lapin hands a returned message to whichever confirm it completes next, and
+                // a `multiple` ack completes several: it is this publish's only if it is this
+                // message. Otherwise this one was routed (and the other is not reported).
+                Confirmation::Ack(Some(returned))
+                    if !is_this(&returned, exchange, routing_key, message) =>
+                {
+                    Ok(())
+                }
                 Confirmation::Ack(Some(returned)) => Err(BrokerError::new(
                     BrokerErrorKind::Refused,
                     format!(
@@ -1200,6 +1208,26 @@ fn message_from(properties: &BasicProperties, body: Vec<u8>) -> Message {
         },
         body,
     }
+}
+
+/// Whether a message RabbitMQ returned is this one: the same destination, correlation id and
+/// body.
+fn is_this(
+    returned: &lapin::message::BasicReturnMessage,
+    exchange: &str,
+    routing_key: &str,
+    message: &Message,
+) -> bool {
+    let delivery = &returned.delivery;
+    delivery.exchange.as_str() == exchange
+        && delivery.routing_key.as_str() == routing_key
+        && delivery
+            .properties
+            .correlation_id()
+            .as_ref()
+            .map(|id| id.as_str())
+            == message.properties.correlation_id.as_deref()
+        && delivery.data == message.body
 }
 
 /// Encodes a header table with the field types py-amqp writes: `S`, `I` (or `l` beyond 32 bits),
