@@ -166,9 +166,7 @@ async fn call_and_result_print_what_the_worker_returned() {
     let broker = celery::broker::AmqpBroker::connect(RABBITMQ_URL)
         .await
         .unwrap();
-    broker.delete_queue(&queue).await.unwrap();
-    // The queue's own direct exchange, which routing to it by name declared.
-    broker.delete_exchange(&queue).await.unwrap();
+    common::delete_queue_and_exchange(&broker, &queue).await;
 }
 
 /// `purge` without `-Q` empties every queue the app knows, and says what it did, as Celery's
@@ -357,8 +355,7 @@ async fn sigint_after_sigterm_stays_warm() {
     let broker = celery::broker::AmqpBroker::connect(RABBITMQ_URL)
         .await
         .unwrap();
-    broker.delete_queue(&queue).await.unwrap();
-    broker.delete_exchange(&queue).await.unwrap();
+    common::delete_queue_and_exchange(&broker, &queue).await;
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -501,8 +498,7 @@ async fn assert_stopped_cold(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(back, 1, "the running task's message went back to its queue");
-    broker.delete_queue(queue).await.unwrap();
-    broker.delete_exchange(queue).await.unwrap();
+    common::delete_queue_and_exchange(&broker, queue).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -548,7 +544,6 @@ async fn a_worker_process_stops_warmly_on_sigterm_and_ignores_another() {
         1,
         "the held message went back to its queue"
     );
-    broker.delete_queue(&queue).await.unwrap();
-    broker.delete_exchange(&queue).await.unwrap();
+    common::delete_queue_and_exchange(&broker, &queue).await;
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -65,7 +65,5 @@ async fn result_serializer_compression_and_accept_content() {
     let broker = celery::broker::AmqpBroker::connect(RABBITMQ_URL)
         .await
         .unwrap();
-    broker.delete_queue(&queue).await.unwrap();
-    // The queue's own direct exchange, which routing to it by name declared.
-    broker.delete_exchange(&queue).await.unwrap();
+    common::delete_queue_and_exchange(&broker, &queue).await;
 }

@@ -469,13 +469,6 @@ impl TaskHeaders {
         // each place, when it is a known header's first occurrence.
         let mut slot_at: [Option<u8>; 32] = [None; 32];
         for (index, (key, value)) in table.iter().enumerate() {
-            if key == UNREADABLE_HEADERS {
-                let reason = value
-                    .as_str()
-                    .unwrap_or("header table unreadable")
-                    .to_owned();
-                return Err((Error::decode("task message headers", reason), table));
-            }
             if let Some(slot) = KNOWN_HEADERS.iter().position(|known| known == key) {
                 if first[slot].is_none() {
                     first[slot] = Some(index);
@@ -483,6 +476,13 @@ impl TaskHeaders {
                         *at = Some(slot as u8);
                     }
                 }
+            } else if key == UNREADABLE_HEADERS {
+                // Looked for among the unknown names only: the known ones are most of a table.
+                let reason = value
+                    .as_str()
+                    .unwrap_or("header table unreadable")
+                    .to_owned();
+                return Err((Error::decode("task message headers", reason), table));
             }
         }
         let read = match ReadHeaders::check(&table, &first) {

@@ -553,7 +553,8 @@ async fn a_returned_message_fails_no_routed_publish_beside_it() {
     cleanup(&broker, &[&name]).await;
 }
 
-/// Deletes an exchange behind the broker's back (the broker has no call for it).
+/// Deletes an exchange behind the back of the broker under test, on a connection of its own,
+/// so that the broker still takes the exchange for known.
 async fn delete_exchange(exchange: &str) {
     let properties = lapin::ConnectionProperties::default();
     let connection = lapin::Connection::connect(URL, properties).await.unwrap();
@@ -908,6 +909,20 @@ async fn a_reconnection_goes_on_while_next_is_dropped_again_and_again() {
     cleanup(&direct, &[&name]).await;
 }
 
+/// A broker reached through a proxy that can cut it, which declared a new queue bound to an
+/// exchange of its own and published one message to it (so it knows the exchange exists).
+async fn published_through_a_proxy(what: &str) -> (Proxy, AmqpBroker, Queue) {
+    let proxy = Proxy::start().unwrap();
+    let through_proxy = AmqpBroker::connect(&proxy.url()).await.unwrap();
+    let bound = Queue::new(unique(what)).exchange(unique(&format!("{what}-exchange")), "direct");
+    through_proxy.declare(&bound).await.unwrap();
+    through_proxy
+        .publish(&bound.exchange, &bound.routing_key, &message("before"))
+        .await
+        .unwrap();
+    (proxy, through_proxy, bound)
+}
+
 /// A broker that lost its definitions while the connection was down (restarted without them):
 /// the queues declared for publishing are declared again on the new connection before any
 /// publish goes through it, so the first message after reconnecting is not dropped as
@@ -916,15 +931,8 @@ async fn a_reconnection_goes_on_while_next_is_dropped_again_and_again() {
 async fn queues_declared_for_publishing_are_declared_again_after_reconnecting() {
     require_rabbitmq!();
     let direct = broker().await;
-    let proxy = Proxy::start().unwrap();
-    let through_proxy = AmqpBroker::connect(&proxy.url()).await.unwrap();
-    let name = unique("redeclared");
-    let bound = Queue::new(&name).exchange(unique("redeclared-exchange"), "direct");
-    through_proxy.declare(&bound).await.unwrap();
-    through_proxy
-        .publish(&bound.exchange, &bound.routing_key, &message("before"))
-        .await
-        .unwrap();
+    let (proxy, through_proxy, bound) = published_through_a_proxy("redeclared").await;
+    let name = bound.name.clone();
 
     // The broker loses the queue and its exchange, and the connection drops.
     direct.delete_queue(&name).await.unwrap();
@@ -949,15 +957,8 @@ async fn queues_declared_for_publishing_are_declared_again_after_reconnecting() 
 #[tokio::test]
 async fn deleted_queues_and_exchanges_are_not_declared_again_after_reconnecting() {
     require_rabbitmq!();
-    let proxy = Proxy::start().unwrap();
-    let through_proxy = AmqpBroker::connect(&proxy.url()).await.unwrap();
-    let name = unique("deleted");
-    let bound = Queue::new(&name).exchange(unique("deleted-exchange"), "direct");
-    through_proxy.declare(&bound).await.unwrap();
-    through_proxy
-        .publish(&bound.exchange, &bound.routing_key, &message("known"))
-        .await
-        .unwrap();
+    let (proxy, through_proxy, bound) = published_through_a_proxy("deleted").await;
+    let name = bound.name.clone();
 
     assert_eq!(through_proxy.delete_queue(&name).await.unwrap(), 1);
     through_proxy

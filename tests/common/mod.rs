@@ -209,6 +209,13 @@ pub fn python_celery(test: &str) -> Option<std::path::PathBuf> {
     }
 }
 
+/// Deletes a test's queue on RabbitMQ, and the direct exchange of the same name that routing
+/// to the queue by name declared.
+pub async fn delete_queue_and_exchange(broker: &celery::broker::AmqpBroker, queue: &str) {
+    broker.delete_queue(queue).await.unwrap();
+    broker.delete_exchange(queue).await.unwrap();
+}
+
 /// A name no other test run uses, for queues on a shared RabbitMQ.
 pub fn unique_name(prefix: &str) -> String {
     static NEXT: AtomicUsize = AtomicUsize::new(0);

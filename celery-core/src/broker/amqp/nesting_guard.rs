@@ -316,7 +316,8 @@ fn guarded_content_header(frame: &[u8]) -> Option<Vec<u8>> {
     if first_flags & (1 << 13) == 0 {
         return None;
     }
-    for (bit, _) in [(15, "content-type"), (14, "content-encoding")] {
+    // content-type, content-encoding: short strings.
+    for bit in [15, 14] {
         if first_flags & (1 << bit) != 0 {
             let length = reader.u8()?;
             reader.skip(usize::from(length))?;
