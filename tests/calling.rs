@@ -1340,6 +1340,32 @@ async fn send_task_by_name_is_untyped() {
     worker.shutdown().await;
 }
 
+/// In Celery the TypeError of arguments that do not fit is raised in the task's body: with results
+/// ignored nothing is stored, and the errbacks run all the same.
+#[tokio::test]
+async fn arguments_that_do_not_fit_store_nothing_when_results_are_ignored() {
+    let (app, worker) = started("misfit-ignored").await;
+    let options = CallOptions::new()
+        .ignore_result(true)
+        .link_error(on_error::s("misfit-ignored".to_owned()));
+    let args = vec![json!("a"), json!(1)];
+    let wrong = app.send_task("tests.add", args, Default::default(), options);
+    let wrong = wrong.await.unwrap();
+    let ran = (
+        wrong.id().to_owned(),
+        "TypeError".to_owned(),
+        "misfit-ignored".to_owned(),
+    );
+    let deadline = Instant::now() + WAIT;
+    while !ERRBACK_CALLS.lock().unwrap().contains(&ran) {
+        assert!(Instant::now() < deadline, "the errback never ran");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The errback runs after the FAILURE would have been stored.
+    assert_eq!(app.backend().get(wrong.id()).await.unwrap(), None);
+    worker.shutdown().await;
+}
+
 #[tokio::test]
 async fn an_unknown_task_fails_with_not_registered_and_the_worker_goes_on() {
     let (app, worker) = started("unknown").await;
@@ -1356,7 +1382,7 @@ async fn an_unknown_task_fails_with_not_registered_and_the_worker_goes_on() {
     let exception = error.exception().unwrap();
     assert_eq!(
         (exception.exc_type.as_str(), exception.message().as_str()),
-        ("NotRegistered", "'tests.nobody'")
+        ("NotRegistered", "tests.nobody")
     );
     assert_eq!(
         add::s(1, 2)
@@ -1387,10 +1413,28 @@ async fn a_retrying_task_keeps_its_id_and_counts_retries() {
     assert!(states.contains(&State::Retry), "{states:?}");
 
     let exhausted = always_retry::s().apply_async_with(&app).await.unwrap();
-    let error = exhausted.get().timeout(WAIT).await.unwrap_err();
+    let mut retrying = Vec::new();
+    let error = exhausted
+        .get()
+        .timeout(WAIT)
+        .on_message(|meta| {
+            if meta.status == State::Retry {
+                retrying.push(meta.result.clone());
+            }
+        })
+        .await
+        .unwrap_err();
+    // A retry given no exception stores null, as Celery's `mark_as_retry(id, None)`.
+    assert!(!retrying.is_empty());
+    assert!(retrying.iter().all(Value::is_null), "{retrying:?}");
+    let exception = error.exception().unwrap();
+    assert_eq!(exception.exc_type, "MaxRetriesExceededError");
     assert_eq!(
-        error.exception().unwrap().exc_type,
-        "MaxRetriesExceededError"
+        exception.message(),
+        format!(
+            "Can't retry tests.always_retry[{}] args:() kwargs:{{}}",
+            exhausted.id()
+        )
     );
     worker.shutdown().await;
 }
@@ -1695,7 +1739,11 @@ async fn time_limits_and_panics_fail_the_task_not_the_worker() {
     let (app, worker) = started("limits").await;
     let slow = sleepy::s(5.0).apply_async_with(&app).await.unwrap();
     let error = slow.get().timeout(WAIT).await.unwrap_err();
-    assert_eq!(error.exception().unwrap().exc_type, "TimeLimitExceeded");
+    // As billiard's `TimeLimitExceeded(timeout)`: the limit is its argument, a number.
+    let exceeded = error.exception().unwrap();
+    assert_eq!(exceeded.exc_type, "TimeLimitExceeded");
+    assert_eq!(exceeded.exc_module.as_deref(), Some("billiard.exceptions"));
+    assert_eq!(exceeded.exc_message, json!([0.2]));
     let boom = panics::s("kaboom".into())
         .apply_async_with(&app)
         .await
@@ -1718,7 +1766,9 @@ async fn time_limits_and_panics_fail_the_task_not_the_worker() {
     let passed = sleepy::s(0.05).with_options(passed);
     let passed = passed.apply_async_with(&app).await.unwrap();
     let error = passed.get().timeout(WAIT).await.unwrap_err();
-    assert_eq!(error.exception().unwrap().exc_type, "TimeLimitExceeded");
+    let exceeded = error.exception().unwrap();
+    assert_eq!(exceeded.exc_type, "TimeLimitExceeded");
+    assert_eq!(exceeded.exc_message, json!([-1]));
     worker.shutdown().await;
 }
 

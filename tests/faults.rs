@@ -48,6 +48,13 @@ async fn early(ctx: TaskContext, i: u32, ms: u64) -> (u32, bool) {
     (i, ctx.request().delivery_info.redelivered)
 }
 
+/// Asks for a retry that cannot be sent (no date is infinitely far): Celery then rejects the
+/// message (`Reject(exc, requeue=False)`), which an `acks_late` task has not acknowledged yet.
+#[task(name = "faults.unsendable_retry", bind, acks_late)]
+async fn unsendable_retry(ctx: TaskContext) -> Result<(), TaskError> {
+    Err(ctx.retry().countdown(f64::INFINITY).into())
+}
+
 #[task(name = "faults.add")]
 async fn add(x: i64, y: i64) -> i64 {
     tokio::time::sleep(Duration::from_millis(40)).await;
@@ -613,6 +620,7 @@ async fn bad_messages_on_rabbitmq_fail_clearly_are_dead_lettered_and_the_worker_
         .build()
         .unwrap();
     app.register(add::Task);
+    app.register(unsendable_retry::Task);
     // The dead-letter queue, bound to amq.direct under its own name.
     let broker = AmqpBroker::connect(RABBITMQ_URL).await.unwrap();
     let dead_queue = Queue::new(&dead).exchange("amq.direct", "direct");
@@ -678,6 +686,18 @@ async fn bad_messages_on_rabbitmq_fail_clearly_are_dead_lettered_and_the_worker_
             "NotRegistered",
             "faults.nobody",
         ),
+        // Looked up before the body is read, as Celery does: a body this worker does not
+        // accept (pickle, for Python workers on a shared queue) is still NotRegistered.
+        (
+            message(
+                "bad-name-pickle",
+                "faults.nobody",
+                "application/x-python-serialize",
+                b"\x80\x04.",
+            ),
+            "NotRegistered",
+            "faults.nobody",
+        ),
         (
             message("bad-content", add::NAME, "application/x-unknown", b"?"),
             "ContentDisallowed",
@@ -715,6 +735,18 @@ async fn bad_messages_on_rabbitmq_fail_clearly_are_dead_lettered_and_the_worker_
             ),
             "TypeError",
             "takes 2 positional",
+        ),
+        // Runs, and fails as Celery's does when its retry cannot be sent: rejected, not
+        // acknowledged, so RabbitMQ dead-letters it.
+        (
+            message(
+                "bad-retry",
+                unsendable_retry::NAME,
+                "application/json",
+                br#"[[], {}, null]"#,
+            ),
+            "Reject",
+            "EncodeError(",
         ),
     ];
     for (message, _, _) in cases.iter().chain(&misfits) {

@@ -345,6 +345,7 @@ impl TaskContext {
             max_retries: self.inner.max_retries,
             retries: self.inner.request.retries,
             exc: None,
+            context: self.clone(),
         }
     }
 }
@@ -358,6 +359,8 @@ pub struct Retry {
     max_retries: Option<u32>,
     retries: u32,
     exc: Option<TaskError>,
+    /// The task asking, named in the `MaxRetriesExceededError` once the retries are used up.
+    context: TaskContext,
 }
 
 impl Retry {
@@ -396,13 +399,11 @@ pub struct RetryRequest {
 impl From<Retry> for TaskError {
     fn from(retry: Retry) -> Self {
         if retry.max_retries.is_some_and(|max| retry.retries >= max) {
+            let context = retry.context;
             return retry.exc.unwrap_or_else(|| {
                 TaskError::from_exception(ExceptionInfo::celery(
                     "MaxRetriesExceededError",
-                    format!(
-                        "Can't retry task: it has been retried {} times",
-                        retry.retries
-                    ),
+                    max_retries_exceeded_text(context.request()),
                 ))
             });
         }
@@ -415,6 +416,28 @@ impl From<Retry> for TaskError {
             })),
         }
     }
+}
+
+/// The text of Celery's `MaxRetriesExceededError` (its `Task.retry`), word for word: alerts and
+/// tests match on it. The arguments are the retry's, written as Python writes a tuple and a dict.
+fn max_retries_exceeded_text(request: &Request) -> String {
+    let mut args = String::from("(");
+    for (index, arg) in request.args.iter().enumerate() {
+        if index > 0 {
+            args.push_str(", ");
+        }
+        crate::protocol::python_repr(arg, &mut args);
+    }
+    if request.args.len() == 1 {
+        args.push(',');
+    }
+    args.push(')');
+    let mut kwargs = String::new();
+    crate::protocol::python_repr(&Value::Object(request.kwargs.clone()), &mut kwargs);
+    format!(
+        "Can't retry {}[{}] args:{args} kwargs:{kwargs}",
+        request.task, request.id
+    )
 }
 
 /// A received call of a task, handed to the generated `Task::run`.
@@ -872,11 +895,28 @@ mod tests {
     fn retry_turns_into_max_retries_exceeded_when_used_up() {
         let request = Request {
             retries: 3,
+            task: "tasks.add".into(),
+            id: "the-id".into(),
+            args: vec![serde_json::json!(2), serde_json::json!("x")],
+            kwargs: serde_json::json!({"y": null}).as_object().unwrap().clone(),
             ..Request::default()
         };
         let ctx = TaskContext::new(request, None, &TaskOptions::DEFAULT);
         let err: TaskError = ctx.retry().into();
-        assert_eq!(err.exception().unwrap().exc_type, "MaxRetriesExceededError");
+        let exceeded = err.exception().unwrap();
+        assert_eq!(exceeded.exc_type, "MaxRetriesExceededError");
+        // As Python's `str.format` writes Celery's message for `add.retry()` on `add(2, 'x', y=None)`.
+        assert_eq!(
+            exceeded.exc_message,
+            serde_json::json!(["Can't retry tasks.add[the-id] args:(2, 'x') kwargs:{'y': None}"])
+        );
+        let one = Request {
+            retries: 3,
+            args: vec![serde_json::json!(1.5)],
+            ..Request::default()
+        };
+        let text = max_retries_exceeded_text(&one);
+        assert!(text.ends_with("args:(1.5,) kwargs:{}"), "{text}");
         let err: TaskError = ctx.retry().max_retries(Some(5)).countdown(2).into();
         assert!(err.is_retry());
         let err: TaskError = ctx.retry().exc(TaskError::new("ValueError", "x")).into();

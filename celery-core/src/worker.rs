@@ -20,7 +20,9 @@ use crate::broker::{Acker, Consumer, Delivery};
 use crate::calling::ApplyOptions;
 use crate::compression::DecompressError;
 use crate::error::{Error, ExceptionInfo, TaskError, TaskErrorKind};
-use crate::protocol::{format_datetime, Body, Message, Properties, TaskHeaders, TaskMessage};
+use crate::protocol::{
+    format_datetime, Body, Headers, Message, Properties, TaskHeaders, TaskMessage,
+};
 use crate::result::{child_entry, group_child_entry, ResultMeta, State};
 use crate::signature::RawSignature;
 use crate::task::{DeliveryInfo, Invocation, Request, TaskContext, TaskFuture, TaskOptions};
@@ -479,20 +481,32 @@ fn accept(
         acker,
     } = delivery;
     // The properties move on (to the request, or to the rejection): not copied.
-    let (headers, body, properties) = match decode_message(&runtime.app, message) {
-        Ok(decoded) => decoded,
-        Err(unusable) => return Accepted::Unusable(unusable, acker),
+    let Message {
+        headers: table,
+        properties,
+        body,
+    } = message;
+    let headers = match read_headers(table, &properties) {
+        Ok(headers) => headers,
+        Err(unusable) => return Accepted::Unusable(Box::new((properties, *unusable)), acker),
     };
+    // Looked up by the header before the body is read, as Celery's consumer does: a message
+    // for a task this worker does not have is NotRegistered whatever its body (a pickle body
+    // meant for Python workers on a shared queue, say), not a content error.
     let Some(task) = runtime.app.task(&headers.task) else {
-        let name = headers.task.clone();
         let unusable = Unusable {
-            task_id: Some(headers.id.clone()),
-            task: Some(name.clone()),
-            exception: ExceptionInfo::celery("NotRegistered", format!("'{name}'")),
+            exception: not_registered(&headers.task),
+            task_id: Some(headers.id),
+            task: Some(headers.task),
             chain: Vec::new(),
         };
         return Accepted::Unusable(Box::new((properties, unusable)), acker);
     };
+    let body = match read_body(&runtime.app, headers, &properties, &body) {
+        Ok(read) => read,
+        Err(unusable) => return Accepted::Unusable(Box::new((properties, *unusable)), acker),
+    };
+    let (headers, body) = body;
     let decoded = TaskMessage {
         headers,
         properties,
@@ -539,7 +553,7 @@ async fn resume_held(runtime: Arc<Runtime>, message: Held) {
         }
         // Checked when the message came, and a registry only grows; but never loop on it.
         None => {
-            let exception = ExceptionInfo::celery("NotRegistered", format!("'{}'", request.task));
+            let exception = not_registered(&request.task);
             Box::pin(reject_with_failure(&runtime, &request, exception, acker)).await;
         }
     }
@@ -702,38 +716,51 @@ fn decode_message(
         properties,
         body,
     } = message;
-    let headers = match TaskHeaders::from_owned_table(table) {
-        Ok(headers) => headers,
-        Err((error, table)) => {
-            // Whatever can be read of the id and name, for the FAILURE and the log.
-            let header = |name: &str| {
-                let value = crate::protocol::find_header(&table, name)?;
-                value.as_str().map(str::to_owned)
-            };
-            let unusable = Unusable {
-                task_id: header("id").or_else(|| properties.correlation_id.clone()),
-                task: header("task"),
-                exception: ExceptionInfo::new("DecodeError", "kombu.exceptions", error.to_string()),
-                chain: Vec::new(),
-            };
-            return Err(Box::new((properties, unusable)));
-        }
-    };
-    match decode_body(app, &headers, &properties, &body) {
-        Ok(decoded) => Ok((headers, decoded, properties)),
-        Err(undecodable) => {
-            let unusable = Unusable {
-                task_id: Some(headers.id),
-                task: Some(headers.task),
-                exception: ExceptionInfo::new(
-                    undecodable.exc_type,
-                    "kombu.exceptions",
-                    undecodable.text,
-                ),
-                chain: undecodable.chain,
-            };
-            Err(Box::new((properties, unusable)))
-        }
+    let read = read_headers(table, &properties)
+        .and_then(|headers| read_body(app, headers, &properties, &body));
+    match read {
+        Ok((headers, body)) => Ok((headers, body, properties)),
+        Err(unusable) => Err(Box::new((properties, *unusable))),
+    }
+}
+
+/// A message's headers, their strings moved out of the table.
+/// (The error path is boxed: it is rare, and the common one stays small.)
+fn read_headers(table: Headers, properties: &Properties) -> Result<TaskHeaders, Box<Unusable>> {
+    TaskHeaders::from_owned_table(table).map_err(|(error, table)| {
+        // Whatever can be read of the id and name, for the FAILURE and the log.
+        let header = |name: &str| {
+            let value = crate::protocol::find_header(&table, name)?;
+            value.as_str().map(str::to_owned)
+        };
+        Box::new(Unusable {
+            task_id: header("id").or_else(|| properties.correlation_id.clone()),
+            task: header("task"),
+            exception: ExceptionInfo::new("DecodeError", "kombu.exceptions", error.to_string()),
+            chain: Vec::new(),
+        })
+    })
+}
+
+/// A message's body (`accept_content`, size limit, decompression), with the headers back.
+fn read_body(
+    app: &Celery,
+    headers: TaskHeaders,
+    properties: &Properties,
+    body: &[u8],
+) -> Result<(TaskHeaders, Body), Box<Unusable>> {
+    match decode_body(app, &headers, properties, body) {
+        Ok(decoded) => Ok((headers, decoded)),
+        Err(undecodable) => Err(Box::new(Unusable {
+            task_id: Some(headers.id),
+            task: Some(headers.task),
+            exception: ExceptionInfo::new(
+                undecodable.exc_type,
+                "kombu.exceptions",
+                undecodable.text,
+            ),
+            chain: undecodable.chain,
+        })),
     }
 }
 
@@ -965,11 +992,12 @@ async fn execute(
                 .cloned()
                 .unwrap_or_else(|| ExceptionInfo::builtin("TypeError", error.to_string()));
             tracing::error!(task = %request.task, id = %request.id, error = %exception, "rejecting message whose arguments do not fit the task");
-            // In Celery the TypeError is raised in the task's body: the chain after it fails
-            // and its errbacks run, as for any failure.
-            Box::pin(fail_chain(runtime, request, &exception, None)).await;
-            Box::pin(send_errbacks(runtime, request, &exception, None)).await;
-            return Box::pin(reject_with_failure(runtime, request, exception, acker)).await;
+            // In Celery the TypeError is raised in the task's body: it is stored, and the chain
+            // after it fails, unless results are ignored; its errbacks run either way.
+            let ignore_result = ignores_result(&runtime.app, task, request);
+            let failure = Failure::new(exception, None, Vec::new());
+            Box::pin(fail(runtime, request, failure, ignore_result)).await;
+            return settle(acker.reject(false).await, &request.id);
         }
     };
     let mut acker = Some(acker);
@@ -1007,10 +1035,11 @@ async fn execute(
     let runtime_s = started.elapsed().as_secs_f64();
 
     let nothing_to_send = ignore_result && request.callbacks.is_empty() && request.chain.is_empty();
-    match outcome {
+    let settlement = match outcome {
         // The common case of a task whose result nobody keeps: nothing to wait for.
         Ok(value) if nothing_to_send => {
             tracing::info!(task = %request.task, id = %request.id, runtime_s, result = %value, "Task succeeded");
+            Settlement::Ack
         }
         outcome => {
             let ran = Ran {
@@ -1018,23 +1047,34 @@ async fn execute(
                 runtime_s,
                 children: context.take_children(),
             };
-            Box::pin(report(runtime, task, request, ran, ignore_result)).await;
+            Box::pin(report(runtime, task, request, ran, ignore_result)).await
         }
-    }
+    };
     if let Some(acker) = acker {
-        settle(acker.ack().await, &request.id);
+        let settled = match settlement {
+            Settlement::Ack => acker.ack().await,
+            Settlement::Reject => acker.reject(false).await,
+        };
+        settle(settled, &request.id);
     }
 }
 
+/// What becomes of a message whose acknowledgement waited for its task (`acks_late`).
+enum Settlement {
+    Ack,
+    /// Rejected without requeueing (dead-lettered where the queue has a dead-letter exchange).
+    Reject,
+}
+
 /// Sends what follows a task's run: callbacks and result, or the retry, or the failure and
-/// errbacks.
+/// errbacks; and says what becomes of a message not acknowledged yet.
 async fn report(
     runtime: &Runtime,
     task: &RegisteredTask,
     request: &Request,
     ran: Ran,
     ignore_result: bool,
-) {
+) -> Settlement {
     let app = &runtime.app;
     let Ran {
         outcome,
@@ -1054,7 +1094,8 @@ async fn report(
                     let exception = follow_up_exception(&error);
                     tracing::error!(task = %request.task, id = %request.id, error = %exception, "Task failed: its callbacks could not be sent");
                     let failure = Failure::new(exception, None, children);
-                    return Box::pin(fail(runtime, request, failure, ignore_result)).await;
+                    Box::pin(fail(runtime, request, failure, ignore_result)).await;
+                    return Settlement::Ack;
                 }
             }
             if !ignore_result {
@@ -1062,30 +1103,38 @@ async fn report(
                 meta.children = children;
                 Box::pin(store(runtime, request, meta)).await;
             }
+            Settlement::Ack
         }
         Err(TaskErrorKind::Retry(retry)) => {
-            let exception = retry.exc.clone().unwrap_or_else(|| {
-                ExceptionInfo::celery("Retry", format!("Retry in {}s", retry.countdown))
-            });
             tracing::info!(task = %request.task, id = %request.id, countdown = retry.countdown, "Task retry");
             match Box::pin(resend_for_retry(app, task, request, &retry)).await {
                 // As Celery stores RETRY only when errors are stored.
-                Ok(()) if ignore_result => {}
+                Ok(()) if ignore_result => Settlement::Ack,
                 Ok(()) => {
-                    let mut retrying =
-                        ResultMeta::exception(request.id.clone(), State::Retry, &exception, None);
+                    // Celery's `mark_as_retry` stores the exception the retry was given, and
+                    // null without one (`AsyncResult.info` is then None, not a made-up error).
+                    let mut retrying = match &retry.exc {
+                        Some(exception) => {
+                            ResultMeta::exception(request.id.clone(), State::Retry, exception, None)
+                        }
+                        None => ResultMeta::new(request.id.clone(), State::Retry, Value::Null),
+                    };
                     // As Celery's `mark_as_retry` stores through `store_result(request=…)`:
                     // the tasks this run sent are its children, and so is the retry, which
                     // Celery's `Task.retry` sends from the task's body like any other.
                     retrying.children = children;
                     retrying.children.push(child_entry(&request.id));
-                    Box::pin(store(runtime, request, retrying)).await
+                    Box::pin(store(runtime, request, retrying)).await;
+                    Settlement::Ack
                 }
+                // Celery's `Task.retry` raises `Reject(exc, requeue=False)` when the retry
+                // cannot be sent: the task fails with that, and a message not acknowledged yet
+                // is rejected, not acknowledged, so that a dead-letter exchange keeps it.
                 Err(error) => {
                     tracing::error!(%error, id = %request.id, "could not send the retry");
-                    let exception = ExceptionInfo::celery("OperationalError", error.to_string());
-                    let failure = Failure::new(exception, None, children);
+                    let failure = Failure::new(unsent_retry(&error), None, children);
                     Box::pin(fail(runtime, request, failure, ignore_result)).await;
+                    Settlement::Reject
                 }
             }
         }
@@ -1093,7 +1142,23 @@ async fn report(
             tracing::error!(task = %request.task, id = %request.id, runtime_s, exception = %info, "Task raised an exception");
             let failure = Failure::new(info, traceback, children);
             Box::pin(fail(runtime, request, failure, ignore_result)).await;
+            Settlement::Ack
         }
+    }
+}
+
+/// Celery's `Reject(exc, requeue=False)` for a retry that could not be sent: its arguments as
+/// Celery stores them, the exception by its repr (`OperationalError('…')`; an exception is not
+/// JSON) and the `requeue` flag.
+fn unsent_retry(error: &Error) -> ExceptionInfo {
+    let cause = follow_up_exception(error);
+    let mut reason = format!("{}(", cause.exc_type);
+    crate::protocol::python_repr(&Value::String(cause.message()), &mut reason);
+    reason.push(')');
+    ExceptionInfo {
+        exc_type: "Reject".to_owned(),
+        exc_message: Value::Array(vec![Value::String(reason), Value::Bool(false)]),
+        exc_module: Some("celery.exceptions".to_owned()),
     }
 }
 
@@ -1133,16 +1198,31 @@ async fn run_task(
             match tokio::time::timeout(limit, guarded).await {
                 Ok(outcome) => outcome,
                 // Dropping the task's future cancels it.
-                Err(_) => {
-                    return Err(TaskError::from_exception(ExceptionInfo::celery(
-                        "TimeLimitExceeded",
-                        format!("TimeLimitExceeded({seconds})"),
-                    )))
-                }
+                Err(_) => return Err(TaskError::from_exception(time_limit_exceeded(seconds))),
             }
         }
     };
     outcome.unwrap_or_else(|payload| Err(panic_error(payload)))
+}
+
+/// Celery's `TimeLimitExceeded(timeout)` (billiard's): the limit itself is its argument, a number
+/// a Python client reads back from `exc.args[0]`; whole seconds as Python's int, as a limit set
+/// in whole seconds is.
+fn time_limit_exceeded(seconds: f64) -> ExceptionInfo {
+    let limit = match seconds.fract() == 0.0 && seconds.abs() < 9.0e15 {
+        true => Value::from(seconds as i64),
+        false => Value::from(seconds),
+    };
+    ExceptionInfo {
+        exc_type: "TimeLimitExceeded".to_owned(),
+        exc_message: Value::Array(vec![limit]),
+        exc_module: Some("billiard.exceptions".to_owned()),
+    }
+}
+
+/// Celery's `NotRegistered(name)`: its one argument is the task's name.
+fn not_registered(name: &str) -> ExceptionInfo {
+    ExceptionInfo::celery("NotRegistered", name)
 }
 
 /// An errback that came as a message has args `[failed_task_id, …]`; its exception is looked up
