@@ -1155,6 +1155,61 @@ async fn publish_retries_by_policy_then_raises_operational_error() {
     );
 }
 
+/// A revoked step sends nothing on: the chain's last result would never get a state. As
+/// Celery's `get()` follows the result's parents, the revocation is raised at once.
+#[tokio::test]
+async fn a_chain_whose_step_is_revoked_raises_it_instead_of_waiting() {
+    let (app, worker) = started("chain-revoked").await;
+    let past = chrono::Utc::now() - chrono::Duration::seconds(5);
+    let expired = add::s(2, 2).with_options(CallOptions::new().expires(past));
+    let result = chain![expired, add::partial(16), add::partial(1)]
+        .apply_async_with(&app)
+        .await
+        .unwrap();
+    let middle = result.parent().expect("the last step has a parent");
+    let first = middle.parent().expect("and so has the middle one");
+    assert!(first.parent().is_none());
+    match result.get().timeout(WAIT).await {
+        Err(Error::TaskRevoked { task_id, .. }) => assert_eq!(task_id, first.id()),
+        other => panic!("expected the first step's revocation, got {other:?}"),
+    }
+    assert_eq!(first.state().await.unwrap(), State::Revoked);
+    // Not followed when failures come back as data, as in Celery: the wait is for the task.
+    let outcome = result
+        .get()
+        .timeout(Duration::from_millis(200))
+        .no_propagate()
+        .await;
+    assert!(matches!(outcome, Err(Error::Timeout { .. })), "{outcome:?}");
+    worker.shutdown().await;
+}
+
+/// As Celery's `join_native`: the first member to fail is raised when it fails, not after the
+/// members ahead of it are done.
+#[tokio::test]
+async fn a_group_raises_the_first_failure_while_others_still_run() {
+    let (app, worker) = started("group-fails-fast").await;
+    let slow = sleepy::s(1.5).with_options(CallOptions::new().time_limit(30));
+    // Infinity cannot be sent as JSON: the member fails with EncodeError.
+    let failing = ratio::s(1.0, 0.0);
+    let result = group([slow, failing]).apply_async_with(&app).await.unwrap();
+    let error = result
+        .get()
+        .timeout(Duration::from_millis(1200))
+        .await
+        .unwrap_err();
+    match &error {
+        Error::TaskFailed { task_id, .. } => assert_eq!(task_id, result.results()[1].id()),
+        other => panic!("expected the second member's failure, got {other:?}"),
+    }
+    assert_eq!(error.exception().unwrap().exc_type, "EncodeError");
+    // Counted once finished and only when successful, as Celery's `completed_count`.
+    let first = &result.results()[0];
+    assert_eq!(first.get().timeout(WAIT).await.unwrap(), 1.5);
+    assert_eq!(result.completed_count().await.unwrap(), 1);
+    worker.shutdown().await;
+}
+
 #[tokio::test]
 async fn group_results_come_back_in_order() {
     let (app, worker) = started("group").await;

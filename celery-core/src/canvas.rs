@@ -68,9 +68,9 @@ impl<R> Chain<R> {
         let mut rest = self.rest.into_iter().collect::<Result<Vec<_>, _>>()?;
         // Every step's id is fixed now, as Celery's freeze does, so the last one is known. Later
         // steps are sent by workers; their results still go to this client's reply queue.
-        let mut last_id = fix_id(&mut first.options.task_id);
+        let mut ids = vec![fix_id(&mut first.options.task_id)];
         for step in &mut rest {
-            last_id = fix_id(&mut step.options.task_id);
+            ids.push(fix_id(&mut step.options.task_id));
             step.options
                 .reply_to
                 .get_or_insert_with(|| app.oid().to_owned());
@@ -78,7 +78,11 @@ impl<R> Chain<R> {
         rest.reverse();
         first.options.chain = rest;
         app.producer().send(first, &defaults).await?;
-        Ok(AsyncResult::new(last_id, app.clone()))
+        // The last step's result, with the steps before it as its parents (Celery's chain result):
+        // `get()` raises an earlier step's failure or revocation, which the last step may never
+        // hear of (a revoked step sends nothing on).
+        let last = ids.pop().unwrap_or_default();
+        Ok(AsyncResult::new(last, app.clone()).with_parents(ids))
     }
 }
 
@@ -169,11 +173,12 @@ impl<R> GroupResult<R> {
         }
     }
 
-    /// How many members have finished.
+    /// How many members have succeeded (Celery's `completed_count`: a failed or revoked member
+    /// is finished, not completed).
     pub async fn completed_count(&self) -> Result<usize, Error> {
         let mut done = 0;
         for result in &self.results {
-            done += usize::from(result.ready().await?);
+            done += usize::from(result.successful().await?);
         }
         Ok(done)
     }
@@ -211,29 +216,39 @@ impl<'a, R: DeserializeOwned + Send + 'a> IntoFuture for GroupGet<'a, R> {
             let deadline = self
                 .timeout
                 .and_then(|t| tokio::time::Instant::now().checked_add(t));
-            // Every member is watched from the start: the rpc client forgets the oldest finished
-            // results nobody watches (past 10,000), and in a large group the members finishing
-            // before those ahead of them are waited for would be among them.
-            let mut watching = Vec::with_capacity(self.group.results.len());
-            for result in &self.group.results {
-                watching.push(result.watch().await?);
-            }
-            let mut values = Vec::with_capacity(self.group.results.len());
-            for result in &self.group.results {
+            // Every member is waited on at once, and the first to fail (or be revoked) is raised
+            // as soon as it does, whichever member it is, as Celery's `join_native` does: a
+            // failure behind a member still running is not hidden until that one is done.
+            let mut waits = futures_util::stream::FuturesUnordered::new();
+            for (index, result) in self.group.results.iter().enumerate() {
                 let get = result
                     .get()
                     .disable_sync_subtasks(self.disable_sync_subtasks);
-                let value = match deadline {
-                    Some(deadline) => {
-                        get.timeout(deadline.saturating_duration_since(tokio::time::Instant::now()))
-                            .await?
-                    }
-                    None => get.await?,
-                };
-                values.push(value);
+                waits.push(async move { (index, get.await) });
             }
-            drop(watching);
-            Ok(values)
+            let mut values: Vec<Option<R>> = Vec::new();
+            values.resize_with(self.group.results.len(), || None);
+            let join = async {
+                while let Some((index, value)) = futures_util::StreamExt::next(&mut waits).await {
+                    values[index] = Some(value?);
+                }
+                Ok::<_, Error>(())
+            };
+            match deadline {
+                None => join.await?,
+                Some(deadline) => match tokio::time::timeout_at(deadline, join).await {
+                    Ok(joined) => joined?,
+                    Err(_) => {
+                        // Named after a member still waited on, as a member's own timeout is.
+                        let waiting = values.iter().position(Option::is_none).unwrap_or(0);
+                        return Err(Error::Timeout {
+                            task_id: self.group.results[waiting].id().to_owned(),
+                            seconds: self.timeout.unwrap_or_default().as_secs_f64(),
+                        });
+                    }
+                },
+            }
+            Ok(values.into_iter().flatten().collect())
         })
     }
 }

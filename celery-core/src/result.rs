@@ -3,6 +3,7 @@
 use std::fmt;
 use std::future::{Future, IntoFuture};
 use std::marker::PhantomData;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
@@ -46,6 +47,11 @@ impl State {
     /// SUCCESS, FAILURE and REVOKED: the task will not change state again.
     pub fn is_ready(&self) -> bool {
         matches!(self, State::Success | State::Failure | State::Revoked)
+    }
+
+    /// FAILURE and REVOKED: Celery's `PROPAGATE_STATES`, raised by `get()`.
+    pub fn propagates(&self) -> bool {
+        matches!(self, State::Failure | State::Revoked)
     }
 
     /// States whose `result` holds an exception.
@@ -225,6 +231,9 @@ pub struct AsyncResult<R = Value> {
     app: Celery,
     /// Sent with `ignore_result` (Celery's `AsyncResult.ignored`): `get()` does not wait.
     ignored: bool,
+    /// The ids of the tasks before this one in its chain, the first step first (Celery's
+    /// `AsyncResult.parent`, followed to the root): `get()` raises their failure.
+    parents: Arc<[String]>,
     marker: PhantomData<fn() -> R>,
 }
 
@@ -234,6 +243,7 @@ impl<R> Clone for AsyncResult<R> {
             id: self.id.clone(),
             app: self.app.clone(),
             ignored: self.ignored,
+            parents: self.parents.clone(),
             marker: PhantomData,
         }
     }
@@ -251,6 +261,7 @@ impl<R> AsyncResult<R> {
             id: id.into(),
             app,
             ignored: false,
+            parents: Arc::from([]),
             marker: PhantomData,
         }
     }
@@ -262,18 +273,28 @@ impl<R> AsyncResult<R> {
             id: sent.id,
             app,
             ignored: sent.ignore_result,
+            parents: Arc::from([]),
             marker: PhantomData,
         }
     }
 
-    /// Subscribes to the task's states without waiting: while the receiver lives, the backend
-    /// keeps the task's result (the rpc client forgets the oldest finished results nobody
-    /// watches). `None` for an ignored result.
-    pub(crate) async fn watch(&self) -> Result<Option<crate::backend::ResultReceiver>, Error> {
-        if self.ignored {
-            return Ok(None);
-        }
-        self.app.backend().subscribe(&self.id).await.map(Some)
+    /// The last step of a chain whose earlier steps are `parents`, the first step first.
+    pub(crate) fn with_parents(mut self, parents: Vec<String>) -> Self {
+        self.parents = parents.into();
+        self
+    }
+
+    /// The task before this one in its chain (Celery's `AsyncResult.parent`); `None` for a task
+    /// sent on its own, or known by id only.
+    pub fn parent(&self) -> Option<AsyncResult<Value>> {
+        let (id, earlier) = self.parents.split_last()?;
+        Some(AsyncResult {
+            id: id.clone(),
+            app: self.app.clone(),
+            ignored: false,
+            parents: earlier.into(),
+            marker: PhantomData,
+        })
     }
 
     /// Whether the task was sent with `ignore_result`: no state of it is stored, and `get()`
@@ -344,6 +365,7 @@ impl<R> AsyncResult<R> {
             id: self.id,
             app: self.app,
             ignored: self.ignored,
+            parents: self.parents,
             marker: PhantomData,
         }
     }
@@ -356,6 +378,7 @@ impl<R> AsyncResult<R> {
             timeout: None,
             on_message: None,
             disable_sync_subtasks: true,
+            follow_parents: true,
         }
     }
 }
@@ -381,6 +404,7 @@ pub struct Get<'a, R> {
     timeout: Option<Duration>,
     on_message: Option<OnMessage<'a>>,
     disable_sync_subtasks: bool,
+    follow_parents: bool,
 }
 
 impl<'a, R: DeserializeOwned + Send + 'a> Get<'a, R> {
@@ -404,20 +428,56 @@ impl<'a, R: DeserializeOwned + Send + 'a> Get<'a, R> {
         self
     }
 
+    /// Celery's `follow_parents` (on by default): waiting on the last step of a chain, a
+    /// failed or revoked earlier step is raised at once, as its own error. A step revoked (an
+    /// expired one, say) leaves the steps after it without any state, so without this the wait
+    /// would never end. Only when failures propagate, as in Celery: not with `no_propagate()`.
+    pub fn follow_parents(mut self, follow: bool) -> Self {
+        self.follow_parents = follow;
+        self
+    }
+
     /// Celery's `propagate=False`: a failure is returned as data instead of an error.
-    pub fn no_propagate(self) -> GetOutcome<'a, R> {
+    pub fn no_propagate(mut self) -> GetOutcome<'a, R> {
+        self.follow_parents = false;
         GetOutcome { get: self }
     }
 
+    /// The task's ready record, or a parent's failed or revoked one when following parents.
     async fn wait_ready(mut self) -> Result<ResultMeta, Error> {
         refuse_within_task(self.disable_sync_subtasks, &self.result.id)?;
         let id = self.result.id.clone();
-        let mut updates = self.result.app.backend().subscribe(&id).await?;
+        let backend = self.result.app.backend();
+        let mut updates = backend.subscribe(&id).await?;
+        let mut parents = futures_util::stream::SelectAll::new();
+        if self.follow_parents {
+            for parent in self.result.parents.iter() {
+                let receiver = backend.subscribe(parent).await?;
+                parents.push(Box::pin(futures_util::stream::unfold(
+                    receiver,
+                    |mut receiver| async move { receiver.recv().await.map(|meta| (meta, receiver)) },
+                )));
+            }
+        }
         let wait = async {
             loop {
-                let Some(meta) = updates.recv().await else {
+                let meta = tokio::select! {
+                    // Parents first, as Celery looks at them before the task itself: a failure
+                    // stored for the whole chain is raised as the step's that failed.
+                    biased;
+                    // A parent that stops delivering is no longer followed (its stream ends);
+                    // with none left, this branch is off.
+                    Some(parent) = futures_util::StreamExt::next(&mut parents) => {
+                        if parent.status.propagates() {
+                            return Ok(parent);
+                        }
+                        continue;
+                    }
+                    meta = updates.recv() => meta,
+                };
+                let Some(meta) = meta else {
                     return Err(Error::Backend {
-                        backend: self.result.app.backend().url().to_owned(),
+                        backend: backend.url().to_owned(),
                         reason: format!("stopped delivering the result of task {id}"),
                         recoverable: false,
                     });

@@ -34,6 +34,12 @@ const BACKLOG_LIMIT: usize = 1000;
 /// How many finished results are remembered for `state()`/`get()` after they arrived.
 const KEPT_FINISHED: usize = 10_000;
 
+/// How many states of a task that reached nobody are kept for its first subscriber (its
+/// `get().on_message(…)`), the oldest dropped first. Celery's client reads them off its reply
+/// queue, where they wait unbounded; here the consumer reads on, so a bound keeps a task's
+/// progress updates that nobody asks for from growing without end.
+const KEPT_UNSEEN: usize = 64;
+
 /// Results as messages to the caller's reply queue.
 pub struct RpcBackend {
     broker: AmqpBroker,
@@ -58,6 +64,10 @@ struct Results {
 #[derive(Default)]
 struct Entry {
     latest: Option<ResultMeta>,
+    /// Whether `latest` reached no subscriber yet.
+    latest_unseen: bool,
+    /// The states before `latest` that reached no subscriber, oldest first.
+    earlier_unseen: VecDeque<ResultMeta>,
     subscribers: Vec<mpsc::UnboundedSender<ResultMeta>>,
 }
 
@@ -273,7 +283,19 @@ impl Results {
             .subscribers
             .retain(|subscriber| subscriber.send(meta.clone()).is_ok());
         let finishes = meta.status.is_ready();
-        entry.latest = Some(meta);
+        // A state nobody received is kept for the first to subscribe, as it would wait in
+        // Celery's reply queue until a `get()` drains it.
+        let unseen = entry.subscribers.is_empty();
+        if let Some(previous) = entry.latest.replace(meta) {
+            if std::mem::replace(&mut entry.latest_unseen, unseen) {
+                if entry.earlier_unseen.len() == KEPT_UNSEEN {
+                    entry.earlier_unseen.pop_front();
+                }
+                entry.earlier_unseen.push_back(previous);
+            }
+        } else {
+            entry.latest_unseen = unseen;
+        }
         if finishes {
             self.finished.push_back(task_id);
             self.forget_oldest();
@@ -380,9 +402,15 @@ impl ResultBackend for RpcBackend {
             entry
                 .subscribers
                 .retain(|subscriber| !subscriber.is_closed());
+            // What reached nobody yet, in order, then the latest state (again, to a later
+            // subscriber: its `get()` needs it).
+            for earlier in entry.earlier_unseen.drain(..) {
+                let _ = sender.send(earlier);
+            }
             if let Some(latest) = &entry.latest {
                 let _ = sender.send(latest.clone());
             }
+            entry.latest_unseen = false;
             entry.subscribers.push(sender);
             Ok(receiver)
         })
@@ -537,11 +565,33 @@ mod tests {
                 .results()
                 .record(ResultMeta::new("t".into(), state.into(), result));
         };
+        let record_for = |task: &str, state: &str| {
+            backend
+                .results()
+                .record(ResultMeta::new(task.into(), state.into(), json!(null)));
+        };
         let states = |receiver: &mut ResultReceiver| -> Vec<String> {
             std::iter::from_fn(|| receiver.try_recv().ok())
                 .map(|m| m.status.to_string())
                 .collect()
         };
+        // States that came before anyone subscribed reach the first subscriber, in order (they
+        // would wait in Celery's reply queue for its `get()`), and only the first.
+        record_for("early", "STARTED");
+        record_for("early", "PROGRESS");
+        record_for("early", "SUCCESS");
+        let mut first = backend.subscribe("early").await.unwrap();
+        assert_eq!(states(&mut first), ["STARTED", "PROGRESS", "SUCCESS"]);
+        let mut second = backend.subscribe("early").await.unwrap();
+        assert_eq!(states(&mut second), ["SUCCESS"]);
+        // At most KEPT_UNSEEN of them, the oldest dropped.
+        for _ in 0..KEPT_UNSEEN + 10 {
+            record_for("chatty", "PROGRESS");
+        }
+        record_for("chatty", "SUCCESS");
+        let mut late = backend.subscribe("chatty").await.unwrap();
+        assert_eq!(states(&mut late).len(), KEPT_UNSEEN + 1);
+
         let mut before = backend.subscribe("t").await.unwrap();
         assert_eq!(states(&mut before), [] as [&str; 0], "nothing stored yet");
         record("STARTED", json!(null));
@@ -560,7 +610,7 @@ mod tests {
         );
         // The subscribers that went away were dropped: the two receivers kept, and the last.
         assert_eq!(backend.results().entries["t"].subscribers.len(), 3);
-        assert_eq!(backend.results().finished, ["t"]);
+        assert_eq!(backend.results().finished, ["early", "chatty", "t"]);
     }
 
     #[test]
