@@ -323,7 +323,12 @@ pub struct ApplyOptions {
 }
 
 impl ApplyOptions {
-    /// Celery's `dict(sig.options, **options)`: values set in `other` win, link lists append.
+    /// Celery's `Signature._merge` of call options into a signature's own
+    /// (`sig.apply_async(**options)`): an option `other` sets replaces the signature's, lists and
+    /// dicts whole (`link`, `link_error`, `chain`, `headers`; `Signature::link` is the one that
+    /// appends), except the options Celery keeps immutable once set: `group_id`,
+    /// `stamped_headers` and the stamps that names (moving a member to another group would
+    /// leave its group waiting for it).
     pub fn merge(&mut self, other: ApplyOptions) {
         macro_rules! take {
             ($($field:ident),*) => {$( if other.$field.is_some() { self.$field = other.$field; } )*};
@@ -347,7 +352,6 @@ impl ApplyOptions {
             soft_time_limit,
             parent_id,
             root_id,
-            group_id,
             group_index,
             retries,
             reply_to,
@@ -355,15 +359,31 @@ impl ApplyOptions {
             add_to_parent,
             timeout
         );
-        self.link.extend(other.link);
-        self.link_error.extend(other.link_error);
-        self.headers.extend(other.headers);
-        if !other.chain.is_empty() {
-            self.chain = other.chain;
+        if self.group_id.is_none() {
+            self.group_id = other.group_id;
         }
-        self.extra.extend(other.extra);
+        macro_rules! replace_if_set {
+            ($($field:ident),*) => {$( if !other.$field.is_empty() { self.$field = other.$field; } )*};
+        }
+        replace_if_set!(link, link_error, chain, headers);
+        let stamped = self.extra.get(STAMPED_HEADERS).cloned();
+        let immutable = |key: &str| {
+            key == STAMPED_HEADERS
+                || stamped
+                    .as_ref()
+                    .and_then(Value::as_array)
+                    .is_some_and(|names| names.iter().any(|name| name == key))
+        };
+        for (key, value) in other.extra {
+            if !(self.extra.contains_key(&key) && immutable(&key)) {
+                self.extra.insert(key, value);
+            }
+        }
     }
 }
+
+/// Celery's option naming the stamps of a signature (kept in `extra`: this crate does not stamp).
+const STAMPED_HEADERS: &str = "stamped_headers";
 
 fn ser_datetime<S: Serializer>(
     value: &Option<DateTime<FixedOffset>>,
@@ -765,29 +785,35 @@ mod tests {
         assert!(back.get("retry").is_none());
     }
 
+    /// What Celery 5.7's `Signature._merge(options=…)` gives for the same options: `queue`,
+    /// `link` and `headers` replaced, `countdown` kept, the signature's own `group_id`,
+    /// `stamped_headers` and stamp `s1` kept, a new key `s2` taken.
     #[test]
-    fn merge_lets_call_options_win_and_appends_links() {
-        let mut base = ApplyOptions {
-            queue: Some("a".into()),
-            countdown: Some(1.0),
-            ..Default::default()
-        };
-        base.link.push(RawSignature::new("first"));
-        let mut call = ApplyOptions {
-            queue: Some("b".into()),
-            ..Default::default()
-        };
-        call.link.push(RawSignature::new("second"));
+    fn merge_replaces_options_as_celerys_signature_merge() {
+        let mut base: ApplyOptions = serde_json::from_value(json!({
+            "queue": "a", "countdown": 1, "link": [RawSignature::new("first")],
+            "headers": {"x": 1}, "group_id": "g1", "stamped_headers": ["s1"], "s1": "v"
+        }))
+        .unwrap();
+        let call: ApplyOptions = serde_json::from_value(json!({
+            "queue": "b", "link": [RawSignature::new("third")], "headers": {"y": 2},
+            "group_id": "g2", "s1": "w", "s2": "z", "stamped_headers": []
+        }))
+        .unwrap();
         base.merge(call);
-        assert_eq!(base.queue.as_deref(), Some("b"));
-        assert_eq!(base.countdown, Some(1.0));
-        assert_eq!(
-            base.link
-                .iter()
-                .map(|s| s.task.as_str())
-                .collect::<Vec<_>>(),
-            ["first", "second"]
-        );
+        let expected: ApplyOptions = serde_json::from_value(json!({
+            "queue": "b", "countdown": 1, "link": [RawSignature::new("third")],
+            "headers": {"y": 2}, "group_id": "g1", "stamped_headers": ["s1"], "s1": "v", "s2": "z"
+        }))
+        .unwrap();
+        assert_eq!(base, expected);
+        // A signature without a group takes the call's.
+        let mut free = ApplyOptions::default();
+        free.merge(ApplyOptions {
+            group_id: Some("g2".into()),
+            ..Default::default()
+        });
+        assert_eq!(free.group_id.as_deref(), Some("g2"));
     }
 
     #[test]
