@@ -343,17 +343,21 @@ impl Producer {
         })
     }
 
-    /// Publishes with the retry policy; at the end, Celery's `OperationalError` naming the broker.
+    /// Publishes with the retry policy (the call's keys over the app's); at the end, Celery's `OperationalError` naming the broker.
     pub async fn publish(
         &self,
         outgoing: &Outgoing,
         retry: Option<bool>,
-        policy: Option<crate::calling::RetryPolicy>,
+        policy: Option<crate::calling::PartialRetryPolicy>,
     ) -> Result<(), Error> {
         let config = self.app.config();
         let broker = self.app.broker();
         let retry = retry.unwrap_or(config.task_publish_retry);
-        let policy = policy.unwrap_or_else(|| config.task_publish_retry_policy.clone());
+        // The call's keys over the app's, as Celery's `dict(default_policy, **retry_policy)`.
+        let policy = match &policy {
+            Some(call) => config.task_publish_retry_policy.merged(call),
+            None => config.task_publish_retry_policy.clone(),
+        };
         let queue = &outgoing.route.queue;
         let mut retries = 0u32;
         loop {
