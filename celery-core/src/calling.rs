@@ -189,7 +189,8 @@ impl RetryPolicy {
 
 /// A call's `retry_policy`: the keys it gives replace those of the app's
 /// `task_publish_retry_policy`, the others stay the app's (Celery's
-/// `dict(default_policy, **retry_policy)`). A whole [`RetryPolicy`] gives every key.
+/// `dict(default_policy, **retry_policy)`). A whole [`RetryPolicy`] gives every key, and
+/// `retry_errors` when it is `Some`.
 ///
 /// ```
 /// use celery_core::calling::{CallOptions, PartialRetryPolicy};
@@ -274,8 +275,9 @@ impl From<RetryPolicy> for PartialRetryPolicy {
             interval_start: Some(policy.interval_start),
             interval_step: Some(policy.interval_step),
             interval_max: Some(policy.interval_max),
-            // "No extra kinds" is a key given too: a whole policy replaces the app's.
-            retry_errors: Some(policy.retry_errors.unwrap_or_default()),
+            // Not a key of Celery's policy dict unless given: `None` leaves the app's, as a
+            // call's dict without `retry_errors` does.
+            retry_errors: policy.retry_errors,
         }
     }
 }
@@ -893,10 +895,15 @@ mod tests {
                 ..app.clone()
             }
         );
-        // A whole policy gives every key, "no extra error kinds" included.
+        // A whole policy gives every key; `retry_errors` only when it names some.
         let whole = PartialRetryPolicy::from(RetryPolicy::default());
-        assert_eq!(app.merged(&whole).max_retries, Some(3));
-        assert!(!app.merged(&whole).retries(BrokerErrorKind::Nack));
+        assert_eq!(
+            app.merged(&whole),
+            RetryPolicy {
+                retry_errors: app.retry_errors.clone(),
+                ..RetryPolicy::default()
+            }
+        );
         assert_eq!(app.merged(&PartialRetryPolicy::new()), app);
     }
 
