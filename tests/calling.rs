@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use celery::broker::BrokerErrorKind;
 use celery::prelude::*;
 use celery::protocol::TaskHeaders;
-use celery::{signature, RetryPolicy};
+use celery::{signature, PartialRetryPolicy, RetryPolicy};
 use common::{app, FlakyBroker, RecordingBroker, WAIT};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -1153,6 +1153,42 @@ async fn publish_retries_by_policy_then_raises_operational_error() {
         1 + 4,
         "retry_errors chooses what is retried"
     );
+
+    // A call's policy replaces only the keys it gives, the rest are the app's (Celery's
+    // `dict(default_policy, **retry_policy)`): a signature from Python asking for one retry
+    // retries the refusals the app's policy lists.
+    let merging = FlakyBroker::new("retry-policy-merged", BrokerErrorKind::Refused, 100);
+    let app = Celery::builder("p")
+        .broker(merging.clone())
+        .result_backend(&backend)
+        .configure(|config| {
+            config.task_publish_retry_policy = RetryPolicy {
+                retry_errors: Some(vec![BrokerErrorKind::Refused]),
+                interval_step: 0.0,
+                ..RetryPolicy::default()
+            }
+        })
+        .build()
+        .unwrap();
+    let from_python: celery::signature::RawSignature = serde_json::from_value(json!({
+        "task": "tests.add", "args": [1, 1], "kwargs": {},
+        "options": {"retry_policy": {"max_retries": 1}},
+        "subtask_type": null, "immutable": false, "chord_size": null
+    }))
+    .unwrap();
+    Signature::<Value, celery::signature::Untyped>::from_raw(from_python)
+        .apply_async_with(&app)
+        .await
+        .unwrap_err();
+    assert_eq!(merging.attempts.load(Ordering::SeqCst), 1 + 1);
+    add::s(1, 1)
+        .with_options(
+            CallOptions::new().retry_policy(PartialRetryPolicy::new().max_retries(Some(2))),
+        )
+        .apply_async_with(&app)
+        .await
+        .unwrap_err();
+    assert_eq!(merging.attempts.load(Ordering::SeqCst), 2 + 3);
 }
 
 /// A revoked step sends nothing on: the chain's last result would never get a state. As

@@ -118,8 +118,8 @@ pub struct RetryPolicy {
     pub retry_errors: Option<Vec<BrokerErrorKind>>,
 }
 
-/// Always the dict Celery sends, also through a format that writes structs by position (a held
-/// ETA message keeps its request as positional MessagePack), since it is read back by name.
+/// The dict Celery's `task_publish_retry_policy` holds (a map also through a format that writes
+/// structs by position).
 impl Serialize for RetryPolicy {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap;
@@ -170,29 +170,138 @@ impl RetryPolicy {
                 .is_some_and(|kinds| kinds.contains(&kind))
     }
 
+    /// This policy with the keys a call's policy gives replaced, as Celery's
+    /// `dict(default_policy, **retry_policy)` merges a call's `retry_policy` into the app's
+    /// `task_publish_retry_policy`.
+    pub fn merged(&self, call: &PartialRetryPolicy) -> RetryPolicy {
+        RetryPolicy {
+            max_retries: call.max_retries.unwrap_or(self.max_retries),
+            interval_start: call.interval_start.unwrap_or(self.interval_start),
+            interval_step: call.interval_step.unwrap_or(self.interval_step),
+            interval_max: call.interval_max.unwrap_or(self.interval_max),
+            retry_errors: call
+                .retry_errors
+                .clone()
+                .or_else(|| self.retry_errors.clone()),
+        }
+    }
+}
+
+/// A call's `retry_policy`: the keys it gives replace those of the app's
+/// `task_publish_retry_policy`, the others stay the app's (Celery's
+/// `dict(default_policy, **retry_policy)`). A whole [`RetryPolicy`] gives every key, and
+/// `retry_errors` when it is `Some`.
+///
+/// ```
+/// use celery_core::calling::{CallOptions, PartialRetryPolicy};
+///
+/// // Five retries, waiting as the app's policy says.
+/// let options: CallOptions = CallOptions::new().retry_policy(PartialRetryPolicy::new().max_retries(Some(5)));
+/// ```
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PartialRetryPolicy {
+    /// `Some(None)` retries forever.
+    pub max_retries: Option<Option<u32>>,
+    pub interval_start: Option<f64>,
+    pub interval_step: Option<f64>,
+    pub interval_max: Option<f64>,
+    /// Not sent in a signature's options (a Python worker would need exception classes).
+    pub retry_errors: Option<Vec<BrokerErrorKind>>,
+}
+
+impl PartialRetryPolicy {
+    /// No key given: the app's policy as it is.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// `None` retries forever.
+    pub fn max_retries(mut self, max_retries: Option<u32>) -> Self {
+        self.max_retries = Some(max_retries);
+        self
+    }
+
+    pub fn interval_start(mut self, seconds: f64) -> Self {
+        self.interval_start = Some(seconds);
+        self
+    }
+
+    pub fn interval_step(mut self, seconds: f64) -> Self {
+        self.interval_step = Some(seconds);
+        self
+    }
+
+    pub fn interval_max(mut self, seconds: f64) -> Self {
+        self.interval_max = Some(seconds);
+        self
+    }
+
+    /// Broker errors retried besides the connection and channel errors (see
+    /// [`RetryPolicy::retry_errors`]).
+    pub fn retry_errors(mut self, kinds: Vec<BrokerErrorKind>) -> Self {
+        self.retry_errors = Some(kinds);
+        self
+    }
+
+    /// The keys a signature's `retry_policy` dict holds; one of a type Celery could not use is
+    /// left to the app's policy.
     fn from_wire(value: &Value) -> Option<Self> {
         let map = value.as_object()?;
-        let number =
-            |key: &str, default: f64| map.get(key).and_then(Value::as_f64).unwrap_or(default);
-        let defaults = RetryPolicy::default();
-        Some(RetryPolicy {
+        let number = |key: &str| map.get(key).and_then(Value::as_f64);
+        Some(PartialRetryPolicy {
             max_retries: match map.get("max_retries") {
-                Some(Value::Null) => None,
+                Some(Value::Null) => Some(None),
                 // As kombu compares `retries >= max_retries`: a negative limit allows none, a
                 // fraction rounds up (2.5 allows retries 0, 1 and 2), and more than a u32 counts is
                 // no limit.
                 Some(v) => v
                     .as_f64()
                     .filter(|n| n.is_finite())
-                    .map(|n| n.ceil().clamp(0.0, f64::from(u32::MAX)) as u32)
-                    .or(defaults.max_retries),
-                None => defaults.max_retries,
+                    .map(|n| Some(n.ceil().clamp(0.0, f64::from(u32::MAX)) as u32)),
+                None => None,
             },
-            interval_start: number("interval_start", defaults.interval_start),
-            interval_step: number("interval_step", defaults.interval_step),
-            interval_max: number("interval_max", defaults.interval_max),
+            interval_start: number("interval_start"),
+            interval_step: number("interval_step"),
+            interval_max: number("interval_max"),
             retry_errors: None,
         })
+    }
+}
+
+impl From<RetryPolicy> for PartialRetryPolicy {
+    fn from(policy: RetryPolicy) -> Self {
+        PartialRetryPolicy {
+            max_retries: Some(policy.max_retries),
+            interval_start: Some(policy.interval_start),
+            interval_step: Some(policy.interval_step),
+            interval_max: Some(policy.interval_max),
+            // Not a key of Celery's policy dict unless given: `None` leaves the app's, as a
+            // call's dict without `retry_errors` does.
+            retry_errors: policy.retry_errors,
+        }
+    }
+}
+
+/// The dict Celery sends, with the keys given only, also through a format that writes structs
+/// by position (a held ETA message keeps its request as positional MessagePack), since it is
+/// read back by name.
+impl Serialize for PartialRetryPolicy {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(None)?;
+        if let Some(max_retries) = &self.max_retries {
+            map.serialize_entry("max_retries", max_retries)?;
+        }
+        for (key, value) in [
+            ("interval_start", self.interval_start),
+            ("interval_step", self.interval_step),
+            ("interval_max", self.interval_max),
+        ] {
+            if let Some(value) = value {
+                map.serialize_entry(key, &value)?;
+            }
+        }
+        map.end()
     }
 }
 
@@ -259,7 +368,7 @@ pub struct ApplyOptions {
         skip_serializing_if = "Option::is_none",
         deserialize_with = "lenient_policy"
     )]
-    pub retry_policy: Option<RetryPolicy>,
+    pub retry_policy: Option<PartialRetryPolicy>,
     #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient")]
     pub shadow: Option<String>,
     #[serde(
@@ -323,7 +432,12 @@ pub struct ApplyOptions {
 }
 
 impl ApplyOptions {
-    /// Celery's `dict(sig.options, **options)`: values set in `other` win, link lists append.
+    /// Celery's `Signature._merge` of call options into a signature's own
+    /// (`sig.apply_async(**options)`): an option `other` sets replaces the signature's, lists and
+    /// dicts whole (`link`, `link_error`, `chain`, `headers`; `Signature::link` is the one that
+    /// appends), except the options Celery keeps immutable once set: `group_id`,
+    /// `stamped_headers` and the stamps that names (moving a member to another group would
+    /// leave its group waiting for it).
     pub fn merge(&mut self, other: ApplyOptions) {
         macro_rules! take {
             ($($field:ident),*) => {$( if other.$field.is_some() { self.$field = other.$field; } )*};
@@ -347,7 +461,6 @@ impl ApplyOptions {
             soft_time_limit,
             parent_id,
             root_id,
-            group_id,
             group_index,
             retries,
             reply_to,
@@ -355,15 +468,31 @@ impl ApplyOptions {
             add_to_parent,
             timeout
         );
-        self.link.extend(other.link);
-        self.link_error.extend(other.link_error);
-        self.headers.extend(other.headers);
-        if !other.chain.is_empty() {
-            self.chain = other.chain;
+        if self.group_id.is_none() {
+            self.group_id = other.group_id;
         }
-        self.extra.extend(other.extra);
+        macro_rules! replace_if_set {
+            ($($field:ident),*) => {$( if !other.$field.is_empty() { self.$field = other.$field; } )*};
+        }
+        replace_if_set!(link, link_error, chain, headers);
+        let stamped = self.extra.get(STAMPED_HEADERS).cloned();
+        let immutable = |key: &str| {
+            key == STAMPED_HEADERS
+                || stamped
+                    .as_ref()
+                    .and_then(Value::as_array)
+                    .is_some_and(|names| names.iter().any(|name| name == key))
+        };
+        for (key, value) in other.extra {
+            if !(self.extra.contains_key(&key) && immutable(&key)) {
+                self.extra.insert(key, value);
+            }
+        }
     }
 }
+
+/// Celery's option naming the stamps of a signature (kept in `extra`: this crate does not stamp).
+const STAMPED_HEADERS: &str = "stamped_headers";
 
 fn ser_datetime<S: Serializer>(
     value: &Option<DateTime<FixedOffset>>,
@@ -447,8 +576,10 @@ fn lenient_delivery_mode<'de, D: Deserializer<'de>>(
 
 fn lenient_policy<'de, D: Deserializer<'de>>(
     deserializer: D,
-) -> Result<Option<RetryPolicy>, D::Error> {
-    Ok(RetryPolicy::from_wire(&Value::deserialize(deserializer)?))
+) -> Result<Option<PartialRetryPolicy>, D::Error> {
+    Ok(PartialRetryPolicy::from_wire(&Value::deserialize(
+        deserializer,
+    )?))
 }
 
 /// A signature or a list of them (Celery's `maybe_list`). One that does not read is an error,
@@ -601,8 +732,11 @@ impl<R> CallOptions<R> {
         self
     }
 
-    pub fn retry_policy(mut self, policy: RetryPolicy) -> Self {
-        self.options.retry_policy = Some(policy);
+    /// The publish retry policy of this call: the keys it gives replace the app's
+    /// `task_publish_retry_policy`'s (a [`PartialRetryPolicy`]), or all of them (a
+    /// [`RetryPolicy`]), as Celery merges a call's `retry_policy` into the app's.
+    pub fn retry_policy(mut self, policy: impl Into<PartialRetryPolicy>) -> Self {
+        self.options.retry_policy = Some(policy.into());
         self
     }
 
@@ -708,17 +842,69 @@ mod tests {
     #[test]
     fn max_retries_from_the_wire_count_as_kombu_counts_them() {
         let read = |max: Value| {
-            RetryPolicy::from_wire(&json!({ "max_retries": max }))
+            PartialRetryPolicy::from_wire(&json!({ "max_retries": max }))
                 .unwrap()
                 .max_retries
         };
-        assert_eq!(read(json!(5)), Some(5));
-        assert_eq!(read(json!(5.0)), Some(5));
-        assert_eq!(read(json!(2.5)), Some(3), "retries 0, 1, 2 are below 2.5");
-        assert_eq!(read(json!(-1)), Some(0), "no retry at all");
-        assert_eq!(read(json!(1e12)), Some(u32::MAX));
-        assert_eq!(read(Value::Null), None);
-        assert_eq!(read(json!("three")), Some(3), "unreadable: the default");
+        assert_eq!(read(json!(5)), Some(Some(5)));
+        assert_eq!(read(json!(5.0)), Some(Some(5)));
+        assert_eq!(
+            read(json!(2.5)),
+            Some(Some(3)),
+            "retries 0, 1, 2 are below 2.5"
+        );
+        assert_eq!(read(json!(-1)), Some(Some(0)), "no retry at all");
+        assert_eq!(read(json!(1e12)), Some(Some(u32::MAX)));
+        assert_eq!(read(Value::Null), Some(None), "no limit");
+        assert_eq!(read(json!("three")), None, "unreadable: the app's");
+    }
+
+    /// Celery's `send_task_message` publishes with `dict(default_policy, **retry_policy)`.
+    #[test]
+    fn a_calls_policy_replaces_only_the_keys_it_gives() {
+        let app = RetryPolicy {
+            max_retries: Some(10),
+            interval_start: 2.0,
+            interval_step: 0.5,
+            interval_max: 3.0,
+            retry_errors: Some(vec![BrokerErrorKind::Nack]),
+        };
+        let from_python: ApplyOptions =
+            serde_json::from_value(json!({"retry_policy": {"max_retries": 1}})).unwrap();
+        let call = from_python.retry_policy.unwrap();
+        assert_eq!(
+            app.merged(&call),
+            RetryPolicy {
+                max_retries: Some(1),
+                ..app.clone()
+            }
+        );
+        // Sent on, it is still the one key, for the app of whoever sends it.
+        assert_eq!(
+            serde_json::to_value(&call).unwrap(),
+            json!({"max_retries": 1})
+        );
+        let forever = PartialRetryPolicy::new()
+            .max_retries(None)
+            .interval_step(0.0);
+        assert_eq!(
+            app.merged(&forever),
+            RetryPolicy {
+                max_retries: None,
+                interval_step: 0.0,
+                ..app.clone()
+            }
+        );
+        // A whole policy gives every key; `retry_errors` only when it names some.
+        let whole = PartialRetryPolicy::from(RetryPolicy::default());
+        assert_eq!(
+            app.merged(&whole),
+            RetryPolicy {
+                retry_errors: app.retry_errors.clone(),
+                ..RetryPolicy::default()
+            }
+        );
+        assert_eq!(app.merged(&PartialRetryPolicy::new()), app);
     }
 
     #[test]
@@ -765,29 +951,35 @@ mod tests {
         assert!(back.get("retry").is_none());
     }
 
+    /// What Celery 5.7's `Signature._merge(options=…)` gives for the same options: `queue`,
+    /// `link` and `headers` replaced, `countdown` kept, the signature's own `group_id`,
+    /// `stamped_headers` and stamp `s1` kept, a new key `s2` taken.
     #[test]
-    fn merge_lets_call_options_win_and_appends_links() {
-        let mut base = ApplyOptions {
-            queue: Some("a".into()),
-            countdown: Some(1.0),
-            ..Default::default()
-        };
-        base.link.push(RawSignature::new("first"));
-        let mut call = ApplyOptions {
-            queue: Some("b".into()),
-            ..Default::default()
-        };
-        call.link.push(RawSignature::new("second"));
+    fn merge_replaces_options_as_celerys_signature_merge() {
+        let mut base: ApplyOptions = serde_json::from_value(json!({
+            "queue": "a", "countdown": 1, "link": [RawSignature::new("first")],
+            "headers": {"x": 1}, "group_id": "g1", "stamped_headers": ["s1"], "s1": "v"
+        }))
+        .unwrap();
+        let call: ApplyOptions = serde_json::from_value(json!({
+            "queue": "b", "link": [RawSignature::new("third")], "headers": {"y": 2},
+            "group_id": "g2", "s1": "w", "s2": "z", "stamped_headers": []
+        }))
+        .unwrap();
         base.merge(call);
-        assert_eq!(base.queue.as_deref(), Some("b"));
-        assert_eq!(base.countdown, Some(1.0));
-        assert_eq!(
-            base.link
-                .iter()
-                .map(|s| s.task.as_str())
-                .collect::<Vec<_>>(),
-            ["first", "second"]
-        );
+        let expected: ApplyOptions = serde_json::from_value(json!({
+            "queue": "b", "countdown": 1, "link": [RawSignature::new("third")],
+            "headers": {"y": 2}, "group_id": "g1", "stamped_headers": ["s1"], "s1": "v", "s2": "z"
+        }))
+        .unwrap();
+        assert_eq!(base, expected);
+        // A signature without a group takes the call's.
+        let mut free = ApplyOptions::default();
+        free.merge(ApplyOptions {
+            group_id: Some("g2".into()),
+            ..Default::default()
+        });
+        assert_eq!(free.group_id.as_deref(), Some("g2"));
     }
 
     #[test]

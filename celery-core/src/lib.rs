@@ -28,7 +28,7 @@ use std::pin::Pin;
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 pub use app::{Builder, Celery, Config};
-pub use calling::{CallOptions, Expires, RetryPolicy};
+pub use calling::{CallOptions, Expires, PartialRetryPolicy, RetryPolicy};
 pub use canvas::{group, Chain, Group, GroupResult};
 pub use error::{Error, ExceptionInfo, TaskError};
 pub use result::{AsyncResult, ResultMeta, State, TaskOutcome};

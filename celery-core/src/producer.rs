@@ -97,7 +97,8 @@ impl Producer {
     /// the task's attributes, then (for a known task) the app's task settings, then
     /// `task_routes`, as Celery's `apply_async` and router take them. Called from a task a
     /// worker runs, the message is that task's child, as Celery's `send_task` makes it
-    /// (`parent_id`, `root_id` and, with `task_inherit_parent_priority`, its priority).
+    /// (`parent_id`, `root_id` and, with `task_inherit_parent_priority`, its priority), unless
+    /// the call gives both ids.
     pub fn outgoing(
         &self,
         signature: RawSignature,
@@ -124,12 +125,21 @@ impl Producer {
         let config = self.app.config();
         task_options.write_app_defaults_into(&mut signature.options, config);
         self.apply_task_routes(&mut signature);
-        if let Some(parent) = parent.map(TaskContext::request) {
-            let options = &mut signature.options;
-            options.parent_id.get_or_insert_with(|| parent.id.clone());
-            options
-                .root_id
-                .get_or_insert_with(|| parent.root_or_own_id().to_owned());
+        // As Celery's `send_task`: the running task is looked at only when the call leaves its
+        // parent or root id unset (an empty one is unset, as `not root_id`); a call giving both
+        // takes nothing from it, its priority included.
+        let unset = |id: &Option<String>| id.as_deref().is_none_or(str::is_empty);
+        let options = &mut signature.options;
+        if let Some(parent) = parent
+            .map(TaskContext::request)
+            .filter(|_| unset(&options.root_id) || unset(&options.parent_id))
+        {
+            if unset(&options.root_id) {
+                options.root_id = Some(parent.root_or_own_id().to_owned());
+            }
+            if unset(&options.parent_id) {
+                options.parent_id = Some(parent.id.clone());
+            }
             if config.task_inherit_parent_priority && options.priority.is_none() {
                 options.priority = parent.delivery_info.priority;
             }
@@ -333,17 +343,21 @@ impl Producer {
         })
     }
 
-    /// Publishes with the retry policy; at the end, Celery's `OperationalError` naming the broker.
+    /// Publishes with the retry policy (the call's keys over the app's); at the end, Celery's `OperationalError` naming the broker.
     pub async fn publish(
         &self,
         outgoing: &Outgoing,
         retry: Option<bool>,
-        policy: Option<crate::calling::RetryPolicy>,
+        policy: Option<crate::calling::PartialRetryPolicy>,
     ) -> Result<(), Error> {
         let config = self.app.config();
         let broker = self.app.broker();
         let retry = retry.unwrap_or(config.task_publish_retry);
-        let policy = policy.unwrap_or_else(|| config.task_publish_retry_policy.clone());
+        // The call's keys over the app's, as Celery's `dict(default_policy, **retry_policy)`.
+        let policy = match &policy {
+            Some(call) => config.task_publish_retry_policy.merged(call),
+            None => config.task_publish_retry_policy.clone(),
+        };
         let queue = &outgoing.route.queue;
         let mut retries = 0u32;
         loop {
@@ -435,4 +449,66 @@ fn backend_not_ready(error: Error) -> crate::broker::BrokerError {
         _ => crate::broker::BrokerErrorKind::Refused,
     };
     crate::broker::BrokerError::new(kind, error.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::task::{DeliveryInfo, Request};
+
+    /// Celery's `send_task` reads the running task (`current_worker_task`) only under `if not
+    /// root_id or not parent_id`.
+    #[test]
+    fn a_call_giving_both_ids_takes_nothing_from_the_running_task() {
+        let app = Celery::builder("inherit")
+            .configure(|config| config.task_inherit_parent_priority = true)
+            .build()
+            .unwrap();
+        let running = TaskContext::new(
+            Request {
+                id: "running".to_owned(),
+                root_id: Some("running-root".to_owned()),
+                delivery_info: DeliveryInfo {
+                    priority: Some(7),
+                    ..DeliveryInfo::default()
+                },
+                ..Request::default()
+            },
+            None,
+            &TaskOptions::UNKNOWN,
+        );
+        let sent = |parent_id: Option<&str>, root_id: Option<&str>| {
+            let mut signature = RawSignature::new("tasks.add");
+            signature.options.parent_id = parent_id.map(str::to_owned);
+            signature.options.root_id = root_id.map(str::to_owned);
+            let outgoing = app
+                .producer()
+                .outgoing_from(signature, &TaskOptions::UNKNOWN, Some(&running))
+                .unwrap();
+            let headers = TaskHeaders::from_table(&outgoing.message.headers).unwrap();
+            (
+                headers.parent_id,
+                headers.root_id.unwrap(),
+                outgoing.message.properties.priority,
+            )
+        };
+        let owned = |id: &str| Some(id.to_owned());
+        assert_eq!(
+            sent(Some("p"), Some("r")),
+            (owned("p"), "r".to_owned(), None)
+        );
+        assert_eq!(
+            sent(Some("p"), None),
+            (owned("p"), "running-root".to_owned(), Some(7))
+        );
+        assert_eq!(
+            sent(None, Some("r")),
+            (owned("running"), "r".to_owned(), Some(7))
+        );
+        // Empty is unset, as Celery's `not parent_id`.
+        assert_eq!(
+            sent(Some(""), Some("r")),
+            (owned("running"), "r".to_owned(), Some(7))
+        );
+    }
 }

@@ -14,7 +14,9 @@ use crate::error::Error;
 use crate::signature::RawSignature;
 
 mod datetime;
+mod saferepr;
 pub use datetime::{format_datetime, parse_datetime};
+pub use saferepr::{args_repr, kwargs_repr};
 
 /// A value of an AMQP header table (the types py-amqp reads back faithfully).
 #[derive(Debug, Clone, PartialEq)]
@@ -796,7 +798,8 @@ pub struct TaskMessage {
     pub body: Body,
 }
 
-/// A Python-style `repr` of a value, as Celery writes `argsrepr`/`kwargsrepr`.
+/// Python's `repr()` of a value. (`argsrepr` and `kwargsrepr` are Celery's `saferepr`, which
+/// differs: see [`args_repr`].)
 pub fn python_repr(value: &Value, out: &mut String) {
     match value {
         Value::Null => out.push_str("None"),
@@ -860,42 +863,6 @@ fn repr_map(map: &Map<String, Value>, out: &mut String) {
         python_repr(value, out);
     }
     out.push('}');
-}
-
-/// Celery's `argsrepr`: the args as a Python tuple, cut at 1024 characters.
-pub fn args_repr(args: &[Value]) -> String {
-    let mut out = String::from("(");
-    repr_items(args.iter(), &mut out);
-    if args.len() == 1 {
-        out.push(',');
-    }
-    out.push(')');
-    truncate_repr(out)
-}
-
-/// Celery's `kwargsrepr`: the kwargs as a Python dict, cut at 1024 characters.
-pub fn kwargs_repr(kwargs: &Map<String, Value>) -> String {
-    let mut out = String::new();
-    repr_map(kwargs, &mut out);
-    truncate_repr(out)
-}
-
-/// Cuts a repr to 1,024 characters (not bytes: Python counts characters), the last three `...`.
-fn truncate_repr(mut text: String) -> String {
-    const MAX: usize = 1024;
-    // No more bytes than that is no more characters either: the common case costs nothing.
-    if text.len() > MAX {
-        if let Some((cut, _)) = text.char_indices().nth(MAX) {
-            let (keep, _) = text
-                .char_indices()
-                .nth(MAX - 3)
-                .expect("more than MAX characters");
-            debug_assert!(keep < cut);
-            text.truncate(keep);
-            text.push_str("...");
-        }
-    }
-    text
 }
 
 #[cfg(test)]
@@ -1109,30 +1076,5 @@ mod tests {
             assert!(Body::from_value(serde_json::from_str(refused).unwrap()).is_err());
             assert!(serde_json::from_str::<Body>(refused).is_err(), "{refused}");
         }
-    }
-
-    #[test]
-    fn reprs_look_like_python() {
-        assert_eq!(
-            args_repr(&[json!(2), json!("it's"), json!(null), json!(true)]),
-            "(2, \"it's\", None, True)"
-        );
-        assert_eq!(args_repr(&[json!(1)]), "(1,)");
-        let mut kwargs = Map::new();
-        kwargs.insert("x".into(), json!([1, "a"]));
-        assert_eq!(kwargs_repr(&kwargs), "{'x': [1, 'a']}");
-        let long = vec![json!("y".repeat(2000))];
-        assert_eq!(args_repr(&long).len(), 1024);
-        // Characters, not bytes, as Python counts them.
-        let accented = args_repr(&[json!("é".repeat(2000))]);
-        assert_eq!(accented.chars().count(), 1024);
-        assert!(accented.ends_with("éé..."), "{accented}");
-        let short_accented = args_repr(&[json!("é".repeat(600))]);
-        assert!(!short_accented.ends_with("..."), "600 characters fit");
-        // Floats as Python's repr writes them.
-        assert_eq!(
-            args_repr(&[json!(1e16), json!(1e-5), json!(2.5)]),
-            "(1e+16, 1e-05, 2.5)"
-        );
     }
 }

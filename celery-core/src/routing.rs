@@ -108,14 +108,15 @@ impl TaskRoute {
     }
 
     /// Whether the pattern is a glob: as in Celery's `MapRoute`, only a name with a `*` is one
-    /// (then `?` matches one character); any other is a task name, matched exactly.
+    /// (then `?` matches one character, `[seq]` one of a set and `[!seq]` one outside it, as
+    /// `fnmatch` reads them); any other is a task name, matched exactly.
     pub fn is_glob(&self) -> bool {
         self.pattern.contains('*')
     }
 
     pub fn matches(&self, task: &str) -> bool {
         match self.is_glob() {
-            true => glob_matches(self.pattern.as_bytes(), task.as_bytes()),
+            true => glob_matches(&self.pattern, task),
             false => self.pattern == task,
         }
     }
@@ -134,18 +135,25 @@ impl TaskRoute {
     }
 }
 
-/// Shell-style matching as Python's `fnmatch` does it for task names: `*` is any run, `?` one
-/// character.
-fn glob_matches(pattern: &[u8], text: &[u8]) -> bool {
+/// Shell-style matching as Celery's `MapRoute` gets it from Python's `fnmatch.translate`, over
+/// characters (a `?` is one character of a non-ASCII name, not one byte): `*` is any run, `?`
+/// one character, `[seq]` one character of the set and `[!seq]` one outside it. In a set, `a-z`
+/// is a range (a reversed one, `z-a`, holds nothing), a `-` first or last and a `]` first are
+/// themselves, and a `[` never closed is itself, as `fnmatch` reads them.
+fn glob_matches(pattern: &str, text: &str) -> bool {
+    let pattern = glob_tokens(pattern);
+    let text: Vec<char> = text.chars().collect();
     let (mut p, mut t) = (0, 0);
+    // Each run between stars has a fixed length, so its leftmost match is the best one: going
+    // back to the last star is enough (what `fnmatch`'s atomic groups amount to).
     let mut backtrack: Option<(usize, usize)> = None;
     while t < text.len() {
         match pattern.get(p) {
-            Some(b'*') => {
+            Some(Glob::Star) => {
                 backtrack = Some((p, t));
                 p += 1;
             }
-            Some(&c) if c == b'?' || c == text[t] => {
+            Some(token) if token.matches(text[t]) => {
                 p += 1;
                 t += 1;
             }
@@ -159,7 +167,78 @@ fn glob_matches(pattern: &[u8], text: &[u8]) -> bool {
             },
         }
     }
-    pattern[p..].iter().all(|&c| c == b'*')
+    pattern[p..].iter().all(|token| matches!(token, Glob::Star))
+}
+
+enum Glob {
+    Star,
+    Any,
+    Char(char),
+    /// A set of single characters and inclusive ranges; `negated` for `[!…]`.
+    Set {
+        negated: bool,
+        ranges: Vec<(char, char)>,
+    },
+}
+
+impl Glob {
+    fn matches(&self, c: char) -> bool {
+        match self {
+            Glob::Star => true,
+            Glob::Any => true,
+            Glob::Char(own) => *own == c,
+            Glob::Set { negated, ranges } => {
+                ranges.iter().any(|(low, high)| (*low..=*high).contains(&c)) != *negated
+            }
+        }
+    }
+}
+
+fn glob_tokens(pattern: &str) -> Vec<Glob> {
+    let chars: Vec<char> = pattern.chars().collect();
+    let mut tokens = Vec::new();
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        i += 1;
+        match c {
+            '*' => tokens.push(Glob::Star),
+            '?' => tokens.push(Glob::Any),
+            '[' => match glob_set(&chars[i..]) {
+                Some((set, used)) => {
+                    tokens.push(set);
+                    i += used;
+                }
+                None => tokens.push(Glob::Char('[')),
+            },
+            c => tokens.push(Glob::Char(c)),
+        }
+    }
+    tokens
+}
+
+/// The set after a `[` and how many characters it took, closing `]` included; `None` when no
+/// `]` closes it. A `]` right after `[` or `[!` is a member, not the end.
+fn glob_set(after: &[char]) -> Option<(Glob, usize)> {
+    let negated = after.first() == Some(&'!');
+    let start = usize::from(negated);
+    let search_from = start + usize::from(after.get(start) == Some(&']'));
+    let end = search_from + after[search_from..].iter().position(|&c| c == ']')?;
+    let members = &after[start..end];
+    let mut ranges = Vec::new();
+    let mut k = 0;
+    while k < members.len() {
+        // `x-y` is a range when a character follows the `-`; after one, the next character
+        // starts afresh (in `a-b-c` the second `-` is itself).
+        if members.get(k + 1) == Some(&'-') && k + 2 < members.len() {
+            ranges.push((members[k], members[k + 2]));
+            k += 3;
+        } else {
+            ranges.push((members[k], members[k]));
+            k += 1;
+        }
+    }
+    Some((Glob::Set { negated, ranges }, end + 1))
 }
 
 /// Where one message is published, and the queue to declare first.
@@ -214,6 +293,53 @@ mod tests {
         // Without a `*`, a name: `?` is itself.
         assert!(TaskRoute::new("tasks.add?", "q").matches("tasks.add?"));
         assert!(!TaskRoute::new("tasks.add?", "q").matches("tasks.adds"));
+    }
+
+    #[test]
+    fn globs_read_character_sets_as_fnmatch_does() {
+        // Each answer is Python's `re.match(fnmatch.translate(pattern), name)`, as `MapRoute`
+        // matches a glob.
+        let cases = [
+            ("tasks.[ab]*", "tasks.add", true),
+            ("tasks.[ab]*", "tasks.mul", false),
+            ("tasks.[!ab]*", "tasks.mul", true),
+            ("tasks.[!ab]*", "tasks.add", false),
+            ("tasks.v[0-9]*", "tasks.v2.add", true),
+            ("tasks.v[0-9]*", "tasks.vx", false),
+            ("t[z-a]*", "tz", false),
+            ("t[!z-a]*", "tz", true),
+            ("t[a-c-e]*", "t-", true),
+            ("t[a-c-e]*", "td", false),
+            ("t[a-c-e]*", "te", true),
+            ("t[]]*", "t]x", true),
+            ("t[!]]*", "t]x", false),
+            ("t[!]]*", "tax", true),
+            ("t[*", "t[x", true),
+            ("t[*", "tx", false),
+            ("t[-a]*", "t-", true),
+            ("t[a-]*", "t-", true),
+            ("t[!]*", "t!]", false),
+            ("t[!]*", "t[!]x", true),
+            ("é?*", "éa", true),
+            ("?*", "é", true),
+            ("[ab]?[!x]*", "aéy", true),
+            ("t[bz-ac]*", "tb", true),
+            ("t[bz-ac]*", "tz", false),
+            ("t[bz-ac]*", "tc", true),
+            ("t[\\]*", "t\\", true),
+            ("*.[!a-c]", "x.d", true),
+            ("*.[!a-c]", "x.b", false),
+        ];
+        for (pattern, name, matches) in cases {
+            assert_eq!(
+                TaskRoute::new(pattern, "q").matches(name),
+                matches,
+                "{pattern:?} on {name:?}"
+            );
+        }
+        // Without a `*` a pattern is a name, brackets and all.
+        assert!(TaskRoute::new("tasks.[ab]", "q").matches("tasks.[ab]"));
+        assert!(!TaskRoute::new("tasks.[ab]", "q").matches("tasks.a"));
     }
 
     #[test]

@@ -303,7 +303,9 @@ impl<R, K> Signature<R, K> {
         &self.defaults
     }
 
-    /// Merges call options into the signature's own (Celery's `sig.set(...)`).
+    /// Merges call options into the signature's own as Celery's `sig.apply_async(**options)`
+    /// does ([`ApplyOptions::merge`]): what the call sets replaces the signature's, its
+    /// `link` and `link_error` lists whole, except a `group_id` the signature has.
     pub fn with_options(mut self, options: CallOptions<R>) -> Self {
         if let Some(error) = options.error {
             self.error = self.error.or(Some(error));
@@ -312,14 +314,37 @@ impl<R, K> Signature<R, K> {
         self
     }
 
-    /// Same as `with_options(CallOptions::new().link(callback))`.
+    /// Adds a callback to the signature's own, unless it has that one already (Celery's
+    /// `sig.link(...)`).
     pub fn link<C: Callback<R>>(self, callback: C) -> Self {
-        self.with_options(CallOptions::new().link(callback))
+        let options = CallOptions::new().link(callback);
+        self.append_links(options, |options| &mut options.link)
     }
 
-    /// Same as `with_options(CallOptions::new().link_error(errback))`.
+    /// Adds an errback to the signature's own, unless it has that one already (Celery's
+    /// `sig.link_error(...)`).
     pub fn link_error<E: ErrorCallback>(self, errback: E) -> Self {
-        self.with_options(CallOptions::new().link_error(errback))
+        let options = CallOptions::<R>::new().link_error(errback);
+        self.append_links(options, |options| &mut options.link_error)
+    }
+
+    /// Celery's `append_to_list_option`: the new signatures go after the list's, skipping one
+    /// already in it.
+    fn append_links(
+        mut self,
+        mut added: CallOptions<R>,
+        list: fn(&mut ApplyOptions) -> &mut Vec<RawSignature>,
+    ) -> Self {
+        if let Some(error) = added.error {
+            self.error = self.error.or(Some(error));
+        }
+        let own = list(&mut self.raw.options);
+        for signature in std::mem::take(list(&mut added.options)) {
+            if !own.contains(&signature) {
+                own.push(signature);
+            }
+        }
+        self
     }
 
     /// The signature and its task defaults, or the error met while encoding its arguments.
@@ -377,6 +402,29 @@ mod tests {
         let raw: RawSignature = serde_json::from_value(wire.clone()).unwrap();
         assert_eq!(raw.args, vec![json!(16)]);
         assert_eq!(serde_json::to_value(&raw).unwrap(), wire);
+    }
+
+    /// Celery's `sig.link(cb)` appends unless `cb` is there already, and
+    /// `sig.apply_async(link=[...])` replaces the list (`Signature._merge`).
+    #[test]
+    fn link_appends_once_and_call_options_replace_the_list() {
+        let named = |name: &str| signature(name, Vec::new(), Map::new());
+        let linked = named("tasks.t")
+            .link(named("first"))
+            .link(named("first"))
+            .link(named("second"))
+            .link_error(named("errback"))
+            .link_error(named("errback"));
+        let names = |list: &[RawSignature]| {
+            list.iter()
+                .map(|signature| signature.task.clone())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(names(&linked.raw().options.link), ["first", "second"]);
+        assert_eq!(names(&linked.raw().options.link_error), ["errback"]);
+        let called = linked.with_options(CallOptions::new().link(named("third")));
+        assert_eq!(names(&called.raw().options.link), ["third"]);
+        assert_eq!(names(&called.raw().options.link_error), ["errback"]);
     }
 
     #[test]

@@ -2,7 +2,9 @@
 //!
 //! Each type writes kombu's special value (`{"__type__": "datetime", "__value__": …}`, see
 //! [`serializer::kombu`](crate::serializer::kombu)), so that a Python task receives a real
-//! `datetime`, `date`, `time`, `uuid.UUID`, `Decimal` or `bytes`, and reads both that form and
+//! `datetime`, `date`, `time`, `uuid.UUID`, `Decimal` or `bytes` through json (kombu's msgpack
+//! and yaml readers have no hook for those dicts: through them only bytes, and with yaml dates
+//! and datetimes, arrive as objects; the rest arrive as the dicts), and reads both that form and
 //! the plain one (an ISO-8601 string, a UUID string, a decimal string or number; for bytes a
 //! string, msgpack/pickle bytes or a list of byte values):
 //!

@@ -2141,13 +2141,16 @@ mod tests {
         callback.options.queue = Some("q".to_owned());
         callback.options.countdown = Some(1.5);
         callback.options.link = vec![RawSignature::new("tasks.log")];
-        callback.options.retry_policy = Some(crate::calling::RetryPolicy {
-            max_retries: Some(7),
-            interval_start: 0.5,
-            interval_step: 0.25,
-            interval_max: 2.0,
-            retry_errors: None,
-        });
+        callback.options.retry_policy = Some(
+            crate::calling::RetryPolicy {
+                max_retries: Some(7),
+                interval_start: 0.5,
+                interval_step: 0.25,
+                interval_max: 2.0,
+                retry_errors: None,
+            }
+            .into(),
+        );
         callback.options.eta = crate::protocol::parse_datetime("2026-11-24T01:02:03+01:00");
         callback.options.expires = Some(crate::calling::Expires::After(30.0));
         callback.options.priority = Some(5);
