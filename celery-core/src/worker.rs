@@ -502,11 +502,10 @@ fn accept(
         };
         return Accepted::Unusable(Box::new((properties, unusable)), acker);
     };
-    let body = match read_body(&runtime.app, headers, &properties, &body) {
+    let body = match read_body(&runtime.app, &headers, &properties, &body) {
         Ok(read) => read,
         Err(unusable) => return Accepted::Unusable(Box::new((properties, *unusable)), acker),
     };
-    let (headers, body) = body;
     let decoded = TaskMessage {
         headers,
         properties,
@@ -716,8 +715,10 @@ fn decode_message(
         properties,
         body,
     } = message;
-    let read = read_headers(table, &properties)
-        .and_then(|headers| read_body(app, headers, &properties, &body));
+    let read = read_headers(table, &properties).and_then(|headers| {
+        let body = read_body(app, &headers, &properties, &body)?;
+        Ok((headers, body))
+    });
     match read {
         Ok((headers, body)) => Ok((headers, body, properties)),
         Err(unusable) => Err(Box::new((properties, *unusable))),
@@ -742,18 +743,18 @@ fn read_headers(table: Headers, properties: &Properties) -> Result<TaskHeaders, 
     })
 }
 
-/// A message's body (`accept_content`, size limit, decompression), with the headers back.
+/// A message's body (`accept_content`, size limit, decompression).
 fn read_body(
     app: &Celery,
-    headers: TaskHeaders,
+    headers: &TaskHeaders,
     properties: &Properties,
     body: &[u8],
-) -> Result<(TaskHeaders, Body), Box<Unusable>> {
-    match decode_body(app, &headers, properties, body) {
-        Ok(decoded) => Ok((headers, decoded)),
+) -> Result<Body, Box<Unusable>> {
+    match decode_body(app, headers, properties, body) {
+        Ok(decoded) => Ok(decoded),
         Err(undecodable) => Err(Box::new(Unusable {
-            task_id: Some(headers.id),
-            task: Some(headers.task),
+            task_id: Some(headers.id.clone()),
+            task: Some(headers.task.clone()),
             exception: ExceptionInfo::new(
                 undecodable.exc_type,
                 "kombu.exceptions",

@@ -27,12 +27,92 @@ const MAXLEVELS: usize = 3;
 /// Celery's `argsrepr`: the args as the tuple a Python client passes.
 pub fn args_repr(args: &[Value]) -> String {
     let close = if args.len() == 1 { ",)" } else { ")" };
-    render(Frame::seq("(", args, close))
+    let mut out = String::with_capacity(16);
+    out.push('(');
+    match plain_items(args.iter(), 1, &mut out) {
+        Some(()) => {
+            out.push_str(close);
+            out
+        }
+        None => render(Frame::seq("(", args, close)),
+    }
 }
 
 /// Celery's `kwargsrepr`.
 pub fn kwargs_repr(kwargs: &Map<String, Value>) -> String {
-    render(Frame::map(kwargs))
+    let mut out = String::with_capacity(16);
+    match plain_map(kwargs, 1, &mut out) {
+        Some(()) => out,
+        None => render(Frame::map(kwargs)),
+    }
+}
+
+// The common case written straight, as every message carries both reprs: arguments without
+// special values whose repr stays under `MAXLEN` characters. Nothing is cut then (no token can
+// reach the characters left), so the stream below would write the same; the first special
+// value, or the output growing to `MAXLEN` bytes (never fewer characters than bytes), hands
+// the value to it instead.
+
+fn plain_items<'a>(
+    items: impl Iterator<Item = &'a Value>,
+    level: usize,
+    out: &mut String,
+) -> Option<()> {
+    for (index, item) in items.enumerate() {
+        if index > 0 {
+            out.push_str(", ");
+        }
+        plain_value(item, level, out)?;
+    }
+    Some(())
+}
+
+fn plain_map(map: &Map<String, Value>, level: usize, out: &mut String) -> Option<()> {
+    out.push('{');
+    for (index, (key, value)) in map.iter().enumerate() {
+        if index > 0 {
+            out.push_str(", ");
+        }
+        plain_quoted(key, out);
+        out.push_str(": ");
+        plain_value(value, level, out)?;
+    }
+    out.push('}');
+    (out.len() < MAXLEN).then_some(())
+}
+
+fn plain_value(value: &Value, level: usize, out: &mut String) -> Option<()> {
+    match value {
+        Value::Null => out.push_str("None"),
+        Value::Bool(true) => out.push_str("True"),
+        Value::Bool(false) => out.push_str("False"),
+        Value::Number(n) => match n.as_f64().filter(|_| n.is_f64()) {
+            Some(float) => out.push_str(&crate::serializer::python_float_repr(float)),
+            None => std::fmt::Write::write_fmt(out, format_args!("{n}")).ok()?,
+        },
+        Value::String(text) => plain_quoted(text, out),
+        Value::Array(_) if level >= MAXLEVELS => out.push_str("[...]"),
+        Value::Object(_) if kombu::special(value).is_some() => return None,
+        Value::Object(_) if level >= MAXLEVELS => out.push_str("{...}"),
+        Value::Array(items) => {
+            out.push('[');
+            plain_items(items.iter(), level + 1, out)?;
+            out.push(']');
+        }
+        Value::Object(map) => plain_map(map, level + 1, out)?,
+    }
+    (out.len() < MAXLEN).then_some(())
+}
+
+fn plain_quoted(text: &str, out: &mut String) {
+    out.push('\'');
+    for (index, piece) in text.split('\'').enumerate() {
+        if index > 0 {
+            out.push_str("\\'");
+        }
+        out.push_str(piece);
+    }
+    out.push('\'');
 }
 
 /// One token of saferepr's stream.
@@ -483,6 +563,53 @@ mod tests {
             }
         }
         assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    }
+
+    /// The short way and the stream agree wherever the short way writes at all; it writes the
+    /// common arguments (else it would be there for nothing), and Celery's cases that fit it.
+    #[test]
+    fn the_short_way_writes_what_the_stream_writes() {
+        let common = [
+            ("args", "[]"),
+            ("args", "[2, 3]"),
+            (
+                "args",
+                r#"["it's", 1.5, null, true, {"a": [1, [2, [3]]]}, -7]"#,
+            ),
+            ("kwargs", "{}"),
+            (
+                "kwargs",
+                r#"{"user": "ann", "ids": [1, 2], "ratio": 0.25, "deep": {"a": {"b": {}}}}"#,
+            ),
+        ];
+        let celerys = cases::CASES.iter().map(|(kind, json, _)| (*kind, *json));
+        let mut written_short = 0;
+        for (kind, json) in common.into_iter().chain(celerys) {
+            let mut short = String::new();
+            let (plain, streamed) = match kind {
+                "args" => {
+                    let args = serde_json::from_str::<Vec<Value>>(json).unwrap();
+                    let close = if args.len() == 1 { ",)" } else { ")" };
+                    short.push('(');
+                    let plain = plain_items(args.iter(), 1, &mut short).map(|()| {
+                        short.push_str(close);
+                    });
+                    (plain, render(Frame::seq("(", &args, close)))
+                }
+                _ => {
+                    let kwargs = serde_json::from_str(json).unwrap();
+                    (
+                        plain_map(&kwargs, 1, &mut short),
+                        render(Frame::map(&kwargs)),
+                    )
+                }
+            };
+            if plain.is_some() {
+                written_short += 1;
+                assert_eq!(short, streamed, "{json}");
+            }
+        }
+        assert!(written_short > common.len(), "{written_short}");
     }
 
     /// Where saferepr and `repr()` part ways, in short (the cases above have them at length).
