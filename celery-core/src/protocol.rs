@@ -798,17 +798,32 @@ pub struct TaskMessage {
     pub body: Body,
 }
 
-/// Python's `repr()` of a value. (`argsrepr` and `kwargsrepr` are Celery's `saferepr`, which
-/// differs: see [`args_repr`].)
-pub fn python_repr(value: &Value, out: &mut String) {
+/// `None`, `True`, `False` or a number as Python writes them (`repr()` and `saferepr` alike);
+/// false for any other value, which is left to the caller.
+pub(crate) fn python_scalar_repr(value: &Value, out: &mut String) -> bool {
     match value {
         Value::Null => out.push_str("None"),
         Value::Bool(true) => out.push_str("True"),
         Value::Bool(false) => out.push_str("False"),
         Value::Number(n) => match n.as_f64().filter(|_| n.is_f64()) {
             Some(float) => out.push_str(&crate::serializer::python_float_repr(float)),
-            None => out.push_str(&n.to_string()),
+            None => {
+                let _ = std::fmt::Write::write_fmt(out, format_args!("{n}"));
+            }
         },
+        _ => return false,
+    }
+    true
+}
+
+/// Python's `repr()` of a value. (`argsrepr` and `kwargsrepr` are Celery's `saferepr`, which
+/// differs: see [`args_repr`].)
+pub fn python_repr(value: &Value, out: &mut String) {
+    if python_scalar_repr(value, out) {
+        return;
+    }
+    match value {
+        Value::Null | Value::Bool(_) | Value::Number(_) => {}
         Value::String(s) => {
             let quote = if s.contains('\'') && !s.contains('"') {
                 '"'

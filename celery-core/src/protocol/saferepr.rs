@@ -82,14 +82,11 @@ fn plain_map(map: &Map<String, Value>, level: usize, out: &mut String) -> Option
 }
 
 fn plain_value(value: &Value, level: usize, out: &mut String) -> Option<()> {
+    if super::python_scalar_repr(value, out) {
+        return (out.len() < MAXLEN).then_some(());
+    }
     match value {
-        Value::Null => out.push_str("None"),
-        Value::Bool(true) => out.push_str("True"),
-        Value::Bool(false) => out.push_str("False"),
-        Value::Number(n) => match n.as_f64().filter(|_| n.is_f64()) {
-            Some(float) => out.push_str(&crate::serializer::python_float_repr(float)),
-            None => std::fmt::Write::write_fmt(out, format_args!("{n}")).ok()?,
-        },
+        Value::Null | Value::Bool(_) | Value::Number(_) => {}
         Value::String(text) => plain_quoted(text, out),
         Value::Array(_) if level >= MAXLEVELS => out.push_str("[...]"),
         Value::Object(_) if kombu::special(value).is_some() => return None,
