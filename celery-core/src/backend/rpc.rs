@@ -7,8 +7,8 @@
 //! server (as Celery publishes them through its producer pool), else on that same connection.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use serde_json::Value;
@@ -26,6 +26,9 @@ use crate::BoxFuture;
 
 /// Celery's `result_expires` (one day): the reply queue's `x-expires`, in milliseconds.
 const REPLY_QUEUE_EXPIRES_MS: i32 = 86_400_000;
+
+/// How long a declaration of the reply queue is trusted, well within its `x-expires`.
+const REDECLARE_AFTER: Duration = Duration::from_secs(3600);
 
 /// How many waiting results are read one by one before consuming (Celery's `backlog_limit`);
 /// the rest arrive through the consumer.
@@ -47,7 +50,8 @@ pub struct RpcBackend {
     publisher: Option<Arc<dyn Broker>>,
     /// The reply queue: the app's id once [`bind_client`](ResultBackend::bind_client) names it.
     reply_queue: Mutex<String>,
-    declared: AtomicBool,
+    /// When the reply queue was last declared (by this client: its consumer's start counts).
+    declared_at: Mutex<Option<Instant>>,
     codec: std::sync::RwLock<ResultCodec>,
     results: Arc<Mutex<Results>>,
     listener: tokio::sync::Mutex<Option<JoinHandle<()>>>,
@@ -86,7 +90,7 @@ impl RpcBackend {
             broker,
             publisher: None,
             reply_queue: Mutex::new(uuid::Uuid::new_v4().to_string()),
-            declared: AtomicBool::new(false),
+            declared_at: Mutex::new(None),
             codec: Default::default(),
             results: Arc::default(),
             listener: tokio::sync::Mutex::new(None),
@@ -118,6 +122,15 @@ impl RpcBackend {
         }
     }
 
+    fn mark_declared(&self) {
+        *self.declared_at.lock().expect("declaration time poisoned") = Some(Instant::now());
+    }
+
+    fn declared_within(&self, period: Duration) -> bool {
+        let declared_at = self.declared_at.lock().expect("declaration time poisoned");
+        declared_at.is_some_and(|at| at.elapsed() < period)
+    }
+
     fn results(&self) -> std::sync::MutexGuard<'_, Results> {
         self.results.lock().expect("rpc results poisoned")
     }
@@ -146,7 +159,7 @@ impl RpcBackend {
             .consume_unacknowledged(vec![reply_queue_declaration(&queue)])
             .await
             .map_err(|e| self.error(e))?;
-        self.declared.store(true, Ordering::Release);
+        self.mark_declared();
         *listener = Some(tokio::spawn(receive(consumer, self.results.clone(), codec)));
         Ok(())
     }
@@ -332,7 +345,7 @@ impl ResultBackend for RpcBackend {
     fn bind_client(&self, oid: &str, codec: &ResultCodec) {
         *self.codec.write().expect("result codec poisoned") = codec.clone();
         let mut name = self.reply_queue.lock().expect("reply queue name poisoned");
-        if *name != oid && self.declared.load(Ordering::Acquire) {
+        if *name != oid && self.declared_within(Duration::MAX) {
             tracing::warn!(
                 reply_queue = %name,
                 oid,
@@ -346,7 +359,12 @@ impl ResultBackend for RpcBackend {
 
     fn prepare_client(&self) -> BoxFuture<'_, Result<(), Error>> {
         Box::pin(async move {
-            if self.declared.load(Ordering::Acquire) {
+            // Celery declares the reply queue before every call that wants a result (a round
+            // trip each). This client declares it once, and again an hour later, well before its
+            // one-day `x-expires` could pass without a consumer (a client that sends but has not
+            // read a result yet). Once it reads, its consumer keeps the queue from expiring, and
+            // declares it again should it be deleted (RabbitMQ cancels the consumer).
+            if self.declared_within(REDECLARE_AFTER) {
                 return Ok(());
             }
             let queue = self.reply_queue();
@@ -354,7 +372,7 @@ impl ResultBackend for RpcBackend {
                 .declare_queue(&reply_queue_declaration(&queue))
                 .await
                 .map_err(|e| self.error(e))?;
-            self.declared.store(true, Ordering::Release);
+            self.mark_declared();
             Ok(())
         })
     }
