@@ -82,8 +82,9 @@ pub struct TaskAttrs {
     pub bind: Option<Span>,
     /// Where `errback` was written, when the first parameters receive a failed task's request.
     pub errback: Option<Span>,
-    /// Where `fallible` was written, when the return type is a `Result` under another name.
-    pub fallible: Option<Span>,
+    /// `fallible = true` (the return type is a `Result` under another name) or `fallible = false`
+    /// (a `Result` is the task's value, stored as `{"Ok": ...}`), and where it was written.
+    pub fallible: Option<Spanned<bool>>,
     /// The path of the `celery` crate, when renamed with `crate = "..."`.
     pub krate: Option<syn::Path>,
     pub options: TaskOptions,
@@ -155,7 +156,13 @@ impl TaskAttrs {
             "name" => self.name = arg.name(),
             "bind" => self.bind = arg.flag().filter(|set| *set).map(|_| meta.span()),
             "errback" => self.errback = arg.flag().filter(|set| *set).map(|_| meta.span()),
-            "fallible" => self.fallible = arg.flag().filter(|set| *set).map(|_| meta.span()),
+            // Unlike `bind`, `fallible = false` says something: it overrides the `Result` name.
+            "fallible" => {
+                self.fallible = arg.flag().map(|value| Spanned {
+                    value,
+                    span: meta.span(),
+                })
+            }
             "crate" => self.krate = arg.crate_path(),
             "serializer" => options.serializer = arg.codec(SERIALIZERS, "a serializer", "json"),
             "compression" => options.compression = arg.codec(COMPRESSIONS, "a compression", "gzip"),

@@ -332,9 +332,12 @@ fn time_limits(cx: &Ctxt, task: &Task) {
 
 /// `fallible` says what the return type is, so there must be one.
 fn fallible(cx: &Ctxt, task: &Task) {
-    if let (Some(fallible), ReturnType::Default) = (task.attrs.fallible, &task.func.sig.output) {
+    let Some(fallible) = task.attrs.fallible.filter(|fallible| fallible.value) else {
+        return;
+    };
+    if let ReturnType::Default = &task.func.sig.output {
         cx.error_at(
-            fallible,
+            fallible.span,
             format!(
                 "`fallible` says that the return type is a `Result` under another name, but \
                  `{}` returns nothing; remove `fallible`, or return the `Result`",

@@ -116,7 +116,7 @@ fn module(task: &Task) -> TokenStream {
 
     let output = match &task.ret {
         Return::Unit => quote!(()),
-        Return::Plain(ty) => from_parent(ty).into_token_stream(),
+        Return::Plain(ty) | Return::Value(ty) => from_parent(ty).into_token_stream(),
         Return::Fallible(ty) => {
             let ty = from_parent(ty);
             quote!(<#ty as #p::Fallible>::Ok)
@@ -409,7 +409,9 @@ fn finish(p: &TokenStream, task: &Task) -> TokenStream {
     let span = task.ret_span();
     // The user's own return type tokens, since rustc reports a bound at the type argument.
     let ty = match &task.ret {
-        Return::Fallible(ty) | Return::Plain(ty) => from_parent(ty).into_token_stream(),
+        Return::Fallible(ty) | Return::Plain(ty) | Return::Value(ty) => {
+            from_parent(ty).into_token_stream()
+        }
         Return::Unit => quote_spanned!(span=> ()),
     };
     let value = Ident::new("value", Span::mixed_site());
@@ -428,6 +430,8 @@ fn finish(p: &TokenStream, task: &Task) -> TokenStream {
                 (__output::<#ty>())(#value, #convert_error)
             }
         }
+        // The user said that a `Result` here is a value: no alias to refuse.
+        Return::Value(_) => quote_spanned!(span=> (__output::<#ty>())(#value)),
         Return::Plain(returned) => {
             let refuse = quote_spanned! {last_segment_span(returned)=>
                 (&#p::ReturnKind::<#ty>::NEW).refuse_aliased_result()
