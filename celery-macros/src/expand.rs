@@ -75,10 +75,16 @@ fn not_a_function(cx: &Ctxt, item: &Item) {
     );
 }
 
-/// The path of the runtime's support module: `::celery::__private` unless the crate is renamed.
+/// The path of the runtime's support module, as the task module names it: `::celery::__private`
+/// unless the crate is renamed. A renamed path was written beside the function, so a relative one
+/// (`super::rt::celery`) is rewritten like the parameter types, to mean the same one module deeper.
 fn runtime(attrs: &TaskAttrs) -> TokenStream {
     match &attrs.krate {
-        Some(krate) => quote!(#krate::__private),
+        Some(krate) => {
+            let mut krate = krate.clone();
+            FromParent.visit_path_mut(&mut krate);
+            quote!(#krate::__private)
+        }
         None => quote!(::celery::__private),
     }
 }
@@ -300,6 +306,9 @@ fn codec(p: &TokenStream, codec: &Option<Codec>, trait_name: TokenStream) -> Opt
         Codec::Builtin(name) => quote!(#name),
         Codec::Custom(path) => {
             let span = path.span();
+            // Written beside the function, so `super::codecs::Cbor` means what it meant there.
+            let mut path = path.clone();
+            FromParent.visit_path_mut(&mut path);
             quote_spanned!(span=> <#path as #p::#trait_name>::NAME)
         }
     };
