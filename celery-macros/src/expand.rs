@@ -620,7 +620,7 @@ fn calling_api(
 
     let s_doc = format!(
         "A signature of `{fn_name}` with all its arguments: send it later, or make it the first \
-         step of a `chain!` or a member of a `group!`. As a callback, use `partial`, which \
+         step of a `chain!` or a member of a `group(...)`. As a callback, use `partial`, which \
          receives the parent's result, or `si`, which ignores it."
     );
     let si_doc = format!(
