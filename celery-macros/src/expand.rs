@@ -102,12 +102,17 @@ fn module(task: &Task) -> TokenStream {
     let vis = &task.func.vis;
     let item_vis = item_visibility(vis);
     let task_name = task.attrs.name.clone().unwrap_or_else(|| fn_name.clone());
-    let cfgs = task
+    let cfgs = cfgs(task);
+    let lints = task.func.attrs.iter().filter_map(lint_level);
+    // A deprecated task's Calling API is deprecated too, so that `add::delay(...)` warns as
+    // `add(...)` does; the module itself allows the uses it makes of its own items.
+    let deprecated: Vec<&Attribute> = task
         .func
         .attrs
         .iter()
-        .filter(|attr| attr.path().is_ident("cfg"));
-    let lints = task.func.attrs.iter().filter_map(lint_level);
+        .filter(|attr| attr.path().is_ident("deprecated"))
+        .collect();
+    let (beside, call) = scope_marker(task);
 
     let roles = task.roles();
     let to_arg = |param: &crate::model::Param| Arg {
@@ -134,8 +139,15 @@ fn module(task: &Task) -> TokenStream {
     let is_errback = errback.is_some();
     let invocation = Ident::new("invocation", Span::mixed_site());
     let gates = gates(&p, task, &message);
-    let run = run_body(&p, task, context.as_ref(), errback.as_deref(), &message);
-    let calling_api = calling_api(&p, &item_vis, &fn_name, is_errback, &message);
+    let run = run_body(
+        &p,
+        task,
+        &call,
+        context.as_ref(),
+        errback.as_deref(),
+        &message,
+    );
+    let calling_api = calling_api(&p, &item_vis, &deprecated, &fn_name, is_errback, &message);
 
     let api = if is_errback {
         "`s`"
@@ -151,20 +163,25 @@ fn module(task: &Task) -> TokenStream {
     let output_doc = format!("What `{fn_name}` returns to whoever waits for its result.");
 
     quote! {
+        #beside
+
         #(#cfgs)*
         #[doc = #module_doc]
         #(#lints)*
-        #[allow(dead_code, unused_imports, clippy::too_many_arguments, clippy::needless_update, clippy::result_large_err)]
+        #[allow(dead_code, unused_imports, deprecated, clippy::too_many_arguments, clippy::needless_update, clippy::result_large_err)]
         #vis mod #fn_ident {
             use super::*;
 
             #[doc = #task_doc]
+            #(#deprecated)*
             #item_vis struct Task;
 
             #[doc = #name_doc]
+            #(#deprecated)*
             #item_vis const NAME: &str = #task_name;
 
             #[doc = #output_doc]
+            #(#deprecated)*
             #item_vis type Output = #output;
 
             impl #p::Task for Task {
@@ -186,6 +203,91 @@ fn module(task: &Task) -> TokenStream {
             #calling_api
         }
     }
+}
+
+/// The function's `#[cfg]` attributes, which the items generated beside it share.
+fn cfgs(task: &Task) -> Vec<&Attribute> {
+    task.func
+        .attrs
+        .iter()
+        .filter(|attr| attr.path().is_ident("cfg"))
+        .collect()
+}
+
+/// The items that the task module calls the function through, and the path of that call.
+///
+/// A `#[task]` inside a function body would otherwise compile wrongly: its module's `super` is
+/// the module around the function body, where `super::add` is another function of the same name
+/// (silently called instead) or nothing. The macro cannot see where it is, so the function is
+/// called through a hidden type declared beside it, which the module names through `super::`:
+/// beside a module-level function this resolves; inside a body it does not, and rustc's one error
+/// names the rule: "cannot find `add_is_a_task_so_it_must_be_a_module_level_item_…` in `super`"
+/// (a compile_error! cannot, since only rustc knows the scope). The type's name holds a hash of
+/// the function, so that a task in a body cannot resolve to the marker of a module-level task of
+/// the same name either. The call itself is written beside the function, where its name and
+/// parameter types mean what the user wrote, and no `super::add` is left to resolve to another
+/// function.
+fn scope_marker(task: &Task) -> (TokenStream, TokenStream) {
+    let fn_ident = task.ident();
+    let span = fn_ident.span();
+    let cfgs = cfgs(task);
+    let rule = Ident::new(
+        &format!(
+            "{}_is_a_task_so_it_must_be_a_module_level_item_not_inside_a_function_body",
+            fn_ident.unraw()
+        ),
+        span,
+    );
+    let here = Ident::new(
+        &format!(
+            "Declared{:016x}",
+            fnv1a(&task.func.to_token_stream().to_string())
+        ),
+        span,
+    );
+    let call = Ident::new("call", span);
+    let params = task.params.iter().map(|param| {
+        let (ident, ty) = (&param.ident, &param.ty);
+        quote!(#ident: #ty)
+    });
+    let args = task.params.iter().map(|param| &param.ident);
+    let returned = match &task.func.sig.output {
+        syn::ReturnType::Default => quote!(()),
+        syn::ReturnType::Type(_, ty) => ty.to_token_stream(),
+    };
+    let returned = if task.is_async() {
+        quote!(impl ::core::future::Future<Output = #returned>)
+    } else {
+        returned
+    };
+    let beside = quote! {
+        #(#cfgs)*
+        #[doc(hidden)]
+        #[allow(non_snake_case, non_camel_case_types)]
+        mod #rule {
+            pub(super) struct #here;
+        }
+
+        #(#cfgs)*
+        impl #rule::#here {
+            // The parameters are the function's, whose names its own lint attributes judge; a
+            // deprecated task's own module may call it without a warning.
+            #[allow(non_snake_case, deprecated, clippy::too_many_arguments)]
+            #[inline]
+            fn #call(#(#params),*) -> #returned {
+                #fn_ident(#(#args),*)
+            }
+        }
+    };
+    let path = quote_spanned!(span=> super::#rule::#here::#call);
+    (beside, path)
+}
+
+/// A 64-bit FNV-1a hash, to name a function's marker uniquely (and the same in every build).
+fn fnv1a(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 /// A lint attribute of the function, for the module, whose names (its own and the parameters')
@@ -502,6 +604,7 @@ fn argument_gate(ty: &Type) -> TokenStream {
 fn run_body(
     p: &TokenStream,
     task: &Task,
+    call: &TokenStream,
     context: Option<&Arg>,
     errback: Option<&[Arg]>,
     message: &[Arg],
@@ -551,8 +654,7 @@ fn run_body(
         .chain(params.errback.unwrap_or_default())
         .chain(params.message)
         .map(|param| &param.ident);
-    let fn_ident = task.ident();
-    let call = quote!(super::#fn_ident(#(#idents),*));
+    let call = quote!(#call(#(#idents),*));
     // A plain function's outcome is encoded on the blocking pool too, so that its error need not
     // be `Send` (`Box<dyn Error>`).
     let outcome = if task.is_async() {
@@ -581,6 +683,7 @@ fn mixed_site_at(name: &str, span: Span) -> Ident {
 fn calling_api(
     p: &TokenStream,
     vis: &TokenStream,
+    deprecated: &[&Attribute],
     fn_name: &str,
     is_errback: bool,
     message: &[Arg],
@@ -612,6 +715,7 @@ fn calling_api(
         );
         return quote! {
             #[doc = #doc]
+            #(#deprecated)*
             #vis fn s(#(#params),*) -> #p::Signature<Output, #p::Errback> {
                 #all_args
             }
@@ -642,6 +746,7 @@ fn calling_api(
         let rest_args = arg_list(rest);
         quote! {
             #[doc = #doc]
+            #(#deprecated)*
             #vis fn partial(#(#rest_params),*) -> #p::Signature<Output, #p::Partial<#first_ty>> {
                 #rest_args
             }
@@ -652,11 +757,13 @@ fn calling_api(
     let options = Ident::new("options", Span::mixed_site());
     quote! {
         #[doc = #s_doc]
+        #(#deprecated)*
         #vis fn s(#(#params),*) -> #p::Signature<Output> {
             #all_args
         }
 
         #[doc = #si_doc]
+        #(#deprecated)*
         #vis fn si(#(#params),*) -> #p::Signature<Output, #p::Immutable> {
             #all_args
         }
@@ -664,6 +771,7 @@ fn calling_api(
         #partial
 
         #[doc = #delay_doc]
+        #(#deprecated)*
         #vis async fn delay(
             #(#params),*
         ) -> ::core::result::Result<#p::AsyncResult<Output>, #p::Error> {
@@ -671,6 +779,7 @@ fn calling_api(
         }
 
         #[doc = #apply_async_doc]
+        #(#deprecated)*
         #vis async fn apply_async(
             #args: (#(#tuple_types,)*),
             #options: #p::CallOptions<Output>,

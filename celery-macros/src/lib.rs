@@ -41,7 +41,8 @@ use proc_macro::TokenStream;
 /// Python workers; a Rust worker does not act on it), `track_started`, and `crate = "path"` to
 /// name the `celery` crate under another path.
 ///
-/// Lint attributes on the function (`#[allow(non_snake_case)]`) apply to the generated module too.
+/// Lint attributes on the function (`#[allow(non_snake_case)]`) apply to the generated module too;
+/// `#[deprecated]` applies to its Calling API and `Task`.
 #[proc_macro_attribute]
 pub fn task(args: TokenStream, item: TokenStream) -> TokenStream {
     expand::task(args.into(), item.into()).into()
