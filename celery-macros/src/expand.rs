@@ -239,10 +239,7 @@ fn scope_marker(task: &Task) -> (TokenStream, TokenStream) {
         span,
     );
     let here = Ident::new(
-        &format!(
-            "Declared{:016x}",
-            fnv1a(&task.func.to_token_stream().to_string())
-        ),
+        &format!("Declared{:016x}", fingerprint(task.func.to_token_stream())),
         span,
     );
     let call = Ident::new("call", span);
@@ -283,11 +280,33 @@ fn scope_marker(task: &Task) -> (TokenStream, TokenStream) {
     (beside, path)
 }
 
-/// A 64-bit FNV-1a hash, to name a function's marker uniquely (and the same in every build).
-fn fnv1a(text: &str) -> u64 {
-    text.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
-        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
-    })
+/// A 64-bit FNV-1a hash of a function's tokens, to name its marker uniquely. It hashes each token's
+/// text rather than the stream's `to_string()`, whose spacing is rustc's to change, so that the
+/// name stays the same from one compiler to the next.
+fn fingerprint(tokens: TokenStream) -> u64 {
+    fn feed(hash: u64, text: &str) -> u64 {
+        // A separator, so that `ab` `c` and `a` `bc` differ.
+        text.bytes().chain([0]).fold(hash, |hash, byte| {
+            (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+        })
+    }
+    fn walk(hash: u64, tokens: TokenStream) -> u64 {
+        tokens.into_iter().fold(hash, |hash, tree| match tree {
+            proc_macro2::TokenTree::Group(group) => {
+                let (open, close) = match group.delimiter() {
+                    proc_macro2::Delimiter::Parenthesis => ("(", ")"),
+                    proc_macro2::Delimiter::Brace => ("{", "}"),
+                    proc_macro2::Delimiter::Bracket => ("[", "]"),
+                    proc_macro2::Delimiter::None => ("", ""),
+                };
+                feed(walk(feed(hash, open), group.stream()), close)
+            }
+            proc_macro2::TokenTree::Ident(ident) => feed(hash, &ident.to_string()),
+            proc_macro2::TokenTree::Punct(punct) => feed(hash, &punct.as_char().to_string()),
+            proc_macro2::TokenTree::Literal(literal) => feed(hash, &literal.to_string()),
+        })
+    }
+    walk(0xcbf2_9ce4_8422_2325, tokens)
 }
 
 /// A lint attribute of the function, for the module, whose names (its own and the parameters')
@@ -856,6 +875,33 @@ mod tests {
             options(&p, &given).to_string(),
             "rt :: TaskOptions { priority : :: core :: option :: Option :: Some (3u8) , \
              expires : :: core :: option :: Option :: Some (2.5f64) , .. rt :: TaskOptions :: DEFAULT }"
+        );
+    }
+
+    #[test]
+    fn fingerprints_tell_functions_apart_but_not_spacing() {
+        let a = fingerprint(quote!(
+            async fn add(x: i32) -> i32 {
+                x + 1
+            }
+        ));
+        let spaced: TokenStream = "async fn add ( x : i32 ) -> i32 { x+1 }".parse().unwrap();
+        assert_eq!(a, fingerprint(spaced));
+        assert_ne!(
+            a,
+            fingerprint(quote!(
+                async fn add(x: i32) -> i32 {
+                    x - 1
+                }
+            ))
+        );
+        assert_ne!(
+            a,
+            fingerprint(quote!(
+                async fn add(x: i32) -> i32 {
+                    (x + 1)
+                }
+            ))
         );
     }
 
