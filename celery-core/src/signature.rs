@@ -101,6 +101,16 @@ impl Kind for Untyped {
 }
 
 /// Kinds that can be sent as they are (`delay`, `apply_async`, members of a group).
+///
+/// A `Partial` is not one: its first argument is the previous task's result, so it only makes
+/// sense as a callback or a later step of a chain.
+#[diagnostic::on_unimplemented(
+    message = "a `{Self}` signature cannot be sent on its own, start a chain, or be a member of a group",
+    label = "this signature waits for another task",
+    note = "a signature made with `task::partial(...)` receives its first argument from the result of the task before it: use it as a `link` callback or a later step of a `chain!`",
+    note = "an errback's signature (`#[task(errback)]`) goes to `CallOptions::link_error`",
+    note = "to send a task on its own, give every argument: `task::s(...)` or `task::si(...)`"
+)]
 pub trait Applicable: Kind {}
 impl Applicable for Complete {}
 impl Applicable for Immutable {}

@@ -45,16 +45,20 @@ const SERIALIZERS: &[(&str, &str)] = &[
     ("application/x-python-serialize", "pickle"),
 ];
 
-/// Compression names (kept as written, since kombu knows each of them) and MIME types.
+/// Compression names (kept as written, since kombu knows each of them) and MIME types: every name,
+/// alias and MIME type of the runtime's `CompressionRegistry`, which a test compares this with
+/// (the macro cannot depend on the runtime to share its list).
 const COMPRESSIONS: &[(&str, &str)] = &[
     ("gzip", "gzip"),
     ("zlib", "zlib"),
     ("bzip2", "bzip2"),
+    ("bzip", "bzip"),
     ("bz2", "bz2"),
     ("lzma", "lzma"),
     ("xz", "xz"),
     ("brotli", "brotli"),
     ("zstd", "zstd"),
+    ("zstandard", "zstandard"),
     ("application/x-gzip", "gzip"),
     ("application/x-bz2", "bzip2"),
     ("application/x-lzma", "lzma"),
@@ -78,8 +82,9 @@ pub struct TaskAttrs {
     pub bind: Option<Span>,
     /// Where `errback` was written, when the first parameters receive a failed task's request.
     pub errback: Option<Span>,
-    /// Where `fallible` was written, when the return type is a `Result` under another name.
-    pub fallible: Option<Span>,
+    /// `fallible = true` (the return type is a `Result` under another name) or `fallible = false`
+    /// (a `Result` is the task's value, stored as `{"Ok": ...}`), and where it was written.
+    pub fallible: Option<Spanned<bool>>,
     /// The path of the `celery` crate, when renamed with `crate = "..."`.
     pub krate: Option<syn::Path>,
     pub options: TaskOptions,
@@ -151,7 +156,13 @@ impl TaskAttrs {
             "name" => self.name = arg.name(),
             "bind" => self.bind = arg.flag().filter(|set| *set).map(|_| meta.span()),
             "errback" => self.errback = arg.flag().filter(|set| *set).map(|_| meta.span()),
-            "fallible" => self.fallible = arg.flag().filter(|set| *set).map(|_| meta.span()),
+            // Unlike `bind`, `fallible = false` says something: it overrides the `Result` name.
+            "fallible" => {
+                self.fallible = arg.flag().map(|value| Spanned {
+                    value,
+                    span: meta.span(),
+                })
+            }
             "crate" => self.krate = arg.crate_path(),
             "serializer" => options.serializer = arg.codec(SERIALIZERS, "a serializer", "json"),
             "compression" => options.compression = arg.codec(COMPRESSIONS, "a compression", "gzip"),
@@ -548,6 +559,38 @@ mod tests {
                 matches!(attrs.options.compression, Some(Codec::Builtin(name)) if name == short)
             );
         }
+    }
+
+    /// The macro accepts exactly the names the runtime resolves, each as the same scheme.
+    #[test]
+    fn compressions_are_the_runtimes() {
+        use celery_core::compression::{
+            Brotli, Bzip2, Compression, CompressionRegistry, Lzma, Zlib, Zstd,
+        };
+        let registry = CompressionRegistry::default();
+        for (written, short) in COMPRESSIONS {
+            let scheme = registry.get(written).unwrap().name().to_owned();
+            assert_eq!(registry.get(short).unwrap().name(), scheme, "{written}");
+        }
+        let builtin: [&dyn Compression; 5] = [&Zlib, &Bzip2, &Lzma, &Brotli, &Zstd];
+        let mut runtime: Vec<&str> = builtin
+            .iter()
+            .flat_map(|scheme| {
+                std::iter::once(scheme.name())
+                    .chain(scheme.aliases().iter().copied())
+                    .chain([scheme.content_type()])
+            })
+            .collect();
+        let mut macro_names: Vec<&str> = COMPRESSIONS.iter().map(|(name, _)| *name).collect();
+        runtime.sort_unstable();
+        macro_names.sort_unstable();
+        assert_eq!(macro_names, runtime);
+        // Every scheme the runtime registers by default is listed above.
+        let unknown = registry.get("unknown").err().unwrap().to_string();
+        assert!(
+            unknown.ends_with("(known: brotli, bzip2, lzma, zlib, zstd)"),
+            "{unknown}"
+        );
     }
 
     #[test]

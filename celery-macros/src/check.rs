@@ -11,6 +11,7 @@ pub fn check(cx: &Ctxt, task: &Task) {
     signature(cx, task);
     impl_trait(cx, task);
     references(cx, task);
+    lifetimes(cx, task);
     associated_fn(cx, task);
     leading_params(cx, task);
     time_limits(cx, task);
@@ -45,7 +46,14 @@ fn signature(cx: &Ctxt, task: &Task) {
             "a task cannot be variadic: its messages carry a fixed list of arguments",
         );
     }
-    if !sig.generics.params.is_empty() {
+    // `fn f<'a>(name: Cow<'a, str>)`: `lifetimes` reports each use of `'a`, which says more.
+    let only_lifetimes_in_types = sig
+        .generics
+        .params
+        .iter()
+        .all(|param| matches!(param, syn::GenericParam::Lifetime(_)))
+        && signature_types(task).any(|ty| !borrowed_lifetimes(ty).is_empty());
+    if !sig.generics.params.is_empty() && !only_lifetimes_in_types {
         cx.error_spanned_by(
             &sig.generics,
             "tasks cannot be generic: a worker decodes each argument of a message into one \
@@ -147,6 +155,70 @@ fn references(cx: &Ctxt, task: &Task) {
             );
         }
     }
+}
+
+/// A borrowing type (`Cow<'a, str>`, `Cow<'_, str>`) cannot hold an argument decoded from a
+/// message either; without this check rustc gives several errors about the generated code.
+/// References are left to `references`, which already reported them with their owned type.
+fn lifetimes(cx: &Ctxt, task: &Task) {
+    let what = |lifetime: &syn::Lifetime| {
+        if lifetime.ident == "_" {
+            "an elided lifetime `'_`".to_owned()
+        } else {
+            format!("the lifetime `{lifetime}`")
+        }
+    };
+    for param in &task.params {
+        for lifetime in borrowed_lifetimes(&param.ty) {
+            cx.error_spanned_by(
+                lifetime,
+                format!(
+                    "a task's parameter cannot borrow, so its type cannot have {}: a worker \
+                     decodes each argument from a message into a value of its own; take an owned \
+                     type (`String` for `Cow<'_, str>`) or use `'static`",
+                    what(lifetime)
+                ),
+            );
+        }
+    }
+    if let ReturnType::Type(_, ty) = &task.func.sig.output {
+        for lifetime in borrowed_lifetimes(ty) {
+            cx.error_spanned_by(
+                lifetime,
+                format!(
+                    "a task's result cannot borrow, so its type cannot have {}: it is encoded \
+                     into the result backend and decoded by whoever waits for it; return an \
+                     owned type (`String` for `Cow<'_, str>`) or use `'static`",
+                    what(lifetime)
+                ),
+            );
+        }
+    }
+}
+
+/// The lifetimes other than `'static` in `ty`, outside references.
+fn borrowed_lifetimes(ty: &Type) -> Vec<&syn::Lifetime> {
+    struct Finder<'ast>(Vec<&'ast syn::Lifetime>);
+    impl<'ast> Visit<'ast> for Finder<'ast> {
+        fn visit_type_reference(&mut self, _: &'ast TypeReference) {}
+        fn visit_lifetime(&mut self, lifetime: &'ast syn::Lifetime) {
+            if lifetime.ident != "static" {
+                self.0.push(lifetime);
+            }
+        }
+    }
+    let mut finder = Finder(Vec::new());
+    finder.visit_type(ty);
+    finder.0
+}
+
+/// Every parameter type and the return type.
+fn signature_types(task: &Task) -> impl Iterator<Item = &Type> {
+    let output = match &task.func.sig.output {
+        ReturnType::Type(_, ty) => Some(&**ty),
+        ReturnType::Default => None,
+    };
+    task.params.iter().map(|param| &*param.ty).chain(output)
 }
 
 /// `Self` in the signature means the function is inside an `impl`, where the task's module cannot
@@ -260,9 +332,12 @@ fn time_limits(cx: &Ctxt, task: &Task) {
 
 /// `fallible` says what the return type is, so there must be one.
 fn fallible(cx: &Ctxt, task: &Task) {
-    if let (Some(fallible), ReturnType::Default) = (task.attrs.fallible, &task.func.sig.output) {
+    let Some(fallible) = task.attrs.fallible.filter(|fallible| fallible.value) else {
+        return;
+    };
+    if let ReturnType::Default = &task.func.sig.output {
         cx.error_at(
-            fallible,
+            fallible.span,
             format!(
                 "`fallible` says that the return type is a `Result` under another name, but \
                  `{}` returns nothing; remove `fallible`, or return the `Result`",
@@ -318,6 +393,55 @@ mod tests {
         assert_eq!(
             suggestions,
             ["String", "Vec<u8>", "std::path::Path", "Foo", "String"]
+        );
+    }
+
+    #[test]
+    fn lifetimes_other_than_static_are_refused_once() {
+        let found = errors(
+            quote!(),
+            quote!(
+                fn f(
+                    a: Cow<'a, str>,
+                    b: Cow<'_, str>,
+                    c: Cow<'static, str>,
+                    d: &'a str,
+                ) -> Cow<'b, str> {
+                }
+            ),
+        );
+        // `&'a str` is reported once, as a reference (first, by `references`).
+        assert_eq!(found.len(), 4, "{found:#?}");
+        assert!(found[0].starts_with("a task's parameter cannot borrow: "));
+        assert!(
+            found[1].contains("cannot have the lifetime `'a`"),
+            "{}",
+            found[1]
+        );
+        assert!(found[2].contains("cannot have an elided lifetime `'_`"));
+        assert!(found[3].starts_with(
+            "a task's result cannot borrow, so its type cannot have the lifetime `'b`"
+        ));
+    }
+
+    #[test]
+    fn a_lifetime_parameter_is_reported_where_it_is_used() {
+        let found = errors(
+            quote!(),
+            quote!(
+                fn f<'a>(name: Cow<'a, str>) -> Cow<'a, str> {}
+            ),
+        );
+        assert_eq!(found.len(), 2, "{found:#?}");
+        assert_eq!(
+            errors(
+                quote!(),
+                quote!(
+                    fn f<'a, T>(name: Cow<'a, str>) {}
+                )
+            )
+            .len(),
+            2
         );
     }
 

@@ -75,10 +75,16 @@ fn not_a_function(cx: &Ctxt, item: &Item) {
     );
 }
 
-/// The path of the runtime's support module: `::celery::__private` unless the crate is renamed.
+/// The path of the runtime's support module, as the task module names it: `::celery::__private`
+/// unless the crate is renamed. A renamed path was written beside the function, so a relative one
+/// (`super::rt::celery`) is rewritten like the parameter types, to mean the same one module deeper.
 fn runtime(attrs: &TaskAttrs) -> TokenStream {
     match &attrs.krate {
-        Some(krate) => quote!(#krate::__private),
+        Some(krate) => {
+            let mut krate = krate.clone();
+            FromParent.visit_path_mut(&mut krate);
+            quote!(#krate::__private)
+        }
         None => quote!(::celery::__private),
     }
 }
@@ -96,12 +102,17 @@ fn module(task: &Task) -> TokenStream {
     let vis = &task.func.vis;
     let item_vis = item_visibility(vis);
     let task_name = task.attrs.name.clone().unwrap_or_else(|| fn_name.clone());
-    let cfgs = task
+    let cfgs = cfgs(task);
+    let lints = task.func.attrs.iter().filter_map(lint_level);
+    // A deprecated task's Calling API is deprecated too, so that `add::delay(...)` warns as
+    // `add(...)` does; the module itself allows the uses it makes of its own items.
+    let deprecated: Vec<&Attribute> = task
         .func
         .attrs
         .iter()
-        .filter(|attr| attr.path().is_ident("cfg"));
-    let lints = task.func.attrs.iter().filter_map(lint_level);
+        .filter(|attr| attr.path().is_ident("deprecated"))
+        .collect();
+    let (beside, call) = scope_marker(task);
 
     let roles = task.roles();
     let to_arg = |param: &crate::model::Param| Arg {
@@ -116,7 +127,7 @@ fn module(task: &Task) -> TokenStream {
 
     let output = match &task.ret {
         Return::Unit => quote!(()),
-        Return::Plain(ty) => from_parent(ty).into_token_stream(),
+        Return::Plain(ty) | Return::Value(ty) => from_parent(ty).into_token_stream(),
         Return::Fallible(ty) => {
             let ty = from_parent(ty);
             quote!(<#ty as #p::Fallible>::Ok)
@@ -128,8 +139,15 @@ fn module(task: &Task) -> TokenStream {
     let is_errback = errback.is_some();
     let invocation = Ident::new("invocation", Span::mixed_site());
     let gates = gates(&p, task, &message);
-    let run = run_body(&p, task, context.as_ref(), errback.as_deref(), &message);
-    let calling_api = calling_api(&p, &item_vis, &fn_name, is_errback, &message);
+    let run = run_body(
+        &p,
+        task,
+        &call,
+        context.as_ref(),
+        errback.as_deref(),
+        &message,
+    );
+    let calling_api = calling_api(&p, &item_vis, &deprecated, &fn_name, is_errback, &message);
 
     let api = if is_errback {
         "`s`"
@@ -145,20 +163,25 @@ fn module(task: &Task) -> TokenStream {
     let output_doc = format!("What `{fn_name}` returns to whoever waits for its result.");
 
     quote! {
+        #beside
+
         #(#cfgs)*
         #[doc = #module_doc]
         #(#lints)*
-        #[allow(dead_code, unused_imports, clippy::too_many_arguments, clippy::needless_update, clippy::result_large_err)]
+        #[allow(dead_code, unused_imports, deprecated, clippy::too_many_arguments, clippy::needless_update, clippy::result_large_err)]
         #vis mod #fn_ident {
             use super::*;
 
             #[doc = #task_doc]
+            #(#deprecated)*
             #item_vis struct Task;
 
             #[doc = #name_doc]
+            #(#deprecated)*
             #item_vis const NAME: &str = #task_name;
 
             #[doc = #output_doc]
+            #(#deprecated)*
             #item_vis type Output = #output;
 
             impl #p::Task for Task {
@@ -180,6 +203,110 @@ fn module(task: &Task) -> TokenStream {
             #calling_api
         }
     }
+}
+
+/// The function's `#[cfg]` attributes, which the items generated beside it share.
+fn cfgs(task: &Task) -> Vec<&Attribute> {
+    task.func
+        .attrs
+        .iter()
+        .filter(|attr| attr.path().is_ident("cfg"))
+        .collect()
+}
+
+/// The items that the task module calls the function through, and the path of that call.
+///
+/// A `#[task]` inside a function body would otherwise compile wrongly: its module's `super` is
+/// the module around the function body, where `super::add` is another function of the same name
+/// (silently called instead) or nothing. The macro cannot see where it is, so the function is
+/// called through a hidden type declared beside it, which the module names through `super::`:
+/// beside a module-level function this resolves; inside a body it does not, and rustc's one error
+/// names the rule: "cannot find `add_is_a_task_so_it_must_be_a_module_level_item_…` in `super`"
+/// (a compile_error! cannot, since only rustc knows the scope). The type's name holds a hash of
+/// the function, so that a task in a body cannot resolve to the marker of a module-level task of
+/// the same name either. The call itself is written beside the function, where its name and
+/// parameter types mean what the user wrote, and no `super::add` is left to resolve to another
+/// function.
+fn scope_marker(task: &Task) -> (TokenStream, TokenStream) {
+    let fn_ident = task.ident();
+    let span = fn_ident.span();
+    let cfgs = cfgs(task);
+    let rule = Ident::new(
+        &format!(
+            "{}_is_a_task_so_it_must_be_a_module_level_item_not_inside_a_function_body",
+            fn_ident.unraw()
+        ),
+        span,
+    );
+    let here = Ident::new(
+        &format!("Declared{:016x}", fingerprint(task.func.to_token_stream())),
+        span,
+    );
+    let call = Ident::new("call", span);
+    let params = task.params.iter().map(|param| {
+        let (ident, ty) = (&param.ident, &param.ty);
+        quote!(#ident: #ty)
+    });
+    let args = task.params.iter().map(|param| &param.ident);
+    let returned = match &task.func.sig.output {
+        syn::ReturnType::Default => quote!(()),
+        syn::ReturnType::Type(_, ty) => ty.to_token_stream(),
+    };
+    let returned = if task.is_async() {
+        quote!(impl ::core::future::Future<Output = #returned>)
+    } else {
+        returned
+    };
+    let beside = quote! {
+        #(#cfgs)*
+        #[doc(hidden)]
+        #[allow(non_snake_case, non_camel_case_types)]
+        mod #rule {
+            pub(super) struct #here;
+        }
+
+        #(#cfgs)*
+        impl #rule::#here {
+            // The parameters are the function's, whose names its own lint attributes judge; a
+            // deprecated task's own module may call it without a warning.
+            #[allow(non_snake_case, deprecated, clippy::too_many_arguments)]
+            #[inline]
+            fn #call(#(#params),*) -> #returned {
+                #fn_ident(#(#args),*)
+            }
+        }
+    };
+    let path = quote_spanned!(span=> super::#rule::#here::#call);
+    (beside, path)
+}
+
+/// A 64-bit FNV-1a hash of a function's tokens, to name its marker uniquely. It hashes each token's
+/// text rather than the stream's `to_string()`, whose spacing is rustc's to change, so that the
+/// name stays the same from one compiler to the next.
+fn fingerprint(tokens: TokenStream) -> u64 {
+    fn feed(hash: u64, text: &str) -> u64 {
+        // A separator, so that `ab` `c` and `a` `bc` differ.
+        text.bytes().chain([0]).fold(hash, |hash, byte| {
+            (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+        })
+    }
+    fn walk(hash: u64, tokens: TokenStream) -> u64 {
+        tokens.into_iter().fold(hash, |hash, tree| match tree {
+            proc_macro2::TokenTree::Group(group) => {
+                let (open, close) = match group.delimiter() {
+                    proc_macro2::Delimiter::Parenthesis => ("(", ")"),
+                    proc_macro2::Delimiter::Brace => ("{", "}"),
+                    proc_macro2::Delimiter::Bracket => ("[", "]"),
+                    proc_macro2::Delimiter::None => ("", ""),
+                };
+                feed(walk(feed(hash, open), group.stream()), close)
+            }
+            proc_macro2::TokenTree::Ident(ident) => feed(hash, &ident.to_string()),
+            proc_macro2::TokenTree::Punct(punct) => feed(hash, &punct.as_char().to_string()),
+            proc_macro2::TokenTree::Literal(literal) => feed(hash, &literal.to_string()),
+        })
+    }
+    walk(0xcbf2_9ce4_8422_2325, tokens)
 }
 
 /// A lint attribute of the function, for the module, whose names (its own and the parameters')
@@ -300,6 +427,9 @@ fn codec(p: &TokenStream, codec: &Option<Codec>, trait_name: TokenStream) -> Opt
         Codec::Builtin(name) => quote!(#name),
         Codec::Custom(path) => {
             let span = path.span();
+            // Written beside the function, so `super::codecs::Cbor` means what it meant there.
+            let mut path = path.clone();
+            FromParent.visit_path_mut(&mut path);
             quote_spanned!(span=> <#path as #p::#trait_name>::NAME)
         }
     };
@@ -409,7 +539,9 @@ fn finish(p: &TokenStream, task: &Task) -> TokenStream {
     let span = task.ret_span();
     // The user's own return type tokens, since rustc reports a bound at the type argument.
     let ty = match &task.ret {
-        Return::Fallible(ty) | Return::Plain(ty) => from_parent(ty).into_token_stream(),
+        Return::Fallible(ty) | Return::Plain(ty) | Return::Value(ty) => {
+            from_parent(ty).into_token_stream()
+        }
         Return::Unit => quote_spanned!(span=> ()),
     };
     let value = Ident::new("value", Span::mixed_site());
@@ -428,6 +560,8 @@ fn finish(p: &TokenStream, task: &Task) -> TokenStream {
                 (__output::<#ty>())(#value, #convert_error)
             }
         }
+        // The user said that a `Result` here is a value: no alias to refuse.
+        Return::Value(_) => quote_spanned!(span=> (__output::<#ty>())(#value)),
         Return::Plain(returned) => {
             let refuse = quote_spanned! {last_segment_span(returned)=>
                 (&#p::ReturnKind::<#ty>::NEW).refuse_aliased_result()
@@ -489,6 +623,7 @@ fn argument_gate(ty: &Type) -> TokenStream {
 fn run_body(
     p: &TokenStream,
     task: &Task,
+    call: &TokenStream,
     context: Option<&Arg>,
     errback: Option<&[Arg]>,
     message: &[Arg],
@@ -538,8 +673,7 @@ fn run_body(
         .chain(params.errback.unwrap_or_default())
         .chain(params.message)
         .map(|param| &param.ident);
-    let fn_ident = task.ident();
-    let call = quote!(super::#fn_ident(#(#idents),*));
+    let call = quote!(#call(#(#idents),*));
     // A plain function's outcome is encoded on the blocking pool too, so that its error need not
     // be `Send` (`Box<dyn Error>`).
     let outcome = if task.is_async() {
@@ -568,6 +702,7 @@ fn mixed_site_at(name: &str, span: Span) -> Ident {
 fn calling_api(
     p: &TokenStream,
     vis: &TokenStream,
+    deprecated: &[&Attribute],
     fn_name: &str,
     is_errback: bool,
     message: &[Arg],
@@ -599,6 +734,7 @@ fn calling_api(
         );
         return quote! {
             #[doc = #doc]
+            #(#deprecated)*
             #vis fn s(#(#params),*) -> #p::Signature<Output, #p::Errback> {
                 #all_args
             }
@@ -607,7 +743,7 @@ fn calling_api(
 
     let s_doc = format!(
         "A signature of `{fn_name}` with all its arguments: send it later, or make it the first \
-         step of a `chain!` or a member of a `group!`. As a callback, use `partial`, which \
+         step of a `chain!` or a member of a `group(...)`. As a callback, use `partial`, which \
          receives the parent's result, or `si`, which ignores it."
     );
     let si_doc = format!(
@@ -629,6 +765,7 @@ fn calling_api(
         let rest_args = arg_list(rest);
         quote! {
             #[doc = #doc]
+            #(#deprecated)*
             #vis fn partial(#(#rest_params),*) -> #p::Signature<Output, #p::Partial<#first_ty>> {
                 #rest_args
             }
@@ -639,11 +776,13 @@ fn calling_api(
     let options = Ident::new("options", Span::mixed_site());
     quote! {
         #[doc = #s_doc]
+        #(#deprecated)*
         #vis fn s(#(#params),*) -> #p::Signature<Output> {
             #all_args
         }
 
         #[doc = #si_doc]
+        #(#deprecated)*
         #vis fn si(#(#params),*) -> #p::Signature<Output, #p::Immutable> {
             #all_args
         }
@@ -651,6 +790,7 @@ fn calling_api(
         #partial
 
         #[doc = #delay_doc]
+        #(#deprecated)*
         #vis async fn delay(
             #(#params),*
         ) -> ::core::result::Result<#p::AsyncResult<Output>, #p::Error> {
@@ -658,6 +798,7 @@ fn calling_api(
         }
 
         #[doc = #apply_async_doc]
+        #(#deprecated)*
         #vis async fn apply_async(
             #args: (#(#tuple_types,)*),
             #options: #p::CallOptions<Output>,
@@ -734,6 +875,33 @@ mod tests {
             options(&p, &given).to_string(),
             "rt :: TaskOptions { priority : :: core :: option :: Option :: Some (3u8) , \
              expires : :: core :: option :: Option :: Some (2.5f64) , .. rt :: TaskOptions :: DEFAULT }"
+        );
+    }
+
+    #[test]
+    fn fingerprints_tell_functions_apart_but_not_spacing() {
+        let a = fingerprint(quote!(
+            async fn add(x: i32) -> i32 {
+                x + 1
+            }
+        ));
+        let spaced: TokenStream = "async fn add ( x : i32 ) -> i32 { x+1 }".parse().unwrap();
+        assert_eq!(a, fingerprint(spaced));
+        assert_ne!(
+            a,
+            fingerprint(quote!(
+                async fn add(x: i32) -> i32 {
+                    x - 1
+                }
+            ))
+        );
+        assert_ne!(
+            a,
+            fingerprint(quote!(
+                async fn add(x: i32) -> i32 {
+                    (x + 1)
+                }
+            ))
         );
     }
 

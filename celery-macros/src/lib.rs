@@ -27,17 +27,22 @@ use proc_macro::TokenStream;
 ///
 /// A plain (non-`async`) function runs on tokio's blocking pool. A function whose return type is
 /// named `Result` is fallible: its `Err` becomes the task's exception. A `Result` under another
-/// name (an alias) needs `fallible`; without it, it does not compile.
+/// name (an alias) needs `fallible`; without it, it does not compile. `fallible = false` makes a
+/// `Result` the task's value (`{"Ok": ...}` or `{"Err": ...}`), never its exception.
+///
+/// A task is a module-level item: inside a function body it does not compile.
 ///
 /// Options, all optional: `name`, `bind` (the first parameter receives the `TaskContext`),
 /// `errback` (the first three parameters receive the failed task's `Request`, `ExceptionInfo` and
-/// traceback), `fallible` (the return type is a `Result` under another name), `serializer`,
+/// traceback), `fallible` (the return type is a `Result` under another name, or with `= false`
+/// a `Result` that is a value), `serializer`,
 /// `compression`, `ignore_result`, `queue`, `routing_key`, `priority`, `expires`, `max_retries`,
 /// `default_retry_delay`, `acks_late`, `time_limit`, `soft_time_limit` (sent in the message for
 /// Python workers; a Rust worker does not act on it), `track_started`, and `crate = "path"` to
 /// name the `celery` crate under another path.
 ///
-/// Lint attributes on the function (`#[allow(non_snake_case)]`) apply to the generated module too.
+/// Lint attributes on the function (`#[allow(non_snake_case)]`) apply to the generated module too;
+/// `#[deprecated]` applies to its Calling API and `Task`.
 #[proc_macro_attribute]
 pub fn task(args: TokenStream, item: TokenStream) -> TokenStream {
     expand::task(args.into(), item.into()).into()

@@ -33,6 +33,9 @@ pub enum Return {
     Unit,
     /// Any type other than a `Result`: the task cannot fail except by panicking.
     Plain(Box<Type>),
+    /// A return type under `#[task(fallible = false)]`: the value itself, even a `Result`, which
+    /// is then stored as `{"Ok": ...}` or `{"Err": ...}` and never fails the task.
+    Value(Box<Type>),
     /// A type whose last path segment is `Result`, or any type under `#[task(fallible)]`: an
     /// `Err` becomes the task's exception.
     Fallible(Box<Type>),
@@ -59,12 +62,15 @@ impl Task {
             .iter()
             .filter_map(|arg| param(cx, arg))
             .collect();
+        let fallible = attrs.fallible.map(|fallible| fallible.value);
         let ret = match &func.sig.output {
             ReturnType::Default => Return::Unit,
-            ReturnType::Type(_, ty) if attrs.fallible.is_some() || is_result(ty) => {
-                Return::Fallible(ty.clone())
-            }
-            ReturnType::Type(_, ty) => Return::Plain(ty.clone()),
+            ReturnType::Type(_, ty) => match fallible {
+                Some(true) => Return::Fallible(ty.clone()),
+                Some(false) => Return::Value(ty.clone()),
+                None if is_result(ty) => Return::Fallible(ty.clone()),
+                None => Return::Plain(ty.clone()),
+            },
         };
         Task {
             attrs,
@@ -228,6 +234,17 @@ mod tests {
             ),
         );
         assert!(matches!(task.ret, Return::Fallible(_)));
+    }
+
+    #[test]
+    fn fallible_false_makes_a_result_the_value() {
+        let task = task(
+            quote!(fallible = false),
+            quote!(
+                fn f() -> Result<i32, String> {}
+            ),
+        );
+        assert!(matches!(task.ret, Return::Value(_)));
     }
 
     #[test]
