@@ -977,3 +977,67 @@ async fn a_task_whose_early_acknowledgement_is_lost_runs_once_on_redelivery() {
     );
     worker.shutdown().await;
 }
+
+static HELD_RUNS: Mutex<Vec<(u32, bool)>> = Mutex::new(Vec::new());
+
+/// Acknowledged after it runs: a copy of it held across a lost connection must not run.
+#[task(name = "faults.held_late", bind, acks_late)]
+async fn held_late(ctx: TaskContext, i: u32) -> u32 {
+    let redelivered = ctx.request().delivery_info.redelivered;
+    HELD_RUNS.lock().unwrap().push((i, redelivered));
+    i
+}
+
+/// An `acks_late` task held for its ETA when the worker's connection is lost runs once, from
+/// the message RabbitMQ delivers again, not also from the copy held through the old connection
+/// (whose acknowledgement could never reach the broker), as Celery's consumer drops its ETA
+/// timer entries when its connection closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acks_late_task_held_across_a_connection_loss_runs_once() {
+    let test = "an_acks_late_task_held_across_a_connection_loss_runs_once";
+    if !common::rabbitmq(test) {
+        return;
+    }
+    let proxy = Proxy::rabbitmq().unwrap();
+    let queue = unique_name("faults-held");
+    let sender = client("faults-held-client", &queue);
+    let worker_app = Celery::builder("faults-held-worker")
+        .broker_url(proxy.amqp_url())
+        .result_backend("rpc://")
+        .queue(direct_queue(&queue))
+        .build()
+        .unwrap();
+    worker_app.register(held_late::Task);
+    let worker = worker_app
+        .worker()
+        .queues([queue.clone()])
+        .concurrency(2)
+        .start()
+        .await
+        .unwrap();
+    let mut results = Vec::new();
+    for i in 0..3 {
+        let held = held_late::s(i).with_options(CallOptions::new().countdown(1.5));
+        results.push(held.apply_async_with(&sender).await.unwrap());
+    }
+    // Held by the worker, then its connection is lost and comes back before their ETA.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    proxy.cut();
+    for (i, result) in (0..3).zip(&results) {
+        assert_eq!(result.get().timeout(LONG).await.unwrap(), i);
+    }
+    // Time for a second run of any of them, had one been left.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut runs = HELD_RUNS.lock().unwrap().clone();
+    runs.sort();
+    assert_eq!(
+        runs,
+        [(0, true), (1, true), (2, true)],
+        "each ran once, from the message delivered again"
+    );
+    tokio::time::timeout(LONG, worker.shutdown())
+        .await
+        .expect("the worker stops");
+    let oid = sender.oid().to_owned();
+    delete_queues([sender, worker_app], &[&queue, &oid]).await;
+}

@@ -268,6 +268,16 @@ async fn consume(runtime: Arc<Runtime>, mut consumer: Box<dyn Consumer>, base_pr
                 None => break,
                 Some(Err(error)) => {
                     tracing::error!(%error, "consumer error");
+                    // The deliveries of a lost session go back to their queues and come again
+                    // through the next: the copies held here are dropped, as Celery's consumer
+                    // clears its ETA timer and reserved requests when its connection closes.
+                    // Kept, an `acks_late` task would run twice, and the prefetch count would
+                    // count them twice.
+                    let stale = held.remove_stale();
+                    if stale > 0 {
+                        tracing::info!(stale, "dropped the ETA messages of a lost connection: the broker delivers them again");
+                        change_prefetch(consumer.as_mut(), &mut prefetch, base_prefetch, held.len()).await;
+                    }
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
                 Some(Ok(delivery)) => {
@@ -416,6 +426,14 @@ impl EtaSchedule {
             due.extend(self.messages.pop().map(|scheduled| scheduled.message));
         }
         due
+    }
+
+    /// Drops the messages whose delivery the broker took back; returns how many.
+    fn remove_stale(&mut self) -> usize {
+        let before = self.messages.len();
+        self.messages
+            .retain(|scheduled| !scheduled.message.acker.is_stale());
+        before - self.messages.len()
     }
 
     fn drain(&mut self) -> impl Iterator<Item = Held> {
@@ -577,6 +595,12 @@ async fn run_when_free(
     let Ok(_slot) = slot else {
         return requeue(acker, request).await;
     };
+    // Waited for (its ETA, a slot) across a lost connection: the broker delivers it again, and
+    // an `acks_late` task, not acknowledged before it runs, would run twice.
+    if acker.is_stale() {
+        tracing::info!(task = %request.task, id = %request.id, "not running a message of a lost connection: the broker delivers it again");
+        return;
+    }
     if is_expired(request) {
         return Box::pin(revoke_expired(&runtime, &task, request, acker)).await;
     }

@@ -1049,6 +1049,10 @@ struct AmqpAcker {
 }
 
 impl Acker for AmqpAcker {
+    fn is_stale(&self) -> bool {
+        self.pending && !self.acks.channel_open()
+    }
+
     fn ack(mut self: Box<Self>) -> BoxFuture<'static, Result<(), BrokerError>> {
         let queued = match std::mem::take(&mut self.pending) {
             true => self.acks.ack(self.tag),

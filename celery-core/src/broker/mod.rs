@@ -129,6 +129,12 @@ pub trait Consumer: Send {
 pub trait Acker: Send + Sync {
     fn ack(self: Box<Self>) -> BoxFuture<'static, Result<(), BrokerError>>;
     fn reject(self: Box<Self>, requeue: bool) -> BoxFuture<'static, Result<(), BrokerError>>;
+
+    /// Whether the broker has taken the delivery back: on RabbitMQ its channel closed (the
+    /// connection was lost), so the message is delivered again, and this copy must not run.
+    fn is_stale(&self) -> bool {
+        false
+    }
 }
 
 /// A received message and the means to acknowledge it.

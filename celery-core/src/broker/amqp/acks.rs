@@ -97,6 +97,12 @@ impl AckBatcher {
             .map_err(|_| closed())
     }
 
+    /// Whether the deliveries of this channel can still be settled; once it closes, RabbitMQ
+    /// delivers every unsettled one again.
+    pub(super) fn channel_open(&self) -> bool {
+        self.inner.channel.status().connected()
+    }
+
     pub(super) fn ack(&self, tag: u64) -> Result<(), BrokerError> {
         self.settle(tag, Outcome::Ack)
     }
