@@ -87,7 +87,7 @@ impl WorkerBuilder {
             .iter()
             .map(|name| self.app.queue(name))
             .collect();
-        let prefetch = self.prefetch().min(u32::from(u16::MAX)) as u16;
+        let prefetch = prefetch_count(self.prefetch());
         let consumer = self.connect(&queues, prefetch).await?;
         let (shutdown, shutdown_signal) = watch::channel(false);
         let runtime = Arc::new(Runtime {
@@ -146,6 +146,12 @@ impl WorkerBuilder {
             .unwrap_or(u32::MAX)
             .saturating_mul(u32::from(self.prefetch_multiplier))
     }
+}
+
+/// The prefetch count sent for `wanted` messages: past what AMQP's count can say, none at all
+/// (0), as kombu's `QoS.set` sends it, rather than a limit the worker did not ask for.
+fn prefetch_count(wanted: u32) -> u16 {
+    u16::try_from(wanted).unwrap_or(0)
 }
 
 /// Task slots for a concurrency setting: 0 is the number of CPUs (Celery's default), and no
@@ -1820,6 +1826,10 @@ mod tests {
             .concurrency(usize::MAX)
             .prefetch_multiplier(u16::MAX);
         assert_eq!(huge.prefetch(), u32::MAX);
+        // Past 65,535 the count sent is "no limit", as kombu's `QoS.set` sends it.
+        assert_eq!(prefetch_count(huge.prefetch()), 0);
+        assert_eq!(prefetch_count(65_535), 65_535);
+        assert_eq!(prefetch_count(8), 8);
     }
 
     #[tokio::test]
