@@ -563,4 +563,44 @@ mod tests {
             ("other", "news.#")
         );
     }
+
+    #[test]
+    fn json_values_become_the_arguments_python_would_make_of_them() {
+        let value = serde_json::json!({
+            "ttl": 60000, "big": u64::MAX, "ratio": 0.5, "on": true, "name": "q", "none": null,
+            "list": [1, "a"],
+        });
+        let QueueArgument::Table(table) = QueueArgument::from(value) else {
+            panic!("a table");
+        };
+        assert_eq!(table["ttl"], QueueArgument::Int(60000));
+        // Past a signed 64-bit integer py-amqp could not send it either: a float.
+        assert_eq!(table["big"], QueueArgument::Float(u64::MAX as f64));
+        assert_eq!(table["ratio"], QueueArgument::Float(0.5));
+        assert_eq!(table["on"], QueueArgument::Bool(true));
+        assert_eq!(table["name"], QueueArgument::Str("q".to_owned()));
+        assert_eq!(table["none"], QueueArgument::Null);
+        assert_eq!(
+            table["list"],
+            QueueArgument::List(vec![QueueArgument::Int(1), QueueArgument::from("a")])
+        );
+    }
+
+    #[test]
+    fn queue_types_and_priorities_are_read_from_fields_and_arguments() {
+        let quorum = Queue::new("q").queue_type("quorum");
+        assert!(quorum.is_quorum());
+        assert!(!Queue::new("q").is_quorum());
+        assert!(Queue::new("q")
+            .argument("x-queue-type", "quorum")
+            .is_quorum());
+        assert!(!Queue::new("q").queue_type("classic").is_quorum());
+        assert!(Queue::new("q").max_priority(5).has_max_priority());
+        assert!(Queue::new("q")
+            .argument("x-max-priority", 5)
+            .has_max_priority());
+        assert!(!Queue::new("q").has_max_priority());
+        let queue = Queue::new("q").arguments([("a", 1), ("b", 2)]);
+        assert_eq!(queue.arguments.len(), 2);
+    }
 }

@@ -633,6 +633,12 @@ impl Broker for AmqpBroker {
         // NOT_IMPLEMENTED "does not support global qos"): Celery's worker then gives each
         // consumer the limit instead (`Tasks.qos_global`, `worker_detect_quorum_queues`).
         let global_qos = !queues.iter().any(Queue::is_quorum);
+        if !global_qos {
+            tracing::info!(
+                "Global QoS is disabled (a quorum queue is consumed): the prefetch count is \
+                 per consumer and static"
+            );
+        }
         Box::pin(async move {
             // Declared by the app beforehand; declared again after reconnecting.
             let (acknowledged, declare_first) = (true, false);
