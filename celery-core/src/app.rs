@@ -45,28 +45,6 @@ pub struct Config {
     pub task_track_started: bool,
     pub task_acks_late: bool,
     pub task_default_queue: String,
-    /// The exchange of the default queue (when `task_queues` is empty) and of configured queues
-    /// Celery would give it; `None`: named as `task_default_queue` (Celery's default).
-    pub task_default_exchange: Option<String>,
-    /// Its type: `direct` (the default), `topic`, `fanout`. Queues created for names not
-    /// configured keep a direct exchange of their own name, as in Celery (see
-    /// `task_create_missing_queue_exchange_type`).
-    pub task_default_exchange_type: String,
-    /// The default queue's binding key; `None`: `task_default_queue` (Celery's default).
-    pub task_default_routing_key: Option<String>,
-    /// The default queue's type, `classic` (declared without `x-queue-type`) or `quorum`, when
-    /// `task_queues` is empty (Celery's `task_default_queue_type`).
-    pub task_default_queue_type: String,
-    /// The type of the queues created for names not configured (Celery's
-    /// `task_create_missing_queue_type`): `classic` or `quorum`.
-    pub task_create_missing_queue_type: String,
-    /// The type of their exchange; `None`: `direct` (Celery's
-    /// `task_create_missing_queue_exchange_type`).
-    pub task_create_missing_queue_exchange_type: Option<String>,
-    /// `x-max-priority` of every queue without one of its own (Celery's
-    /// `task_queue_max_priority`); quorum queues, which RabbitMQ refuses it for, are left
-    /// without.
-    pub task_queue_max_priority: Option<u8>,
     pub task_default_priority: Option<u8>,
     /// A task sent from a running task's body, or as its callback or next chain step, takes the
     /// running task's priority unless it has one (Celery's `task_inherit_parent_priority`).
@@ -105,61 +83,6 @@ pub struct Config {
     pub message_max_body_size: usize,
 }
 
-impl Config {
-    /// See [`Celery::queue`].
-    pub fn queue(&self, name: &str) -> Queue {
-        let configured = self.task_queues.iter().find(|q| q.name == name).cloned();
-        let mut queue = match configured {
-            Some(queue) => queue,
-            None if self.task_queues.is_empty() && name == self.task_default_queue => {
-                let exchange = self.task_default_exchange.as_deref().unwrap_or(name);
-                let routing_key = self.task_default_routing_key.as_deref().unwrap_or(name);
-                Queue::new(name)
-                    .exchange(exchange, self.task_default_exchange_type.as_str())
-                    .routing_key(routing_key)
-                    .queue_type(self.task_default_queue_type.as_str())
-            }
-            None => {
-                let exchange_type = self
-                    .task_create_missing_queue_exchange_type
-                    .as_deref()
-                    .unwrap_or("direct");
-                Queue::new(name)
-                    .exchange(name, exchange_type)
-                    .queue_type(self.task_create_missing_queue_type.as_str())
-            }
-        };
-        if let Some(max) = self.task_queue_max_priority {
-            // Celery sets it on quorum queues too, and RabbitMQ refuses their declaration
-            // ("invalid arg 'x-max-priority'"): left out, the queue can be declared.
-            if !queue.has_max_priority() && !queue.is_quorum() {
-                queue.max_priority = Some(max);
-            }
-        }
-        queue
-    }
-
-    /// Refuses queue types Celery refuses.
-    fn check_queue_types(&self) -> Result<(), Error> {
-        let settings = [
-            ("task_default_queue_type", &self.task_default_queue_type),
-            (
-                "task_create_missing_queue_type",
-                &self.task_create_missing_queue_type,
-            ),
-        ];
-        for (setting, value) in settings {
-            if !matches!(value.as_str(), "classic" | "quorum") {
-                return Err(Error::Config(format!(
-                    "{setting}: invalid queue type {value:?} (valid types are 'classic' and \
-                     'quorum')"
-                )));
-            }
-        }
-        Ok(())
-    }
-}
-
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -176,13 +99,6 @@ impl Default for Config {
             task_track_started: false,
             task_acks_late: false,
             task_default_queue: "celery".to_owned(),
-            task_default_exchange: None,
-            task_default_exchange_type: "direct".to_owned(),
-            task_default_routing_key: None,
-            task_default_queue_type: "classic".to_owned(),
-            task_create_missing_queue_type: "classic".to_owned(),
-            task_create_missing_queue_exchange_type: None,
-            task_queue_max_priority: None,
             task_default_priority: None,
             task_inherit_parent_priority: false,
             task_message_headers: HeaderSet::Lean,
@@ -368,15 +284,15 @@ impl Celery {
         names
     }
 
-    /// The queue a name refers to, as Celery's `app.amqp.queues[name]` makes it: a configured
-    /// one; the default queue when none is configured (`task_default_queue`, on
-    /// `task_default_exchange` of `task_default_exchange_type`, bound with
-    /// `task_default_routing_key`, of `task_default_queue_type`); else a queue created for the
-    /// name (Celery's `new_missing`: on a direct exchange of its own name, of
-    /// `task_create_missing_queue_type`). Then `task_queue_max_priority` for a queue without an
-    /// `x-max-priority`.
+    /// The queue a name refers to: a configured one, or Celery's automatic direct queue.
     pub fn queue(&self, name: &str) -> Queue {
-        self.inner.config.queue(name)
+        self.inner
+            .config
+            .task_queues
+            .iter()
+            .find(|q| q.name == name)
+            .cloned()
+            .unwrap_or_else(|| Queue::new(name))
     }
 
     /// The publisher: it routes, encodes and publishes task messages with the retry policy.
@@ -527,7 +443,6 @@ impl Builder {
     }
 
     pub fn build(mut self) -> Result<Celery, Error> {
-        self.config.check_queue_types()?;
         // A broker the app opened from `broker_url` is the one an rpc:// backend publishes
         // results through; one given ready-made may be anything.
         let opened_from_url = self.broker.is_none();
@@ -661,112 +576,5 @@ mod tests {
         // The embedded default: in-memory broker and backend.
         let embedded = Celery::builder("embedded").build().unwrap();
         assert_eq!(embedded.backend().url(), "memory://");
-    }
-
-    fn arguments(queue: &Queue) -> Vec<(&str, &crate::routing::QueueArgument)> {
-        queue
-            .arguments
-            .iter()
-            .map(|(name, value)| (name.as_str(), value))
-            .collect()
-    }
-
-    #[test]
-    fn the_default_queue_takes_the_default_exchange_key_and_type() {
-        let config = Config {
-            task_default_queue: "work".to_owned(),
-            task_default_exchange: Some("tasks".to_owned()),
-            task_default_exchange_type: "topic".to_owned(),
-            task_default_routing_key: Some("task.default".to_owned()),
-            task_default_queue_type: "quorum".to_owned(),
-            ..Config::default()
-        };
-        let queue = config.queue("work");
-        assert_eq!(
-            (
-                queue.exchange.as_str(),
-                queue.exchange_type.as_str(),
-                queue.routing_key.as_str()
-            ),
-            ("tasks", "topic", "task.default")
-        );
-        assert!(queue.is_quorum());
-        // Unset, exchange and key are the queue's name (Celery's `Settings`), direct, classic.
-        let queue = Config::default().queue("celery");
-        assert_eq!(queue, Queue::new("celery"));
-        // Another name is a missing queue: a direct exchange of its name, classic.
-        let other = config.queue("other");
-        assert_eq!(other, Queue::new("other"));
-    }
-
-    #[test]
-    fn with_task_queues_the_default_queue_is_one_of_them_or_a_missing_one() {
-        // As in Celery, `task_default_queue_type` makes the default queue only when no queue
-        // is configured.
-        let config = Config {
-            task_default_queue_type: "quorum".to_owned(),
-            task_default_exchange_type: "topic".to_owned(),
-            task_queues: vec![Queue::new("configured")],
-            ..Config::default()
-        };
-        assert_eq!(config.queue("celery"), Queue::new("celery"));
-        assert_eq!(config.queue("configured"), Queue::new("configured"));
-    }
-
-    #[test]
-    fn missing_queues_take_the_missing_queue_type_and_exchange_type() {
-        let config = Config {
-            task_create_missing_queue_type: "quorum".to_owned(),
-            task_create_missing_queue_exchange_type: Some("topic".to_owned()),
-            ..Config::default()
-        };
-        let queue = config.queue("made");
-        assert!(queue.is_quorum());
-        assert_eq!(
-            (queue.exchange.as_str(), queue.exchange_type.as_str()),
-            ("made", "topic")
-        );
-        // The default queue is not a missing one.
-        assert!(!config.queue("celery").is_quorum());
-    }
-
-    #[test]
-    fn the_max_priority_setting_goes_to_every_queue_without_its_own() {
-        let config = Config {
-            task_queue_max_priority: Some(10),
-            task_queues: vec![
-                Queue::new("plain"),
-                Queue::new("own").max_priority(3),
-                Queue::new("own-argument").argument("x-max-priority", 5),
-                Queue::new("quorum").queue_type("quorum"),
-            ],
-            ..Config::default()
-        };
-        assert_eq!(config.queue("plain").max_priority, Some(10));
-        assert_eq!(config.queue("missing").max_priority, Some(10));
-        assert_eq!(config.queue("own").max_priority, Some(3));
-        let own_argument = config.queue("own-argument");
-        assert_eq!(own_argument.max_priority, None);
-        assert_eq!(
-            arguments(&own_argument),
-            [("x-max-priority", &crate::routing::QueueArgument::Int(5))]
-        );
-        // RabbitMQ refuses x-max-priority on a quorum queue.
-        assert_eq!(config.queue("quorum").max_priority, None);
-    }
-
-    #[test]
-    fn queue_types_other_than_classic_and_quorum_are_refused() {
-        for change in [
-            (|c: &mut Config| c.task_default_queue_type = "stream".to_owned()) as fn(&mut Config),
-            |c: &mut Config| c.task_create_missing_queue_type = "Quorum".to_owned(),
-        ] {
-            let error = Celery::builder("types")
-                .configure(change)
-                .build()
-                .err()
-                .expect("refused");
-            assert!(error.to_string().contains("invalid queue type"), "{error}");
-        }
     }
 }

@@ -32,7 +32,7 @@ pub use calling::{CallOptions, Expires, PartialRetryPolicy, RetryPolicy};
 pub use canvas::{group, Chain, Group, GroupResult};
 pub use error::{Error, ExceptionInfo, TaskError};
 pub use result::{AsyncResult, ResultMeta, State, TaskOutcome};
-pub use routing::{Queue, QueueArgument, TaskRoute};
+pub use routing::{Queue, TaskRoute};
 pub use signature::{signature, Callback, ErrorCallback, Signature};
 pub use task::{Request, Task, TaskContext, TaskOptions};
 pub use worker::Worker;

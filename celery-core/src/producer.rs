@@ -221,9 +221,6 @@ impl Producer {
             )));
         }
         let queue = app.queue(queue_name);
-        if eta.is_some() && uses_quorum_queues(config, &queue) {
-            warn_eta_on_quorum_queues(&queue);
-        }
         let route = Route::resolve(
             queue,
             options.exchange.as_deref(),
@@ -452,43 +449,6 @@ fn backend_not_ready(error: Error) -> crate::broker::BrokerError {
         _ => crate::broker::BrokerErrorKind::Refused,
     };
     crate::broker::BrokerError::new(kind, error.to_string())
-}
-
-/// Whether the app uses quorum queues, as Celery's `detect_quorum_queues` finds out: one of its
-/// queues (the configured ones, else the default one) or the one a message goes to.
-fn uses_quorum_queues(config: &crate::app::Config, queue: &crate::routing::Queue) -> bool {
-    queue.is_quorum()
-        || match config.task_queues.is_empty() {
-            true => config.queue(&config.task_default_queue).is_quorum(),
-            false => config
-                .task_queues
-                .iter()
-                .any(crate::routing::Queue::is_quorum),
-        }
-}
-
-/// Celery 5.5+ sends a message with an ETA, when the app uses quorum queues, through RabbitMQ's
-/// "native delayed delivery" (the `celery_delayed_0`…`27` exchanges and queues a Python worker
-/// sets up, and the binding of each queue to `celery_delayed_delivery`) unless the queue's
-/// exchange is direct, where it warns and sends it straight to the queue. This crate sets none
-/// of that up: the message goes straight to its queue, where a worker holds it until its ETA
-/// (and, on a quorum queue, it counts against the worker's prefetch count meanwhile).
-fn warn_eta_on_quorum_queues(queue: &crate::routing::Queue) {
-    match queue.exchange_type.as_str() {
-        "direct" => tracing::warn!(
-            queue = %queue.name,
-            exchange = %queue.exchange,
-            "Direct exchanges are not supported with native delayed delivery: the message with \
-             an ETA goes to its queue, and on a quorum queue the worker holding it until the \
-             ETA may take no other message meanwhile (as Celery warns)"
-        ),
-        _ => tracing::warn!(
-            queue = %queue.name,
-            exchange = %queue.exchange,
-            "native delayed delivery (Celery's for quorum queues) is not supported: the message \
-             with an ETA goes to its queue, and the worker holds it until the ETA"
-        ),
-    }
 }
 
 #[cfg(test)]

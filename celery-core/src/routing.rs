@@ -1,8 +1,6 @@
 //! Routing: queues and where a task message goes (Celery's `queue`, `exchange`, `routing_key`,
 //! `task_default_queue`).
 
-use std::collections::BTreeMap;
-
 /// A queue as kombu declares it: bound to `exchange` with `routing_key`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Queue {
@@ -20,105 +18,7 @@ pub struct Queue {
     pub dead_letter_exchange: Option<String>,
     /// `x-dead-letter-routing-key`: their routing key there; by default they keep their own.
     pub dead_letter_routing_key: Option<String>,
-    /// Other declaration arguments (kombu's `queue_arguments`): `x-message-ttl`,
-    /// `x-queue-type`, `x-expires`, … The fields above take precedence over the same names here,
-    /// as kombu's keyword options do over `queue_arguments`.
-    pub arguments: BTreeMap<String, QueueArgument>,
-    /// Never declare the queue, nor its exchange and binding (kombu's `no_declare`): it is used
-    /// as it is on the broker, and consuming or publishing fails if it is missing.
-    pub no_declare: bool,
 }
-
-/// A queue argument's value, typed as py-amqp sends the Python value, since RabbitMQ compares
-/// an argument's type as well as its value when a queue is declared again (an integer is
-/// compatible with any other integer type, not with a float or a string).
-#[derive(Debug, Clone, PartialEq)]
-pub enum QueueArgument {
-    /// `t`.
-    Bool(bool),
-    /// A Python `int`: `I` (signed 32 bits) within ±2,147,483,647, else `L` (signed 64 bits),
-    /// as py-amqp chooses.
-    Int(i64),
-    /// A Python `float`: `d` (double).
-    Float(f64),
-    /// A Python `str`: `S` (long string).
-    Str(String),
-    /// `None`: `V`.
-    Null,
-    /// A list or tuple: `A`.
-    List(Vec<QueueArgument>),
-    /// A dict: `F`.
-    Table(BTreeMap<String, QueueArgument>),
-}
-
-macro_rules! int_argument {
-    ($($t:ty),*) => {$(
-        impl From<$t> for QueueArgument {
-            fn from(value: $t) -> Self {
-                QueueArgument::Int(i64::from(value))
-            }
-        }
-    )*};
-}
-int_argument!(i8, i16, i32, i64, u8, u16, u32);
-
-impl From<bool> for QueueArgument {
-    fn from(value: bool) -> Self {
-        QueueArgument::Bool(value)
-    }
-}
-
-impl From<f64> for QueueArgument {
-    fn from(value: f64) -> Self {
-        QueueArgument::Float(value)
-    }
-}
-
-impl From<&str> for QueueArgument {
-    fn from(value: &str) -> Self {
-        QueueArgument::Str(value.to_owned())
-    }
-}
-
-impl From<String> for QueueArgument {
-    fn from(value: String) -> Self {
-        QueueArgument::Str(value)
-    }
-}
-
-impl<T: Into<QueueArgument>> From<Vec<T>> for QueueArgument {
-    fn from(values: Vec<T>) -> Self {
-        QueueArgument::List(values.into_iter().map(Into::into).collect())
-    }
-}
-
-/// A JSON value as the Python value `json.loads` makes of it. An integer past a signed 64-bit
-/// one (which py-amqp cannot send) becomes a float.
-impl From<serde_json::Value> for QueueArgument {
-    fn from(value: serde_json::Value) -> Self {
-        use serde_json::Value;
-        match value {
-            Value::Null => QueueArgument::Null,
-            Value::Bool(value) => QueueArgument::Bool(value),
-            Value::Number(number) => match number.as_i64() {
-                Some(int) => QueueArgument::Int(int),
-                None => QueueArgument::Float(number.as_f64().unwrap_or(f64::NAN)),
-            },
-            Value::String(value) => QueueArgument::Str(value),
-            Value::Array(values) => {
-                QueueArgument::List(values.into_iter().map(Into::into).collect())
-            }
-            Value::Object(map) => QueueArgument::Table(
-                map.into_iter()
-                    .map(|(key, value)| (key, value.into()))
-                    .collect(),
-            ),
-        }
-    }
-}
-
-/// The `x-queue-type` of a quorum queue.
-pub const QUORUM: &str = "quorum";
 
 impl Queue {
     /// Celery's queue for a name it was not configured with: `Queue(name, Exchange(name,
@@ -135,70 +35,11 @@ impl Queue {
             max_priority: None,
             dead_letter_exchange: None,
             dead_letter_routing_key: None,
-            arguments: BTreeMap::new(),
-            no_declare: false,
         }
     }
 
     pub fn max_priority(mut self, max_priority: u8) -> Self {
         self.max_priority = Some(max_priority);
-        self
-    }
-
-    /// Adds a declaration argument (kombu's `queue_arguments`), typed as py-amqp sends the
-    /// Python value: `.argument("x-message-ttl", 60_000)`, `.argument("x-overflow",
-    /// "reject-publish")`. Declared with other arguments than the queue on the broker has,
-    /// RabbitMQ refuses the declaration (406 `PRECONDITION_FAILED`).
-    pub fn argument(mut self, name: impl Into<String>, value: impl Into<QueueArgument>) -> Self {
-        self.arguments.insert(name.into(), value.into());
-        self
-    }
-
-    /// Adds several declaration arguments: `.arguments([("x-message-ttl", 60_000)])`.
-    pub fn arguments<K, V>(mut self, arguments: impl IntoIterator<Item = (K, V)>) -> Self
-    where
-        K: Into<String>,
-        V: Into<QueueArgument>,
-    {
-        self.arguments.extend(
-            arguments
-                .into_iter()
-                .map(|(name, value)| (name.into(), value.into())),
-        );
-        self
-    }
-
-    /// The queue type, `"quorum"` or `"classic"` (`x-queue-type`). A classic queue is declared
-    /// without the argument, as Celery declares it (RabbitMQ takes the two as equivalent); a
-    /// quorum queue must be declared with it wherever it is declared.
-    pub fn queue_type(mut self, queue_type: impl Into<String>) -> Self {
-        let queue_type = queue_type.into();
-        match queue_type.as_str() {
-            "classic" => {
-                self.arguments.remove("x-queue-type");
-            }
-            _ => {
-                self.arguments
-                    .insert("x-queue-type".to_owned(), QueueArgument::Str(queue_type));
-            }
-        }
-        self
-    }
-
-    /// Whether this is a quorum queue (`x-queue-type` `quorum`), as Celery detects one.
-    pub fn is_quorum(&self) -> bool {
-        matches!(self.arguments.get("x-queue-type"), Some(QueueArgument::Str(t)) if t == QUORUM)
-    }
-
-    /// Whether the queue has an `x-max-priority`, of its own field or among its arguments.
-    pub fn has_max_priority(&self) -> bool {
-        self.max_priority.is_some() || self.arguments.contains_key("x-max-priority")
-    }
-
-    /// Never declares the queue, its exchange or its binding (kombu's `no_declare`): the queue
-    /// is used as it is on the broker, whatever arguments it was declared with.
-    pub fn no_declare(mut self, no_declare: bool) -> Self {
-        self.no_declare = no_declare;
         self
     }
 
@@ -562,45 +403,5 @@ mod tests {
             (route.exchange.as_str(), route.routing_key.as_str()),
             ("other", "news.#")
         );
-    }
-
-    #[test]
-    fn json_values_become_the_arguments_python_would_make_of_them() {
-        let value = serde_json::json!({
-            "ttl": 60000, "big": u64::MAX, "ratio": 0.5, "on": true, "name": "q", "none": null,
-            "list": [1, "a"],
-        });
-        let QueueArgument::Table(table) = QueueArgument::from(value) else {
-            panic!("a table");
-        };
-        assert_eq!(table["ttl"], QueueArgument::Int(60000));
-        // Past a signed 64-bit integer py-amqp could not send it either: a float.
-        assert_eq!(table["big"], QueueArgument::Float(u64::MAX as f64));
-        assert_eq!(table["ratio"], QueueArgument::Float(0.5));
-        assert_eq!(table["on"], QueueArgument::Bool(true));
-        assert_eq!(table["name"], QueueArgument::Str("q".to_owned()));
-        assert_eq!(table["none"], QueueArgument::Null);
-        assert_eq!(
-            table["list"],
-            QueueArgument::List(vec![QueueArgument::Int(1), QueueArgument::from("a")])
-        );
-    }
-
-    #[test]
-    fn queue_types_and_priorities_are_read_from_fields_and_arguments() {
-        let quorum = Queue::new("q").queue_type("quorum");
-        assert!(quorum.is_quorum());
-        assert!(!Queue::new("q").is_quorum());
-        assert!(Queue::new("q")
-            .argument("x-queue-type", "quorum")
-            .is_quorum());
-        assert!(!Queue::new("q").queue_type("classic").is_quorum());
-        assert!(Queue::new("q").max_priority(5).has_max_priority());
-        assert!(Queue::new("q")
-            .argument("x-max-priority", 5)
-            .has_max_priority());
-        assert!(!Queue::new("q").has_max_priority());
-        let queue = Queue::new("q").arguments([("a", 1), ("b", 2)]);
-        assert_eq!(queue.arguments.len(), 2);
     }
 }

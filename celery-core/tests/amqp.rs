@@ -268,65 +268,6 @@ async fn priority_queues_deliver_higher_priorities_first() {
     cleanup(&broker, &[&name]).await;
 }
 
-/// Whether the consumer delivers nothing for `wait`.
-async fn nothing_within(consumer: &mut Box<dyn Consumer>, wait: Duration) -> bool {
-    tokio::time::timeout(wait, consumer.next()).await.is_err()
-}
-
-/// RabbitMQ refuses a channel-wide prefetch limit on a quorum queue (540 NOT_IMPLEMENTED,
-/// which closes the connection): each consumer gets the limit, as Celery's worker does then.
-/// It holds from when the consumers start: a later change waits for the next session.
-#[tokio::test]
-async fn quorum_queues_are_consumed_with_a_prefetch_count_per_consumer() {
-    require_rabbitmq!();
-    let broker = broker().await;
-    let names = [unique("quorum-a"), unique("quorum-b")];
-    let queues: Vec<Queue> = names
-        .iter()
-        .map(|name| Queue::new(name).exchange("", "direct").queue_type("quorum"))
-        .collect();
-    for queue in &queues {
-        broker.declare(queue).await.unwrap();
-        for i in 0..3 {
-            broker
-                .publish("", &queue.name, &message(&format!("{}-{i}", queue.name)))
-                .await
-                .unwrap();
-        }
-    }
-    let mut consumer = broker.consume(&queues, 1).await.unwrap();
-    // One unacknowledged message for each queue's consumer.
-    let first = [next(&mut consumer).await, next(&mut consumer).await];
-    let mut from: Vec<String> = first
-        .iter()
-        .map(|d| body(d)[..body(d).len() - 2].to_owned())
-        .collect();
-    from.sort();
-    let mut expected = names.to_vec();
-    expected.sort();
-    assert_eq!(from, expected);
-    assert!(
-        nothing_within(&mut consumer, Duration::from_millis(500)).await,
-        "a third delivery past the limits"
-    );
-    // Kept for the next session: the running consumers keep theirs.
-    consumer.set_prefetch(5).await.unwrap();
-    assert!(
-        nothing_within(&mut consumer, Duration::from_millis(500)).await,
-        "the limit changed while consuming"
-    );
-    for delivery in first {
-        delivery.acker.ack().await.unwrap();
-    }
-    let again = [next(&mut consumer).await, next(&mut consumer).await];
-    for delivery in again {
-        delivery.acker.ack().await.unwrap();
-    }
-    consumer.cancel().await;
-    drop(consumer);
-    cleanup(&broker, &[&names[0], &names[1]]).await;
-}
-
 #[tokio::test]
 async fn rejected_messages_are_requeued_or_dropped() {
     require_rabbitmq!();

@@ -188,7 +188,6 @@ fn reply_queue_declaration(name: &str) -> Declaration {
         exchange: String::new(),
         exchange_type: "direct".to_owned(),
         routing_key: name.to_owned(),
-        no_declare: false,
     }
 }
 

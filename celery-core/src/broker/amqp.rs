@@ -36,7 +36,7 @@ use self::acks::AckBatcher;
 use super::{Acker, Broker, BrokerError, BrokerErrorKind, Consumer, Delivery};
 use crate::error::Error;
 use crate::protocol::{header_name, HeaderValue, Headers, Message, Properties};
-use crate::routing::{Queue, QueueArgument};
+use crate::routing::Queue;
 use crate::task::DeliveryInfo;
 use crate::BoxFuture;
 
@@ -245,14 +245,9 @@ impl AmqpBroker {
         &self,
         declarations: Vec<Declaration>,
     ) -> Result<AmqpConsumer, BrokerError> {
-        let plan = SessionPlan {
-            shared: self.shared.clone(),
-            declarations,
-            prefetch: 0,
-            acknowledged: false,
-            global_qos: true,
-        };
-        AmqpConsumer::start(plan, false).await
+        let (prefetch, acknowledged, declare_first) = (0, false, false);
+        let shared = self.shared.clone();
+        AmqpConsumer::start(shared, declarations, prefetch, acknowledged, declare_first).await
     }
 }
 
@@ -491,11 +486,7 @@ impl Shared {
             exchange,
             exchange_type,
             routing_key,
-            no_declare,
         } = declaration;
-        if *no_declare {
-            return Ok(());
-        }
         // The predeclared exchanges may not be declared.
         if !always_exists(exchange) {
             channel
@@ -629,28 +620,13 @@ impl Broker for AmqpBroker {
         prefetch: u16,
     ) -> BoxFuture<'a, Result<Box<dyn Consumer>, BrokerError>> {
         let declarations = queues.iter().map(Declaration::from).collect();
-        // RabbitMQ refuses a channel-wide limit on a channel consuming a quorum queue (540
-        // NOT_IMPLEMENTED "does not support global qos"): Celery's worker then gives each
-        // consumer the limit instead (`Tasks.qos_global`, `worker_detect_quorum_queues`).
-        let global_qos = !queues.iter().any(Queue::is_quorum);
-        if !global_qos {
-            tracing::info!(
-                "Global QoS is disabled (a quorum queue is consumed): the prefetch count is \
-                 per consumer and static"
-            );
-        }
         Box::pin(async move {
             // Declared by the app beforehand; declared again after reconnecting.
             let (acknowledged, declare_first) = (true, false);
             let shared = self.shared.clone();
-            let plan = SessionPlan {
-                shared,
-                declarations,
-                prefetch,
-                acknowledged,
-                global_qos,
-            };
-            let consumer = AmqpConsumer::start(plan, declare_first).await?;
+            let consumer =
+                AmqpConsumer::start(shared, declarations, prefetch, acknowledged, declare_first)
+                    .await?;
             Ok(Box::new(consumer) as Box<dyn Consumer>)
         })
     }
@@ -678,22 +654,14 @@ pub(crate) struct Declaration {
     pub exchange: String,
     pub exchange_type: String,
     pub routing_key: String,
-    /// Nothing is declared: the queue is used as it is (kombu's `no_declare`).
-    pub no_declare: bool,
 }
 
 impl From<&Queue> for Declaration {
-    /// The arguments kombu sends for the queue: its `queue_arguments` typed as py-amqp types
-    /// them, then `x-max-priority` (as py-amqp's `I`) and `x-dead-letter-exchange`/
-    /// `-routing-key` (as `S`) when set, over the same names there, as kombu's keyword options
-    /// override `queue_arguments`. RabbitMQ refuses to declare a queue again with other
-    /// arguments (an integer type may stand for another, not a float or a string for an
-    /// integer), so these must be what the Python apps sharing the queue declare.
+    /// The arguments kombu sends for the queue: `x-max-priority` (as py-amqp's `I`) and
+    /// `x-dead-letter-exchange`/`-routing-key` (as `S`) only when set, so that redeclaring a
+    /// queue Python declared never fails.
     fn from(queue: &Queue) -> Self {
         let mut arguments = FieldTable::default();
-        for (name, value) in &queue.arguments {
-            arguments.insert(ShortString::from(name.as_str()), amqp_value(value));
-        }
         if let Some(max) = queue.max_priority {
             arguments.insert(
                 ShortString::from("x-max-priority"),
@@ -720,32 +688,6 @@ impl From<&Queue> for Declaration {
             exchange: queue.exchange.clone(),
             exchange_type: queue.exchange_type.clone(),
             routing_key: queue.routing_key.clone(),
-            no_declare: queue.no_declare,
-        }
-    }
-}
-
-/// A queue argument as py-amqp's `_write_item` writes the Python value.
-fn amqp_value(value: &QueueArgument) -> AMQPValue {
-    match value {
-        QueueArgument::Bool(value) => AMQPValue::Boolean(*value),
-        // py-amqp's bounds: ±2,147,483,647 (not i32::MIN) as `I`, the rest as `L`.
-        QueueArgument::Int(value) => match i32::try_from(*value) {
-            Ok(int) if int != i32::MIN => AMQPValue::LongInt(int),
-            _ => AMQPValue::LongLongInt(*value),
-        },
-        QueueArgument::Float(value) => AMQPValue::Double(*value),
-        QueueArgument::Str(value) => AMQPValue::LongString(LongString::from(value.as_bytes())),
-        QueueArgument::Null => AMQPValue::Void,
-        QueueArgument::List(values) => {
-            AMQPValue::FieldArray(values.iter().map(amqp_value).collect::<Vec<_>>().into())
-        }
-        QueueArgument::Table(table) => {
-            let mut fields = FieldTable::default();
-            for (name, value) in table {
-                fields.insert(ShortString::from(name.as_str()), amqp_value(value));
-            }
-            AMQPValue::FieldTable(fields)
         }
     }
 }
@@ -772,8 +714,6 @@ pub(crate) struct AmqpConsumer {
     cancelled: bool,
     /// Consecutive failures, for the reconnection backoff.
     failures: u32,
-    /// Whether the log said once that a per-consumer prefetch count stays as it is.
-    static_prefetch_told: bool,
 }
 
 /// A channel and its consumers, one per queue.
@@ -792,7 +732,19 @@ struct Session {
 }
 
 impl AmqpConsumer {
-    async fn start(plan: SessionPlan, declare_first: bool) -> Result<Self, BrokerError> {
+    async fn start(
+        shared: Arc<Shared>,
+        declarations: Vec<Declaration>,
+        prefetch: u16,
+        acknowledged: bool,
+        declare_first: bool,
+    ) -> Result<Self, BrokerError> {
+        let plan = SessionPlan {
+            shared,
+            declarations,
+            prefetch,
+            acknowledged,
+        };
         let session = plan.open(declare_first).await?;
         Ok(AmqpConsumer {
             plan,
@@ -800,7 +752,6 @@ impl AmqpConsumer {
             reconnecting: None,
             cancelled: false,
             failures: 0,
-            static_prefetch_told: false,
         })
     }
 
@@ -824,14 +775,6 @@ struct SessionPlan {
     prefetch: u16,
     /// Whether the broker waits for an acknowledgement of each delivery (no `no_ack`).
     acknowledged: bool,
-    /// One limit for the whole channel (what Celery sets on RabbitMQ), or, when a queue is a
-    /// quorum queue, a limit per consumer: each queue's consumer may then have `prefetch`
-    /// unacknowledged messages, so a worker consuming several queues may hold that many for
-    /// each, as Celery's worker does. RabbitMQ applies a per-consumer limit to the consumers
-    /// started after it only: a change while consuming (the worker raising the limit for
-    /// each message held until its ETA) is kept for the next session, not sent; the limit
-    /// stays what it was when the session started, as Celery's "Prefetch count is now static".
-    global_qos: bool,
 }
 
 impl SessionPlan {
@@ -844,15 +787,9 @@ impl SessionPlan {
             }
         }
         // Celery sets a channel-wide limit on RabbitMQ (its `qos_semantics_matches_spec` is
-        // false there): one budget for all the queues, changeable while consuming. With a quorum
-        // queue, a limit for each consumer, set before the consumers start.
+        // false there): one budget for all the queues, changeable while consuming.
         channel
-            .basic_qos(
-                self.prefetch,
-                BasicQosOptions {
-                    global: self.global_qos,
-                },
-            )
+            .basic_qos(self.prefetch, BasicQosOptions { global: true })
             .await
             .map_err(|e| shared.error("set the prefetch count", e))?;
         let mut consumers = Vec::with_capacity(self.declarations.len());
@@ -995,9 +932,8 @@ impl Consumer for AmqpConsumer {
                         Ok(Ok(mut session)) => {
                             tracing::info!(broker = %self.plan.shared.url, "consuming again after a connection loss");
                             self.failures = 0;
-                            // A prefetch changed while reconnecting (a per-consumer one is
-                            // the new session's already).
-                            if session.prefetch != self.plan.prefetch && self.plan.global_qos {
+                            // A prefetch changed while reconnecting.
+                            if session.prefetch != self.plan.prefetch {
                                 if let Err(error) = session
                                     .channel
                                     .basic_qos(self.plan.prefetch, BasicQosOptions { global: true })
@@ -1051,21 +987,6 @@ impl Consumer for AmqpConsumer {
         Box::pin(async move {
             self.plan.prefetch = prefetch;
             match &self.session {
-                // Only consumers started later would take a per-consumer limit: the next
-                // session's.
-                Some(session) if !self.plan.global_qos => {
-                    let raised =
-                        prefetch == 0 || (session.prefetch != 0 && prefetch > session.prefetch);
-                    if raised && !std::mem::replace(&mut self.static_prefetch_told, true) {
-                        tracing::warn!(
-                            prefetch = session.prefetch,
-                            "consuming a quorum queue, the prefetch count is per consumer and \
-                             cannot be raised for messages held until their ETA: once they fill \
-                             it, no other message is delivered until one is due"
-                        );
-                    }
-                    Ok(())
-                }
                 Some(session) => session
                     .channel
                     .basic_qos(prefetch, BasicQosOptions { global: true })
@@ -1910,81 +1831,5 @@ mod tests {
         );
         let only_exchange = Declaration::from(&Queue::new("q").dead_letter_exchange("dlx"));
         assert_eq!(only_exchange.arguments.inner().len(), 1);
-    }
-
-    #[test]
-    fn queue_arguments_are_typed_as_py_amqp_types_the_python_values() {
-        let queue = Queue::new("q")
-            .argument("x-message-ttl", 60_000)
-            .argument("x-expires", 1_i64 << 40)
-            .argument("low", -2_147_483_647_i64)
-            .argument("lowest", i64::from(i32::MIN))
-            .argument("ratio", 0.5)
-            .argument("x-overflow", "reject-publish")
-            .argument("x-single-active-consumer", true)
-            .argument("none", QueueArgument::Null)
-            .argument("list", vec![1, 2])
-            .argument("table", QueueArgument::from(serde_json::json!({"a": "b"})));
-        let declaration = Declaration::from(&queue);
-        let arguments = declaration.arguments.inner();
-        let expected = [
-            ("x-message-ttl", AMQPValue::LongInt(60_000)),
-            ("x-expires", AMQPValue::LongLongInt(1 << 40)),
-            ("low", AMQPValue::LongInt(-2_147_483_647)),
-            // py-amqp writes -2**31 as `L`, not `I`.
-            ("lowest", AMQPValue::LongLongInt(i64::from(i32::MIN))),
-            ("ratio", AMQPValue::Double(0.5)),
-            ("x-overflow", AMQPValue::LongString("reject-publish".into())),
-            ("x-single-active-consumer", AMQPValue::Boolean(true)),
-            ("none", AMQPValue::Void),
-            (
-                "list",
-                AMQPValue::FieldArray(vec![AMQPValue::LongInt(1), AMQPValue::LongInt(2)].into()),
-            ),
-        ];
-        for (name, value) in expected {
-            assert_eq!(arguments[name], value, "{name}");
-        }
-        let AMQPValue::FieldTable(table) = &arguments["table"] else {
-            panic!("{:?}", arguments["table"]);
-        };
-        assert_eq!(table.inner()["a"], AMQPValue::LongString("b".into()));
-        assert_eq!(arguments.len(), 10);
-    }
-
-    #[test]
-    fn quorum_queues_declare_x_queue_type_as_a_long_string_and_classic_ones_nothing() {
-        let quorum = Declaration::from(&Queue::new("q").queue_type("quorum"));
-        assert_eq!(
-            quorum.arguments.inner()["x-queue-type"],
-            AMQPValue::LongString("quorum".into())
-        );
-        assert!(Queue::new("q").queue_type("quorum").is_quorum());
-        let classic = Queue::new("q").queue_type("quorum").queue_type("classic");
-        assert!(!classic.is_quorum());
-        assert!(Declaration::from(&classic).arguments.inner().is_empty());
-    }
-
-    #[test]
-    fn the_priority_and_dead_letter_fields_override_the_same_arguments() {
-        // As kombu's keyword options override `queue_arguments`.
-        let queue = Queue::new("q")
-            .argument("x-max-priority", 3)
-            .max_priority(10)
-            .argument("x-dead-letter-exchange", "old")
-            .dead_letter_exchange("dlx");
-        let declaration = Declaration::from(&queue);
-        let arguments = declaration.arguments.inner();
-        assert_eq!(arguments["x-max-priority"], AMQPValue::LongInt(10));
-        assert_eq!(
-            arguments["x-dead-letter-exchange"],
-            AMQPValue::LongString("dlx".into())
-        );
-    }
-
-    #[test]
-    fn a_queue_not_to_declare_makes_a_declaration_that_declares_nothing() {
-        assert!(Declaration::from(&Queue::new("q").no_declare(true)).no_declare);
-        assert!(!Declaration::from(&Queue::new("q")).no_declare);
     }
 }
