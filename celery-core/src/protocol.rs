@@ -854,8 +854,18 @@ pub fn python_repr(value: &Value, out: &mut String) {
             repr_items(items.iter(), out);
             out.push(']');
         }
-        Value::Object(map) => repr_map(map, out),
+        Value::Object(map) => python_dict_repr(map, out),
     }
+}
+
+/// Python's `repr()` of a tuple of these values: `(1,)` for one.
+pub(crate) fn python_tuple_repr(items: &[Value], out: &mut String) {
+    out.push('(');
+    repr_items(items.iter(), out);
+    if items.len() == 1 {
+        out.push(',');
+    }
+    out.push(')');
 }
 
 fn repr_items<'a>(items: impl Iterator<Item = &'a Value>, out: &mut String) {
@@ -867,7 +877,8 @@ fn repr_items<'a>(items: impl Iterator<Item = &'a Value>, out: &mut String) {
     }
 }
 
-fn repr_map(map: &Map<String, Value>, out: &mut String) {
+/// Python's `repr()` of a dict with these entries.
+pub(crate) fn python_dict_repr(map: &Map<String, Value>, out: &mut String) {
     out.push('{');
     for (i, (key, value)) in map.iter().enumerate() {
         if i > 0 {

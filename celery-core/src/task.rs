@@ -421,19 +421,10 @@ impl From<Retry> for TaskError {
 /// The text of Celery's `MaxRetriesExceededError` (its `Task.retry`), word for word: alerts and
 /// tests match on it. The arguments are the retry's, written as Python writes a tuple and a dict.
 fn max_retries_exceeded_text(request: &Request) -> String {
-    let mut args = String::from("(");
-    for (index, arg) in request.args.iter().enumerate() {
-        if index > 0 {
-            args.push_str(", ");
-        }
-        crate::protocol::python_repr(arg, &mut args);
-    }
-    if request.args.len() == 1 {
-        args.push(',');
-    }
-    args.push(')');
+    let mut args = String::new();
+    crate::protocol::python_tuple_repr(&request.args, &mut args);
     let mut kwargs = String::new();
-    crate::protocol::python_repr(&Value::Object(request.kwargs.clone()), &mut kwargs);
+    crate::protocol::python_dict_repr(&request.kwargs, &mut kwargs);
     format!(
         "Can't retry {}[{}] args:{args} kwargs:{kwargs}",
         request.task, request.id

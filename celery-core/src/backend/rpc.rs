@@ -126,6 +126,13 @@ impl RpcBackend {
         *self.declared_at.lock().expect("declaration time poisoned") = Some(Instant::now());
     }
 
+    fn declared(&self) -> bool {
+        self.declared_at
+            .lock()
+            .expect("declaration time poisoned")
+            .is_some()
+    }
+
     fn declared_within(&self, period: Duration) -> bool {
         let declared_at = self.declared_at.lock().expect("declaration time poisoned");
         declared_at.is_some_and(|at| at.elapsed() < period)
@@ -345,7 +352,7 @@ impl ResultBackend for RpcBackend {
     fn bind_client(&self, oid: &str, codec: &ResultCodec) {
         *self.codec.write().expect("result codec poisoned") = codec.clone();
         let mut name = self.reply_queue.lock().expect("reply queue name poisoned");
-        if *name != oid && self.declared_within(Duration::MAX) {
+        if *name != oid && self.declared() {
             tracing::warn!(
                 reply_queue = %name,
                 oid,
